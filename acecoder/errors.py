@@ -1,0 +1,36 @@
+"""The one error hierarchy of every acecoder service.
+
+    AcecoderError                 (INTERNAL: our bug)
+    ├── InvalidArgument           (INVALID_ARGUMENT: the request is malformed; say what to change)
+    ├── ResourceExhausted         (RESOURCE_EXHAUSTED: queue full; retry later)
+    ├── Unavailable               (UNAVAILABLE: starting, draining, or a backend lost)
+    └── DeadlineExceeded          (DEADLINE_EXCEEDED: the caller's deadline passed first)
+
+Each class names its gRPC status code as a string, so this module never imports grpc; one
+server interceptor turns them into `context.abort`. A failing *program* is never an error:
+syntax errors, timeouts and crashes are verdicts.
+"""
+
+from __future__ import annotations
+
+
+class AcecoderError(Exception):
+    """Base class; on its own it means a bug on our side."""
+
+    grpc_code = "INTERNAL"
+
+
+class InvalidArgument(AcecoderError, ValueError):
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class ResourceExhausted(AcecoderError):
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(AcecoderError):
+    grpc_code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(AcecoderError):
+    grpc_code = "DEADLINE_EXCEEDED"

@@ -1,0 +1,138 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    PASSED: _ClassVar[Verdict]
+    FAILED: _ClassVar[Verdict]
+    ERROR: _ClassVar[Verdict]
+    TIMEOUT: _ClassVar[Verdict]
+    MEMORY: _ClassVar[Verdict]
+    CRASHED: _ClassVar[Verdict]
+    SKIPPED: _ClassVar[Verdict]
+
+class ProgramStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROGRAM_STATUS_UNSPECIFIED: _ClassVar[ProgramStatus]
+    OK: _ClassVar[ProgramStatus]
+    SYNTAX_ERROR: _ClassVar[ProgramStatus]
+    LOAD_ERROR: _ClassVar[ProgramStatus]
+    EXITED_EARLY: _ClassVar[ProgramStatus]
+    LOAD_TIMEOUT: _ClassVar[ProgramStatus]
+    LOAD_MEMORY: _ClassVar[ProgramStatus]
+    LOAD_CRASHED: _ClassVar[ProgramStatus]
+    SETUP_ERROR: _ClassVar[ProgramStatus]
+VERDICT_UNSPECIFIED: Verdict
+PASSED: Verdict
+FAILED: Verdict
+ERROR: Verdict
+TIMEOUT: Verdict
+MEMORY: Verdict
+CRASHED: Verdict
+SKIPPED: Verdict
+PROGRAM_STATUS_UNSPECIFIED: ProgramStatus
+OK: ProgramStatus
+SYNTAX_ERROR: ProgramStatus
+LOAD_ERROR: ProgramStatus
+EXITED_EARLY: ProgramStatus
+LOAD_TIMEOUT: ProgramStatus
+LOAD_MEMORY: ProgramStatus
+LOAD_CRASHED: ProgramStatus
+SETUP_ERROR: ProgramStatus
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    TESTS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_MB_FIELD_NUMBER: _ClassVar[int]
+    STOP_ON_FIRST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    program: bytes
+    tests: _containers.RepeatedScalarFieldContainer[bytes]
+    setup: bytes
+    timeout_seconds: float
+    memory_limit_mb: int
+    stop_on_first_failure: bool
+    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ...) -> None: ...
+
+class ExecuteBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
+
+class TestResult(_message.Message):
+    __slots__ = ("verdict", "duration_seconds", "error_type", "error_message")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    verdict: Verdict
+    duration_seconds: float
+    error_type: str
+    error_message: str
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PASS_RATE_FIELD_NUMBER: _ClassVar[int]
+    ALL_PASSED_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    JAIL_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    index: int
+    status: ProgramStatus
+    status_detail: str
+    results: _containers.RepeatedCompositeFieldContainer[TestResult]
+    pass_rate: float
+    all_passed: bool
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_seconds: float
+    jail: str
+    def __init__(self, request_id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ProgramStatus, str]] = ..., status_detail: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., pass_rate: _Optional[float] = ..., all_passed: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., jail: _Optional[str] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("version", "jail", "workers", "max_queue", "default_timeout_seconds", "default_memory_limit_mb", "max_program_bytes", "max_tests")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    JAIL_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MEMORY_LIMIT_MB_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TESTS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    jail: str
+    workers: int
+    max_queue: int
+    default_timeout_seconds: float
+    default_memory_limit_mb: int
+    max_program_bytes: int
+    max_tests: int
+    def __init__(self, version: _Optional[str] = ..., jail: _Optional[str] = ..., workers: _Optional[int] = ..., max_queue: _Optional[int] = ..., default_timeout_seconds: _Optional[float] = ..., default_memory_limit_mb: _Optional[int] = ..., max_program_bytes: _Optional[int] = ..., max_tests: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,80 @@
+"""Executor configuration: one frozen dataclass, checked once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .jail import JAILS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorConfig:
+    workers: int = max(1, os.cpu_count() or 1)
+    """Jailed worker processes; each runs one program at a time (about one core each)."""
+    max_queue: int = 256
+    """Requests that may wait for a worker; one more is refused with RESOURCE_EXHAUSTED."""
+    jail: str = "auto"
+    """'auto' (firejail, else bubblewrap, else namespaces) or one of those names."""
+    default_timeout: float = 3.0
+    """Per-test time limit, seconds, when a request sets none."""
+    max_timeout: float = 60.0
+    """Largest per-test time limit a request may ask for."""
+    load_timeout: float = 10.0
+    """Time allowed for the setup code and the program's top level to run."""
+    default_memory_mb: int = 1024
+    """Address-space limit of a program, MiB, when a request sets none."""
+    max_memory_mb: int = 8192
+    """Largest address-space limit a request may ask for."""
+    max_program_bytes: int = 1 << 20
+    """Largest program (and setup) accepted, bytes of UTF-8."""
+    max_tests: int = 1000
+    """Most tests accepted in one request."""
+    max_test_bytes: int = 1 << 20
+    """Largest single test, bytes."""
+    max_batch: int = 10_000
+    """Most programs in one ExecuteBatch."""
+    output_bytes: int = 64 * 1024
+    """Captured stdout (and, separately, stderr) kept per program; the rest is dropped."""
+    file_bytes: int = 16 << 20
+    """Largest file a program may write (RLIMIT_FSIZE)."""
+    open_files: int = 64
+    """Open file descriptors per program process (RLIMIT_NOFILE)."""
+    processes: int = 32
+    """Processes and threads per program (RLIMIT_NPROC of its own uid)."""
+    uid_base: int = 61000
+    """Programs of worker slot k run as uid base+2k, their tests as base+2k+1."""
+    recycle_after: int = 2000
+    """Replace a worker after this many programs (bounds any slow leak)."""
+    seccomp: bool = True
+    """Install the seccomp filter in program and test processes."""
+    hide_paths: tuple[str, ...] = ()
+    """Extra directories to hide from programs (the checkout, /root, /home, /run always are)."""
+    preimport: tuple[str, ...] = ()
+    """Extra modules every worker imports once, so programs get them for free."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.workers < 1:
+            problems.append(f"workers must be >= 1, got {self.workers}")
+        if self.max_queue < 0:
+            problems.append(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.jail != "auto" and self.jail not in JAILS:
+            problems.append(f"jail must be 'auto' or one of {JAILS}, got {self.jail!r}")
+        for name in ("default_timeout", "max_timeout", "load_timeout"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.default_timeout > self.max_timeout:
+            problems.append(f"default_timeout {self.default_timeout} exceeds max_timeout {self.max_timeout}")
+        if not 16 <= self.default_memory_mb <= self.max_memory_mb:
+            problems.append(
+                f"default_memory_mb must be in [16, max_memory_mb={self.max_memory_mb}], "
+                f"got {self.default_memory_mb}")
+        for name in ("max_program_bytes", "max_tests", "max_test_bytes", "max_batch",
+                     "output_bytes", "file_bytes", "open_files", "processes", "recycle_after"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1000 <= self.uid_base <= 2**31 - 2 * (self.workers + 1):
+            problems.append(f"uid_base must be an unprivileged uid range start, got {self.uid_base}")
+        if problems:
+            raise ValueError("invalid executor config: " + "; ".join(problems))

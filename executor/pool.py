@@ -1,0 +1,287 @@
+"""The pool of long-lived jailed workers, driven from asyncio.
+
+Each worker is a `sandbox.worker` process inside its own jail, fed one job at a time over a
+pipe. A worker that dies mid-job (killed from outside, say) costs no request: the job is rerun
+on another worker, and if that one dies too its tests come back CRASHED. Dead workers are
+replaced, and every worker is replaced after `recycle_after` programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import struct
+import time
+from typing import Any
+
+from acecoder.errors import AcecoderError, DeadlineExceeded, Unavailable
+
+from . import jail as jails
+from .config import ExecutorConfig
+from .metrics import ExecutorMetrics
+from .sandbox import wire
+from .types import ExecutionRequest, ExecutionResult, ProgramStatus, TestResult, Verdict
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_START_TIMEOUT = 60.0
+
+
+class WorkerLost(Exception):
+    """The worker process died or broke the protocol."""
+
+
+class _Worker:
+    def __init__(self, slot: int, jail: str, config: ExecutorConfig) -> None:
+        self.slot = slot
+        self.jail = jail
+        self.config = config
+        self.jobs = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *jails.worker_command(self.jail),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=jails.worker_env(), start_new_session=True,
+        )
+        self._stderr_task = asyncio.create_task(self._relay_stderr())
+        hide, keep = jails.fs_policy(self.config.hide_paths)
+        hello = {
+            "slot": self.slot, "uid_base": self.config.uid_base, "seccomp": self.config.seccomp,
+            "arrange_fs": True, "hide": hide, "keep": keep,
+            "preimport": list(self.config.preimport), "separate_uids": os.geteuid() == 0,
+        }
+        await self._send(hello)
+        ready = await asyncio.wait_for(self._recv(), _START_TIMEOUT)
+        if not isinstance(ready, dict) or not ready.get("ready"):
+            raise WorkerLost(f"worker {self.slot} did not start: {ready!r}")
+        logger.info("worker %d started in %s (pid %s, seccomp=%s)", self.slot, self.jail,
+                    self.pid, ready.get("seccomp"))
+
+    async def _relay_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while True:
+            line = await self.proc.stderr.readline()
+            if not line:
+                return
+            logger.warning("worker %d: %s", self.slot, line.decode(errors="replace").rstrip())
+
+    async def _send(self, obj: Any) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        data = wire.dumps(obj)
+        try:
+            self.proc.stdin.write(_HEADER.pack(len(data)) + data)
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise WorkerLost(f"worker {self.slot} is gone: {exc}") from None
+
+    async def _recv(self) -> Any:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            (size,) = _HEADER.unpack(await self.proc.stdout.readexactly(_HEADER.size))
+            data = await self.proc.stdout.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            raise WorkerLost(f"worker {self.slot} is gone: {exc}") from None
+        try:
+            return wire.loads_plain(data)
+        except Exception as exc:
+            raise WorkerLost(f"worker {self.slot} sent an undecodable reply: {exc}") from None
+
+    async def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        await self._send(job)
+        reply = await self._recv()
+        if not isinstance(reply, dict):
+            raise WorkerLost(f"worker {self.slot} sent a malformed reply")
+        self.jobs += 1
+        return reply
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(Exception):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        # The jail's whole session goes, whatever is left in it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5.0)
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stderr_task
+
+
+class WorkerPool:
+    """Runs programs on `config.workers` jailed workers. Use `async with` or start()/close()."""
+
+    def __init__(self, config: ExecutorConfig, metrics: ExecutorMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ExecutorMetrics()
+        self.jail = ""
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._workers: dict[int, _Worker] = {}
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> WorkerPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.jail = await asyncio.to_thread(jails.choose, self.config.jail)
+        workers = [_Worker(slot, self.jail, self.config) for slot in range(self.config.workers)]
+        started = await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
+        failures = [r for r in started if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+            raise RuntimeError(f"could not start the {self.jail} workers: {failures[0]}") from failures[0]
+        for w in workers:
+            self._workers[w.slot] = w
+            self._idle.put_nowait(w)
+        self.metrics.workers.set(len(workers))
+        self.metrics.jail_info.info({"jail": self.jail})
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._replacing):
+            task.cancel()
+        await asyncio.gather(*(w.stop() for w in self._workers.values()), return_exceptions=True)
+        self._workers.clear()
+        self.metrics.workers.set(0)
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers.values() if w.pid is not None]
+
+    @property
+    def idle(self) -> int:
+        return self._idle.qsize()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def job(self, req: ExecutionRequest) -> dict[str, Any]:
+        c = self.config
+        return {
+            "program": req.program, "tests": list(req.tests), "setup": req.setup,
+            "timeout": req.timeout, "load_timeout": c.load_timeout,
+            "memory_bytes": req.memory_mb << 20, "file_bytes": c.file_bytes,
+            "open_files": c.open_files, "processes": c.processes, "output_bytes": c.output_bytes,
+            "stop_on_first_failure": req.stop_on_first_failure,
+        }
+
+    async def execute(self, req: ExecutionRequest, *, deadline: float | None = None) -> ExecutionResult:
+        """Run one program. `deadline` (time.monotonic) bounds the wait for a worker: work
+        whose deadline has passed is never started."""
+        job = self.job(req)
+        for attempt in range(2):
+            worker = await self._acquire(deadline)
+            try:
+                raw = await worker.run(job)
+            except WorkerLost as exc:
+                logger.warning("%s; rerunning request %s elsewhere", exc, req.request_id)
+                self._replace(worker, "lost")
+                continue
+            except BaseException:
+                # Cancelled mid-job: the worker's state is unknown, so it is replaced.
+                self._replace(worker, "cancelled")
+                raise
+            if "internal_error" in raw:
+                self._replace(worker, "internal_error")
+                raise AcecoderError(f"worker failed: {raw['internal_error']}")
+            if worker.jobs >= self.config.recycle_after:
+                self._replace(worker, "recycled")
+            else:
+                self._idle.put_nowait(worker)
+            return self._result(req, raw)
+        return self._lost_result(req)
+
+    async def _acquire(self, deadline: float | None) -> _Worker:
+        if self._closed:
+            raise Unavailable("the executor is shutting down")
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("deadline passed before a worker was free; nothing was run")
+        getter = asyncio.ensure_future(self._idle.get())
+        self.metrics.queue_depth.inc()
+        try:
+            done, _ = await asyncio.wait({getter}, timeout=timeout)
+        except asyncio.CancelledError:
+            if getter.done() and not getter.cancelled():
+                self._idle.put_nowait(getter.result())
+            getter.cancel()
+            raise
+        finally:
+            self.metrics.queue_depth.dec()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        raise DeadlineExceeded("deadline passed before a worker was free; nothing was run")
+
+    def _replace(self, worker: _Worker, reason: str) -> None:
+        self.metrics.worker_restarts.labels(reason=reason).inc()
+        task = asyncio.create_task(self._restart(worker))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _restart(self, old: _Worker) -> None:
+        await old.stop()
+        delay = 0.1
+        while not self._closed:
+            new = _Worker(old.slot, self.jail, self.config)
+            try:
+                await new.start()
+            except Exception as exc:  # keep trying: a pool short of a worker still serves
+                logger.error("restarting worker %d failed: %s", old.slot, exc)
+                await new.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._closed:
+                await new.stop()
+                return
+            self._workers[new.slot] = new
+            self._idle.put_nowait(new)
+            return
+
+    def _result(self, req: ExecutionRequest, raw: dict[str, Any]) -> ExecutionResult:
+        tests = tuple(
+            TestResult(verdict=Verdict(v[0]), duration=float(v[1]), error_type=str(v[2]),
+                       error_message=str(v[3]))
+            for v in raw["verdicts"]
+        )
+        return ExecutionResult(
+            request_id=req.request_id, status=ProgramStatus(raw["status"]), tests=tests,
+            status_detail=str(raw["detail"]),
+            stdout=raw["stdout"].decode("utf-8", errors="replace"),
+            stderr=raw["stderr"].decode("utf-8", errors="replace"),
+            stdout_truncated=bool(raw["stdout_truncated"]),
+            stderr_truncated=bool(raw["stderr_truncated"]),
+            duration=float(raw["duration"]), jail=self.jail,
+        )
+
+    def _lost_result(self, req: ExecutionRequest) -> ExecutionResult:
+        detail = "the sandbox worker died twice while running this program"
+        return ExecutionResult(
+            request_id=req.request_id, status=ProgramStatus.OK, status_detail=detail,
+            tests=tuple(TestResult(verdict=Verdict.CRASHED, error_message=detail) for _ in req.tests),
+            jail=self.jail,
+        )

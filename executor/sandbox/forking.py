@@ -1,0 +1,34 @@
+"""fork() without CPython's at-fork machinery, for the worker's single-threaded fork parents.
+
+`os.fork` runs every registered at-fork hook (threading, random, logging, ...) and re-creates
+runtime locks; on a small VM that is most of the cost of starting a child. The worker and the
+zygote never start a thread, so none of that state can be held by another thread at fork time,
+and calling libc's fork directly (with the GIL held) is safe there. The one hook whose effect
+matters, reseeding `random`, is done by hand.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+
+_libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call
+_fork = _libc.fork
+_fork.restype = ctypes.c_int
+
+
+def fork() -> int:
+    """Like os.fork, for a parent that has exactly one thread."""
+    if threading.active_count() != 1:
+        return os.fork()
+    pid = _fork()
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    if pid == 0:
+        rnd = sys.modules.get("random")
+        if rnd is not None:
+            rnd.seed()  # as random's own at-fork hook does
+    return pid

@@ -1,0 +1,112 @@
+"""The worker's view of the file system, arranged inside its own mount namespace.
+
+Everything becomes read-only; the server's own files (and other configured paths) are covered
+by empty tmpfs mounts, with only the Python installation and the acecoder package put back;
+/tmp, /var/tmp and /dev/shm become fresh root-owned tmpfs mounts in which only the per-program
+directories the worker makes are writable by their program's uid; /proc is remounted for the
+jail's pid namespace with other uids' processes hidden.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+
+_MS_RDONLY = 0x1
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_NOEXEC = 0x8
+_MS_REMOUNT = 0x20
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+_MNT_DETACH = 0x2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    if _libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount({src!r}, {dst!r}, {fstype!r}): {os.strerror(err)}")
+
+
+def _umount(path: str) -> None:
+    if _libc.umount2(path.encode(), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount({path!r}): {os.strerror(err)}")
+
+
+def _mount_points() -> list[tuple[str, int]]:
+    """(mount point, flags that must be kept on remount), deepest last."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[4].replace("\\040", " ")
+            opts = parts[5].split(",")
+            flags = 0
+            flags |= _MS_NOSUID if "nosuid" in opts else 0
+            flags |= _MS_NODEV if "nodev" in opts else 0
+            flags |= _MS_NOEXEC if "noexec" in opts else 0
+            out.append((point, flags))
+    return out
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def arrange(*, hide: list[str], keep: list[str]) -> None:
+    """Make the file system read-only, hide `hide` except `keep`, give fresh temp dirs."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    hide = [os.path.realpath(h) for h in hide if os.path.isdir(h)]
+    keep = sorted({os.path.realpath(k) for k in keep if os.path.exists(k)})
+
+    # Stage the paths to keep before their parents disappear under tmpfs.
+    stage = "/tmp/.acecoder-stage"
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    staged: list[tuple[str, str]] = []
+    for i, path in enumerate(keep):
+        if not any(_within(path, h) for h in hide):
+            continue
+        spot = f"{stage}/{i}"
+        if os.path.isdir(path):
+            os.makedirs(spot)
+        else:
+            os.makedirs(stage, exist_ok=True)
+            open(spot, "w").close()
+        _mount(path, spot, None, _MS_BIND | _MS_REC)
+        staged.append((path, spot))
+
+    for h in sorted(set(hide)):
+        _mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    for path, spot in staged:
+        if os.path.isdir(spot):
+            os.makedirs(path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()
+        _mount(spot, path, None, _MS_BIND | _MS_REC)
+        _umount(spot)
+
+    # Fresh /proc for our pid namespace; other uids' processes are invisible.
+    try:
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "hidepid=2")
+    except OSError:
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+
+    # Everything read-only (a bind remount keeps the flags the kernel locked).
+    for point, locked in _mount_points():
+        if point.startswith("/proc") or point == "/tmp" or point.startswith("/dev/pts"):
+            continue
+        try:
+            _mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | locked)
+        except OSError:
+            pass  # sysfs/cgroup mounts that refuse; they are not writable by our uids anyway
+    for spot in ("/dev/shm", "/var/tmp", "/run/shm", "/run/lock"):
+        if os.path.isdir(spot) and not os.path.islink(spot):
+            _mount("tmpfs", spot, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_RDONLY, "mode=0755,size=4k")
+    shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,332 @@
+"""The test process: runs the tests, the only place verdicts are decided.
+
+It never runs a line of the program. Names the program defines are bound to `Remote` proxies;
+calling one asks the program process over a pipe and gets back plain data (or another proxy).
+So `assert f(3) == 7` compares two plain values with our own CPython: a program that returns an
+always-equal object, patches builtins, exits, or prints fake markers cannot make it pass.
+Verdicts go to the worker on a pipe the program process does not hold.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import marshal
+import os
+import pickle
+import sys
+import types
+from typing import Any
+
+from . import wire
+
+REPLY_LIMIT = 64 * 1024 * 1024
+_MSG_CAP = 2000
+
+
+class PeerLost(BaseException):
+    """The program process died or broke the protocol; the worker decides the verdict."""
+
+
+class _Conn:
+    def __init__(self, to_prog: int, from_prog: int) -> None:
+        self.to_prog = to_prog
+        self.from_prog = from_prog
+        # Set once the program process is gone, so a test's bare `except:` cannot hide it.
+        self.lost = False
+
+    def gone(self) -> PeerLost:
+        self.lost = True
+        return PeerLost("program process gone")
+
+    def dumps(self, obj: Any) -> bytes:
+        buf = io.BytesIO()
+        _ArgPickler(buf).dump(obj)
+        return buf.getvalue()
+
+    def request(self, req: tuple[Any, ...]) -> Any:
+        try:
+            wire.write_frame(self.to_prog, self.dumps(req))
+        except OSError:
+            raise self.gone() from None
+        try:
+            reply = wire.recv_plain(self.from_prog, REPLY_LIMIT)
+        except wire.FrameError as exc:
+            if "closed" in str(exc):
+                raise self.gone() from None
+            raise ProtocolError(str(exc)) from None
+        return reply
+
+    def ask(self, req: tuple[Any, ...]) -> Any:
+        return self.decode(self.request(req))
+
+    def decode(self, reply: Any) -> Any:
+        if not isinstance(reply, tuple) or not reply:
+            raise ProtocolError("malformed reply")
+        kind = reply[0]
+        if kind == "value" and len(reply) in (2, 3):
+            return reply[1]
+        if kind == "handle" and len(reply) in (4, 5):
+            _, hid, tname, is_callable = reply[:4]
+            if type(hid) is not int or type(tname) is not str:
+                raise ProtocolError("malformed handle")
+            return Remote(self, hid, tname[:200], bool(is_callable))
+        if kind == "items" and len(reply) == 2 and type(reply[1]) is list:
+            return [self.decode(item) for item in reply[1]]
+        if kind == "raise" and len(reply) == 4:
+            _, what, name, message = reply
+            raise _remote_exception(str(what), str(name)[:200], str(message)[:_MSG_CAP])
+        raise ProtocolError(f"unexpected reply {kind!r}")
+
+
+class ProtocolError(Exception):
+    """The program process sent something that is not a valid reply."""
+
+
+def _remote_exception(what: str, name: str, message: str) -> BaseException:
+    """An exception to raise in the test: the builtin class of the same name where there is one
+    (so tests can catch ValueError), tagged so the verdict knows it came from the program."""
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)) or what != "error":
+        cls = ProgramError
+    try:
+        exc = cls(message)
+    except Exception:
+        exc = ProgramError(message)
+    exc.acecoder_remote = (what, name)  # type: ignore[attr-defined]
+    return exc
+
+
+class ProgramError(Exception):
+    """An exception raised by the program whose type has no builtin counterpart here."""
+
+
+class Remote:
+    """A proxy for an object living in the program process."""
+
+    __slots__ = ("_conn", "_hid", "_type", "_callable")
+
+    def __init__(self, conn: _Conn, hid: int, tname: str, is_callable: bool) -> None:
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_hid", hid)
+        object.__setattr__(self, "_type", tname)
+        object.__setattr__(self, "_callable", is_callable)
+
+    def _ask(self, op: str, *rest: Any) -> Any:
+        return self._conn.ask((op, self._hid, *rest))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        conn = self._conn
+        reply = conn.request(("call", self._hid, args, kwargs))
+        if isinstance(reply, tuple) and len(reply) in (3, 5) and reply[0] in ("value", "handle"):
+            _apply_mutations(args, reply[-1])
+            reply = reply[:-1]
+        return conn.decode(reply)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._ask("attr", name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError("cannot set attributes on the program's objects from a test")
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._ask("item", key)
+
+    def __len__(self) -> int:
+        return _typed(self._ask("len"), int)
+
+    def __bool__(self) -> bool:
+        return _typed(self._ask("bool"), bool)
+
+    def __iter__(self) -> Any:
+        return iter(_typed(self._ask("iter"), list))
+
+    def __next__(self) -> Any:
+        return self._ask("next")
+
+    def __contains__(self, item: Any) -> bool:
+        return _typed(self._ask("contains", item), bool)
+
+    def __repr__(self) -> str:
+        return _typed(self._ask("repr"), str)
+
+    def __str__(self) -> str:
+        return _typed(self._ask("str"), str)
+
+    def __int__(self) -> int:
+        return _typed(self._ask("int"), int)
+
+    def __float__(self) -> float:
+        return _typed(self._ask("float"), float)
+
+    def __index__(self) -> int:
+        return _typed(self._ask("index"), int)
+
+    def __hash__(self) -> int:
+        return hash((id(self._conn), self._hid))
+
+    # Comparisons: between two of the program's objects the program decides (both sides are
+    # its own); against plain data it never does, so an always-equal object compares unequal.
+    def _cmp(self, op: str, other: Any) -> Any:
+        if isinstance(other, Remote) and other._conn is self._conn:
+            return _typed(self._ask("cmp", op, other._hid), bool)
+        return NotImplemented
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._cmp("eq", other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return self._cmp("ne", other)
+
+    def __lt__(self, other: Any) -> Any:
+        return self._cmp("lt", other)
+
+    def __le__(self, other: Any) -> Any:
+        return self._cmp("le", other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._cmp("gt", other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._cmp("ge", other)
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if type(value) is not kind:
+        raise ProtocolError(f"expected {kind.__name__}, program sent {type(value).__name__}")
+    return value
+
+
+def _apply_mutations(args: tuple[Any, ...], mutations: Any) -> None:
+    """Mirror in-place changes the program made to list/dict/set arguments."""
+    if type(mutations) is not tuple:
+        return
+    for entry in mutations:
+        if type(entry) is not tuple or len(entry) != 2 or type(entry[0]) is not int:
+            continue
+        i, new = entry
+        if not 0 <= i < len(args):
+            continue
+        old = args[i]
+        if type(old) is list and type(new) is list:
+            old[:] = new
+        elif type(old) is dict and type(new) is dict:
+            old.clear()
+            old.update(new)
+        elif type(old) is set and type(new) is set:
+            old.clear()
+            old.update(new)
+        elif type(old) is bytearray and type(new) is bytearray:
+            old[:] = new
+
+
+class _ArgPickler(pickle.Pickler):
+    """Pickles call arguments: proxies by reference, test-defined functions by code."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, Remote):
+            return ("h", obj._hid)
+        if type(obj) is types.FunctionType:
+            cells = tuple(c.cell_contents for c in obj.__closure__) if obj.__closure__ else ()
+            return ("fn", marshal.dumps(obj.__code__), obj.__name__, obj.__defaults__, cells)
+        return None
+
+
+def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any) -> None:
+    if type(names) is not dict:
+        raise ProtocolError("malformed name table")
+    for name, entry in names.items():
+        if type(name) is not str or not name.isidentifier() or name.startswith("__"):
+            continue
+        if hasattr(builtins, name):
+            continue  # tests always see the real builtins, whatever the program shadowed
+        if type(entry) is not tuple or not entry:
+            continue
+        if entry[0] == "module" and len(entry) == 2 and type(entry[1]) is str:
+            try:
+                ns[name] = importlib.import_module(entry[1])
+            except Exception:
+                continue
+        else:
+            try:
+                ns[name] = conn.decode(entry)
+            except (ProtocolError, Exception):
+                continue
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= _MSG_CAP else text[:_MSG_CAP] + "...[trimmed]"
+
+
+def _classify(exc: BaseException) -> tuple[str, str, str]:
+    """(verdict, error type, message) of a test that raised."""
+    try:
+        message = _trim(str(exc))
+    except Exception:
+        message = "<unprintable>"
+    remote = getattr(exc, "acecoder_remote", None)
+    if remote is not None:
+        what, name = remote
+        if what == "memory":
+            return "MEMORY", name, message
+        return "ERROR", name, message
+    if isinstance(exc, ProtocolError):
+        return "ERROR", "ProtocolError", message
+    if isinstance(exc, AssertionError):
+        return "FAILED", "AssertionError", message
+    if isinstance(exc, MemoryError):
+        return "MEMORY", "MemoryError", message
+    return "ERROR", type(exc).__name__, message
+
+
+def main(
+    *, ctrl: int, to_prog: int, from_prog: int, tests: list[str], setup: str, start: int,
+    stop_on_first_failure: bool,
+) -> None:
+    """Run tests[start:], reporting to the worker on `ctrl`. Never returns normally."""
+    conn = _Conn(to_prog, from_prog)
+    try:
+        first = wire.recv_plain(from_prog, REPLY_LIMIT)
+    except wire.FrameError:
+        wire.send(ctrl, ("lost", -1))
+        os._exit(0)
+    if type(first) is tuple and first and first[0] == "load_failed" and len(first) == 4:
+        wire.send(ctrl, ("load_failed", str(first[1]), _trim(str(first[2])), _trim(str(first[3]))))
+        os._exit(0)
+    if not (type(first) is tuple and len(first) == 2 and first[0] == "loaded"):
+        wire.send(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
+        os._exit(0)
+    ns: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
+    try:
+        _bind_program_names(ns, conn, first[1])
+        if setup:
+            exec(compile(setup, "<setup>", "exec"), ns)
+    except PeerLost:
+        wire.send(ctrl, ("lost", -1))
+        os._exit(0)
+    except BaseException as exc:
+        wire.send(ctrl, ("setup_failed", type(exc).__name__, _trim(str(exc))))
+        os._exit(0)
+    wire.send(ctrl, ("loaded",))
+    for i in range(start, len(tests)):
+        wire.send(ctrl, ("start", i))
+        try:
+            exec(compile(tests[i], f"<test {i}>", "exec"), ns)
+            verdict, etype, emsg = "PASSED", "", ""
+        except PeerLost:
+            pass
+        except BaseException as exc:
+            verdict, etype, emsg = _classify(exc)
+        if conn.lost:
+            wire.send(ctrl, ("lost", i))
+            os._exit(0)
+        sys.stdout.flush()
+        wire.send(ctrl, ("done", i, verdict, etype, emsg))
+        if stop_on_first_failure and verdict != "PASSED":
+            break
+    wire.send(ctrl, ("end",))
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,177 @@
+"""The program host: loads the untrusted program and answers the test process's requests.
+
+Everything in this process is untrusted once the program has run: it may have rewritten this
+very module. That is fine by design. The only thing it can send is plain data, decoded by
+the test process with `wire.recv_plain`, and it never sees the tests, so it cannot know what
+answer would pass them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import marshal
+import os
+import pickle
+import sys
+import types
+from typing import Any
+
+from . import wire
+from .plain import NotPlain, to_plain
+
+_MSG_CAP = 2000
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= _MSG_CAP else text[:_MSG_CAP] + "...[trimmed]"
+
+
+def _describe_exc(exc: BaseException) -> tuple[str, str, str]:
+    """(kind, type name, message); kind is memory, exit or error."""
+    try:
+        message = _trim(str(exc))
+    except BaseException:  # a hostile __str__
+        message = "<unprintable>"
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "memory", name, message
+    if isinstance(exc, (SystemExit, KeyboardInterrupt, GeneratorExit)):
+        return "exit", name, message
+    return "error", name, message
+
+
+class _Host:
+    def __init__(self, rpc_in: int, rpc_out: int, namespace: dict[str, Any]) -> None:
+        self.rpc_in = rpc_in
+        self.rpc_out = rpc_out
+        self.ns = namespace
+        self.handles: list[Any] = []
+
+    def encode(self, value: Any) -> tuple[Any, ...]:
+        try:
+            return ("value", to_plain(value))
+        except NotPlain:
+            self.handles.append(value)
+            return ("handle", len(self.handles) - 1, type(value).__name__, callable(value))
+        except RecursionError:
+            self.handles.append(value)
+            return ("handle", len(self.handles) - 1, type(value).__name__, callable(value))
+
+    def _unpickler(self, data: bytes) -> pickle.Unpickler:
+        host = self
+
+        class Loader(pickle.Unpickler):
+            def persistent_load(self, pid: Any) -> Any:
+                if pid[0] == "h":
+                    return host.handles[pid[1]]
+                if pid[0] == "fn":
+                    _, code, name, defaults, cells = pid
+                    fn = types.FunctionType(
+                        marshal.loads(code), host.ns, name, defaults,
+                        tuple(types.CellType(c) for c in cells) if cells else None,
+                    )
+                    return fn
+                raise pickle.UnpicklingError("unknown persistent id")
+
+        return Loader(io.BytesIO(data))
+
+    def names(self) -> dict[str, tuple[Any, ...]]:
+        out: dict[str, tuple[Any, ...]] = {}
+        for name, value in list(self.ns.items()):
+            if name.startswith("__") or not isinstance(name, str):
+                continue
+            if isinstance(value, types.ModuleType):
+                out[name] = ("module", value.__name__)
+            else:
+                out[name] = self.encode(value)
+        return out
+
+    def handle(self, req: tuple[Any, ...]) -> tuple[Any, ...]:
+        op = req[0]
+        obj = self.handles[req[1]]
+        if op == "call":
+            args, kwargs = req[2], req[3]
+            result = obj(*args, **kwargs)
+            mutated = []
+            for i, arg in enumerate(args):
+                if type(arg) in _MUTABLE:
+                    try:
+                        mutated.append((i, to_plain(arg)))
+                    except NotPlain:
+                        pass
+            return self.encode(result) + (tuple(mutated),)
+        if op == "attr":
+            return self.encode(getattr(obj, req[2]))
+        if op == "item":
+            return self.encode(obj[req[2]])
+        if op == "len":
+            return ("value", int(len(obj)))
+        if op == "bool":
+            return ("value", bool(obj))
+        if op == "repr":
+            return ("value", _trim(repr(obj)))
+        if op == "str":
+            return ("value", _trim(str(obj)))
+        if op == "iter":
+            return ("items", [self.encode(v) for v in obj])
+        if op == "next":
+            return self.encode(next(obj))
+        if op == "contains":
+            return ("value", bool(req[2] in obj))
+        if op == "cmp":
+            other = self.handles[req[3]]
+            fn = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
+                  "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b}
+            return ("value", bool(fn[req[2]](obj, other)))
+        if op in ("int", "float", "index"):
+            conv = {"int": int, "float": float, "index": lambda v: v.__index__()}[op]
+            return self.encode(conv(obj))
+        raise ValueError(f"unknown request {op!r}")
+
+    def serve(self) -> None:
+        while True:
+            try:
+                req = self._unpickler(wire.read_frame(self.rpc_in)).load()
+            except wire.FrameError:
+                return
+            try:
+                reply = self.handle(req)
+            except StopIteration:
+                reply = ("raise", "error", "StopIteration", "")
+            except BaseException as exc:  # the program's exception is a result
+                reply = ("raise", *_describe_exc(exc))
+            try:
+                wire.send(self.rpc_out, reply)
+            except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+                wire.send(self.rpc_out, ("raise", "error", type(exc).__name__, _trim(str(exc))))
+
+
+def main(rpc_in: int, rpc_out: int, program: str, setup: str) -> None:
+    """Load the program and serve until the test process hangs up. Never returns normally."""
+    ns: dict[str, Any] = {"__name__": "solution", "__builtins__": builtins}
+    try:
+        code = compile(program, "<program>", "exec")
+    except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
+        kind, name, message = _describe_exc(exc)
+        wire.send(rpc_out, ("load_failed", "syntax" if kind == "error" else kind, name, message))
+        os._exit(0)
+    try:
+        if setup:
+            exec(compile(setup, "<setup>", "exec"), ns)
+        exec(code, ns)
+    except BaseException as exc:
+        wire.send(rpc_out, ("load_failed", *_describe_exc(exc)))
+        os._exit(0)
+    sys.stdout.flush()
+    host = _Host(rpc_in, rpc_out, ns)
+    try:
+        wire.send(rpc_out, ("loaded", host.names()))
+        host.serve()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)

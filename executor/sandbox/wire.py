@@ -1,0 +1,98 @@
+"""Framing and the plain-data codec spoken between the jail's processes.
+
+Every message is a 4-byte big-endian length followed by a pickle. Whatever a process that has
+run (or may have been corrupted by) the untrusted program sends is decoded with
+:func:`loads_plain`, which can only build plain builtin values: it refuses every global but a
+short allow-list, so no object of the program's making, and no code, can cross.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+from typing import Any
+
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 256 * 1024 * 1024
+
+# The only globals a plain value may reference; all are builtin or stdlib value types whose
+# comparison is our own CPython's, not the program's.
+_ALLOWED_GLOBALS = {
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("builtins", "range"),
+    ("builtins", "slice"),
+    ("builtins", "frozenset"),
+    ("builtins", "set"),
+    ("decimal", "Decimal"),
+    ("fractions", "Fraction"),
+}
+
+
+class FrameError(Exception):
+    """The peer closed the channel or sent something that is not a valid frame."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refused persistent id")
+
+
+def loads_plain(data: bytes) -> Any:
+    """Decode a pickle that may only hold plain builtin data."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    data = _HEADER.pack(len(payload)) + payload
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise FrameError("channel closed")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int, limit: int = MAX_FRAME) -> bytes:
+    (size,) = _HEADER.unpack(read_exact(fd, _HEADER.size))
+    if size > limit:
+        raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}")
+    return read_exact(fd, size)
+
+
+def send(fd: int, obj: Any) -> None:
+    write_frame(fd, dumps(obj))
+
+
+def recv_plain(fd: int, limit: int = MAX_FRAME) -> Any:
+    try:
+        return loads_plain(read_frame(fd, limit))
+    except FrameError:
+        raise
+    except Exception as exc:  # any decoding failure is the peer's fault
+        raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+
+
+def recv_trusted(fd: int) -> Any:
+    """Decode a frame from a trusted peer (the server, or the worker)."""
+    return pickle.loads(read_frame(fd))

@@ -1,0 +1,478 @@
+"""The jailed worker: one long-lived process per pool slot, started inside the jail.
+
+For each program it starts two confined children and supervises them against the clock:
+
+* the *program process*, forked by a zygote that is itself forked before the worker ever
+  reads a job, so the program's memory holds no test and no expected value of any job;
+* the *test process*, forked by the worker, which runs the tests and decides the verdicts.
+
+The server talks to the worker over stdin/stdout (length-prefixed pickles); the worker never
+prints. A test that hangs, crashes or runs out of memory costs that test only: both children
+are killed and a fresh pair resumes at the next test.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from . import confine, forking, fs, harness, program, seccomp, wire
+
+_PR_SET_CHILD_SUBREAPER = 36
+_PREIMPORT = (
+    "abc array bisect cmath collections collections.abc contextlib copy dataclasses datetime "
+    "decimal enum fractions functools hashlib heapq io itertools json math numbers operator "
+    "queue random re statistics string struct textwrap threading time types typing unicodedata"
+).split()
+_ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
+_TMP_ROOT = "/tmp/acecoder"
+
+
+# --------------------------------------------------------------------------- the zygote
+
+
+def _zygote_loop(sock: socket.socket) -> None:
+    """Fork program processes on request. Runs forever in its own process."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    while True:
+        try:
+            msg, fds = _recv_msg(sock)
+        except (EOFError, OSError):
+            os._exit(0)
+        if msg[0] == "spawn":
+            spec = msg[1]
+            pid = forking.fork()
+            if pid == 0:
+                _become_program(spec, fds)
+            for fd in fds:
+                os.close(fd)
+            _send_msg(sock, ("pid", pid))
+        elif msg[0] == "reap":
+            try:
+                _, status = os.waitpid(msg[1], 0)
+            except ChildProcessError:
+                status = 0
+            _send_msg(sock, ("status", status))
+
+
+def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
+    try:
+        rpc_in, rpc_out, out_w, err_w = fds
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        confine.confine(
+            uid=spec["uid"], gid=spec["uid"], limits=spec["limits"], cwd=spec["cwd"],
+            fds={0: devnull, 1: out_w, 2: err_w, 3: rpc_in, 4: rpc_out},
+            env=spec["env"], use_seccomp=spec["seccomp"],
+        )
+    except BaseException as exc:  # never fall back into the zygote's loop
+        try:
+            os.write(2, f"acecoder: confining the program failed: {exc!r}\n".encode())
+        finally:
+            os._exit(70)
+    try:
+        program.main(3, 4, spec["program"], spec["setup"])
+    finally:
+        os._exit(0)
+
+
+def _send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
+    data = wire.dumps(obj)
+    header = len(data).to_bytes(4, "big")
+    if fds:
+        socket.send_fds(sock, [header], fds)
+    else:
+        sock.sendall(header)
+    sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
+    head, fds, _, _ = socket.recv_fds(sock, 4, 8)
+    if not head:
+        raise EOFError
+    head += _recv_exact(sock, 4 - len(head))
+    data = _recv_exact(sock, int.from_bytes(head, "big"))
+    return pickle.loads(data), list(fds)
+
+
+class Zygote:
+    def __init__(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = forking.fork()
+        if pid == 0:
+            parent.close()
+            try:
+                _zygote_loop(child)
+            finally:
+                os._exit(0)
+        child.close()
+        self.sock = parent
+        self.pid = pid
+
+    def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
+        _send_msg(self.sock, ("spawn", spec), fds)
+        msg, _ = _recv_msg(self.sock)
+        return int(msg[1])
+
+    def reap(self, pid: int) -> int:
+        _send_msg(self.sock, ("reap", pid))
+        msg, _ = _recv_msg(self.sock)
+        return int(msg[1])
+
+
+# --------------------------------------------------------------------------- supervision
+
+
+def _describe_status(status: int) -> tuple[str, str]:
+    """(verdict, detail) for a program process that died on its own."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return "CRASHED", f"killed by {name}"
+    code = os.WEXITSTATUS(status)
+    return "ERROR", f"program exited with status {code}"
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a confined child and its process group (which its descendants cannot leave)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Worker:
+    def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int) -> None:
+        self.slot = int(hello["slot"])
+        self.chan_in = chan_in
+        self.chan_out = chan_out
+        self.root = os.geteuid() == 0
+        self.use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
+        uid_base = int(hello.get("uid_base", 61000))
+        self.prog_uid = uid_base + 2 * self.slot if self.root else None
+        self.test_uid = uid_base + 2 * self.slot + 1 if self.root else None
+        self.seq = 0
+        os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
+        self.zygote = Zygote()
+
+    # -- one job ------------------------------------------------------------------------
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        n = len(job["tests"])
+        verdicts: list[list[Any] | None] = [None] * n
+        state: dict[str, Any] = {"status": "OK", "detail": "", "out": bytearray(),
+                                 "err": bytearray(), "out_trunc": False, "err_trunc": False}
+        self.seq += 1
+        tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
+        os.mkdir(tmp, 0o700)
+        if self.prog_uid is not None:
+            os.chown(tmp, self.prog_uid, self.prog_uid)
+        try:
+            start = 0
+            while start < n:
+                nxt = self._run_pair(job, tmp, start, verdicts, state)
+                if nxt is None or nxt >= n:
+                    break
+                if job["stop_on_first_failure"] and any(
+                        v is not None and v[0] != "PASSED" for v in verdicts):
+                    break
+                start = nxt
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._reap_orphans()
+        for i, v in enumerate(verdicts):
+            if v is None:
+                verdicts[i] = ["SKIPPED", 0.0, "", ""]
+        return {
+            "status": state["status"], "detail": state["detail"], "verdicts": verdicts,
+            "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
+            "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
+            "duration": time.monotonic() - started,
+        }
+
+    def _limits(self, job: dict[str, Any], memory_bytes: int) -> confine.Limits:
+        total = job["timeout"] * (len(job["tests"]) + 1) + job["load_timeout"]
+        return confine.Limits(
+            memory_bytes=memory_bytes, cpu_seconds=int(total) + 2,
+            file_bytes=job["file_bytes"], open_files=job["open_files"],
+            processes=job["processes"],
+        )
+
+    def _run_pair(self, job: dict[str, Any], tmp: str, start: int,
+                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
+        """Run tests[start:] on a fresh program/test process pair. Returns the index to resume
+        at with a fresh pair, or None when the job is finished."""
+        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
+        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
+        ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        env = {"PATH": _ENV_PATH, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
+        spec = {
+            "uid": self.prog_uid, "limits": self._limits(job, job["memory_bytes"]), "cwd": tmp,
+            "env": env, "seccomp": self.use_seccomp, "program": job["program"],
+            "setup": job["setup"],
+        }
+        prog_pid = self.zygote.spawn(spec, [t2p_r, p2t_w, out_w, err_w])
+        for fd in (t2p_r, p2t_w):
+            os.close(fd)
+        test_pid = forking.fork()
+        if test_pid == 0:
+            self._become_tester(job, start, ctrl_w, t2p_w, p2t_r, out_w, err_w)
+        for fd in (ctrl_w, t2p_w, p2t_r, out_w, err_w):
+            os.close(fd)
+
+        sel = selectors.DefaultSelector()
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(ctrl_r, selectors.EVENT_READ)
+        timeout = float(job["timeout"])
+        deadline = time.monotonic() + float(job["load_timeout"])
+        current = -1  # -1 while loading
+        t_start = time.monotonic()
+        resume: int | None = None
+        outcome = "running"
+        try:
+            while outcome == "running":
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    outcome = "timeout"
+                    break
+                for key, _ in sel.select(wait):
+                    fd = key.fd
+                    if fd != ctrl_r:
+                        self._drain(fd, out_r, job, state)
+                        continue
+                    try:
+                        msg = wire.recv_plain(ctrl_r, 1 << 20)
+                    except wire.FrameError:
+                        outcome = "tester_died"
+                        break
+                    kind = msg[0]
+                    if kind == "loaded":
+                        deadline = time.monotonic() + timeout
+                    elif kind == "start":
+                        current = int(msg[1])
+                        t_start = time.monotonic()
+                        deadline = t_start + timeout
+                    elif kind == "done":
+                        verdicts[int(msg[1])] = [msg[2], time.monotonic() - t_start, msg[3], msg[4]]
+                        current = -2  # between tests
+                        deadline = time.monotonic() + timeout
+                    elif kind == "end":
+                        outcome = "end"
+                    elif kind == "lost":
+                        outcome = "lost"
+                    elif kind == "load_failed":
+                        outcome = "load_failed"
+                        self._load_failed(msg, verdicts, state)
+                    elif kind == "setup_failed":
+                        outcome = "setup_failed"
+                        state["status"] = "SETUP_ERROR"
+                        state["detail"] = f"{msg[1]}: {msg[2]}"
+                        for i in range(len(verdicts)):
+                            verdicts[i] = ["ERROR", 0.0, msg[1], msg[2]]
+                    if outcome != "running":
+                        break
+        finally:
+            _kill_tree(test_pid)
+            _kill_tree(prog_pid)
+            os.waitpid(test_pid, 0)
+            prog_status = self.zygote.reap(prog_pid)
+            for fd in (out_r, err_r):
+                self._drain(fd, out_r, job, state, final=True)
+            sel.close()
+            for fd in (ctrl_r, out_r, err_r):
+                os.close(fd)
+
+        elapsed = time.monotonic() - t_start
+        if outcome == "timeout":
+            if current == -1:
+                state["status"] = "LOAD_TIMEOUT"
+                state["detail"] = f"loading the program took longer than {job['load_timeout']}s"
+                for i in range(start, len(verdicts)):
+                    verdicts[i] = ["TIMEOUT", 0.0, "", ""]
+                return None
+            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            if idx is None:
+                return None
+            verdicts[idx] = ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s"]
+            return idx + 1
+        if outcome == "lost":
+            verdict, detail = _describe_status(prog_status)
+            if current == -1:
+                if verdict == "ERROR":
+                    state["status"], state["detail"] = "EXITED_EARLY", detail
+                else:
+                    state["status"], state["detail"] = "LOAD_CRASHED", detail
+                for i in range(start, len(verdicts)):
+                    verdicts[i] = [verdict, 0.0, "", detail]
+                return None
+            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            if idx is None:
+                return None
+            if verdict == "ERROR":
+                state["status"], state["detail"] = "EXITED_EARLY", detail
+            verdicts[idx] = [verdict, elapsed, "SystemExit" if verdict == "ERROR" else "", detail]
+            return idx + 1
+        if outcome == "tester_died":
+            if current == -1:
+                state["status"], state["detail"] = "LOAD_CRASHED", "test process died while loading"
+                for i in range(start, len(verdicts)):
+                    verdicts[i] = ["CRASHED", 0.0, "", "test process died"]
+                return None
+            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            if idx is None:
+                return None
+            verdicts[idx] = ["CRASHED", elapsed, "", "test process died"]
+            return idx + 1
+        return None
+
+    @staticmethod
+    def _next_unfinished(verdicts: list[list[Any] | None], start: int) -> int | None:
+        for i in range(start, len(verdicts)):
+            if verdicts[i] is None:
+                return i
+        return None
+
+    @staticmethod
+    def _load_failed(msg: tuple[Any, ...], verdicts: list[list[Any] | None],
+                     state: dict[str, Any]) -> None:
+        _, kind, etype, emsg = msg
+        status, verdict = {
+            "syntax": ("SYNTAX_ERROR", "ERROR"),
+            "memory": ("LOAD_MEMORY", "MEMORY"),
+            "exit": ("EXITED_EARLY", "ERROR"),
+        }.get(kind, ("LOAD_ERROR", "ERROR"))
+        state["status"] = status
+        state["detail"] = f"{etype}: {emsg}" if emsg else etype
+        for i in range(len(verdicts)):
+            if verdicts[i] is None:
+                verdicts[i] = [verdict, 0.0, etype, emsg]
+
+    @staticmethod
+    def _drain(fd: int, out_r: int, job: dict[str, Any], state: dict[str, Any],
+               final: bool = False) -> None:
+        buf_key, trunc_key = ("out", "out_trunc") if fd == out_r else ("err", "err_trunc")
+        cap = int(job["output_bytes"])
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if not chunk:
+                return
+            room = cap - len(state[buf_key])
+            if room > 0:
+                state[buf_key] += chunk[:room]
+            if len(chunk) > max(room, 0):
+                state[trunc_key] = True
+            if not final:
+                return
+
+    def _become_tester(self, job: dict[str, Any], start: int, ctrl_w: int, t2p_w: int,
+                       p2t_r: int, out_w: int, err_w: int) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            confine.confine(
+                uid=self.test_uid, gid=self.test_uid,
+                limits=self._limits(job, max(job["memory_bytes"], 1 << 30)), cwd="/",
+                fds={0: devnull, 1: out_w, 2: err_w, 3: ctrl_w, 4: t2p_w, 5: p2t_r},
+                env={"PATH": _ENV_PATH, "LANG": "C.UTF-8", "HOME": "/"},
+                use_seccomp=self.use_seccomp,
+            )
+            harness.main(ctrl=3, to_prog=4, from_prog=5, tests=job["tests"], setup=job["setup"],
+                         start=start, stop_on_first_failure=job["stop_on_first_failure"])
+        except BaseException as exc:
+            try:
+                os.write(2, f"acecoder: test process failed: {exc!r}\n".encode())
+            finally:
+                os._exit(71)
+        os._exit(0)
+
+    @staticmethod
+    def _reap_orphans() -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            try:
+                job = wire.recv_trusted(self.chan_in)
+            except wire.FrameError:
+                return
+            try:
+                result = self.run(job)
+            except Exception as exc:  # our bug: report it, keep the channel in sync
+                result = {"internal_error": f"{type(exc).__name__}: {exc}"}
+            wire.send(self.chan_out, result)
+
+
+def main() -> None:
+    # Keep the job channel off fds 0/1 so nothing printed by accident can corrupt it.
+    chan_in = os.dup(0)
+    chan_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    hello = wire.recv_trusted(chan_in)
+    if hello.get("arrange_fs"):
+        fs.arrange(hide=hello["hide"], keep=hello["keep"])
+    for name in _PREIMPORT + list(hello.get("preimport", [])):
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    seccomp.prepare()
+    # Objects that exist now are never collected by children: they need not touch them.
+    gc.collect()
+    gc.freeze()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    worker = Worker(hello, chan_in, chan_out)
+    wire.send(chan_out, {
+        "ready": True, "root": worker.root, "seccomp": worker.use_seccomp, "pid": os.getpid(),
+    })
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()

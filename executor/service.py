@@ -1,0 +1,199 @@
+"""The executor service: validation, admission control, metrics. Knows nothing of grpc."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from acecoder.errors import InvalidArgument, ResourceExhausted, Unavailable
+
+from .config import ExecutorConfig
+from .metrics import ExecutorMetrics
+from .pool import WorkerPool
+from .types import ExecutionRequest, ExecutionResult
+
+logger = logging.getLogger(__name__)
+
+
+def _text(value: bytes | str, what: str, limit: int, limit_name: str) -> str:
+    raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else bytes(value)
+    if len(raw) > limit:
+        raise InvalidArgument(
+            f"{what} is {len(raw)} bytes; the limit is {limit} ({limit_name}): send less")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            f"{what} is not valid UTF-8 (bad byte at offset {exc.start}): send UTF-8 text") from None
+
+
+def validate(
+    config: ExecutorConfig,
+    *,
+    program: bytes | str,
+    tests: Sequence[bytes | str],
+    setup: bytes | str = b"",
+    timeout: float | None = None,
+    memory_mb: int | None = None,
+    stop_on_first_failure: bool = False,
+    request_id: str = "",
+    where: str = "",
+) -> ExecutionRequest:
+    """Turn raw request fields into an ExecutionRequest, or raise InvalidArgument that says
+    what to change."""
+    at = f"{where}: " if where else ""
+    try:
+        prog = _text(program, f"{at}program", config.max_program_bytes, "max_program_bytes")
+        setup_text = _text(setup, f"{at}setup", config.max_program_bytes, "max_program_bytes")
+        if not tests:
+            raise InvalidArgument(f"{at}tests is empty: send at least one test statement")
+        if len(tests) > config.max_tests:
+            raise InvalidArgument(
+                f"{at}{len(tests)} tests sent; the limit is {config.max_tests} (max_tests): "
+                "split the request")
+        test_texts = []
+        for i, t in enumerate(tests):
+            text = _text(t, f"{at}tests[{i}]", config.max_test_bytes, "max_test_bytes")
+            if not text.strip():
+                raise InvalidArgument(f"{at}tests[{i}] is empty: every test must be a statement")
+            test_texts.append(text)
+        if timeout is None:
+            timeout = config.default_timeout
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise InvalidArgument(f"{at}timeout_seconds must be a positive number, got {timeout!r}")
+        if timeout > config.max_timeout:
+            raise InvalidArgument(
+                f"{at}timeout_seconds {timeout} exceeds the limit of {config.max_timeout}")
+        if memory_mb is None:
+            memory_mb = config.default_memory_mb
+        if not 16 <= memory_mb <= config.max_memory_mb:
+            raise InvalidArgument(
+                f"{at}memory_limit_mb must be between 16 and {config.max_memory_mb}, got {memory_mb}")
+        if len(request_id) > 256:
+            raise InvalidArgument(f"{at}request_id is longer than 256 characters")
+    except InvalidArgument:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{at}malformed request: {exc}") from None
+    return ExecutionRequest(
+        program=prog, tests=tuple(test_texts), setup=setup_text, timeout=float(timeout),
+        memory_mb=int(memory_mb), stop_on_first_failure=bool(stop_on_first_failure),
+        request_id=request_id or uuid.uuid4().hex,
+    )
+
+
+class ExecutorService:
+    """Bounded admission in front of a WorkerPool.
+
+    At most `workers + max_queue` requests (a batch counts as one) are admitted at a time;
+    one more is refused at once with ResourceExhausted. While draining, new work gets
+    Unavailable and admitted work runs to completion.
+    """
+
+    def __init__(self, config: ExecutorConfig, *, metrics: ExecutorMetrics | None = None,
+                 pool: WorkerPool | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ExecutorMetrics()
+        self.pool = pool or WorkerPool(config, self.metrics)
+        self._admitted = 0
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def jail(self) -> str:
+        return self.pool.jail
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def begin_drain(self) -> None:
+        self._draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def validate(self, **fields: Any) -> ExecutionRequest:
+        return validate(self.config, **fields)
+
+    def _admit(self) -> None:
+        if self._draining:
+            self.metrics.rejected.labels(reason="draining").inc()
+            raise Unavailable("the executor is draining for shutdown; retry on another replica")
+        capacity = self.config.workers + self.config.max_queue
+        if self._admitted >= capacity:
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            raise ResourceExhausted(
+                f"the executor queue is full ({capacity} requests admitted); retry with backoff")
+        self._admitted += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._admitted -= 1
+        if self._admitted == 0:
+            self._idle.set()
+
+    async def _run_one(self, req: ExecutionRequest, deadline: float | None) -> ExecutionResult:
+        started = time.monotonic()
+        self.metrics.inflight.inc()
+        try:
+            result = await self.pool.execute(req, deadline=deadline)
+        finally:
+            self.metrics.inflight.dec()
+        self.metrics.program_latency.observe(time.monotonic() - started)
+        self.metrics.programs.labels(status=result.status.value).inc()
+        for t in result.tests:
+            self.metrics.verdicts.labels(verdict=t.verdict.value).inc()
+        return result
+
+    async def execute(self, req: ExecutionRequest, *, deadline: float | None = None) -> ExecutionResult:
+        """Run one validated request. `deadline` is a time.monotonic() value."""
+        self._admit()
+        try:
+            return await self._run_one(req, deadline)
+        finally:
+            self._release()
+
+    async def execute_batch(self, reqs: Sequence[ExecutionRequest], *,
+                            deadline: float | None = None) -> AsyncIterator[ExecutionResult]:
+        """Run many; yield each result (with `index` set) as soon as it is ready."""
+        self._admit()
+        try:
+            limit = asyncio.Semaphore(self.config.workers)
+
+            async def one(index: int, req: ExecutionRequest) -> ExecutionResult:
+                async with limit:
+                    result = await self._run_one(req, deadline)
+                return _with_index(result, index)
+
+            tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(reqs)]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    yield await fut
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._release()
+
+
+def _with_index(result: ExecutionResult, index: int) -> ExecutionResult:
+    return replace(result, index=index)
