@@ -13,7 +13,6 @@ are killed and a fresh pair resumes at the next test.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import os
@@ -24,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import confine, forking, fs, harness, program, seccomp, wire
@@ -38,50 +38,95 @@ _ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
 
 
-# --------------------------------------------------------------------------- the zygote
+# --------------------------------------------------------------------------- zygotes
+#
+# Children are forked by two small zygotes, never by the worker itself: after a fork every page
+# is copy-on-write on *both* sides, and the worker, which does the per-job bookkeeping, would
+# pay a page fault for each page it then touches. The zygotes do nothing but fork and reap.
 
 
-def _zygote_loop(sock: socket.socket) -> None:
-    """Fork program processes on request. Runs forever in its own process."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None]) -> None:
+    """Fork confined children on request. Runs forever in its own process."""
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    statuses: dict[int, int] = {}
     while True:
         try:
             msg, fds = _recv_msg(sock)
         except (EOFError, OSError):
             os._exit(0)
         if msg[0] == "spawn":
-            spec = msg[1]
+            _reap_nowait(statuses)
             pid = forking.fork()
             if pid == 0:
-                _become_program(spec, fds)
+                sock.close()
+                become(msg[1], fds)
+                os._exit(0)
             for fd in fds:
                 os.close(fd)
             _send_msg(sock, ("pid", pid))
-        elif msg[0] == "reap":
-            try:
-                _, status = os.waitpid(msg[1], 0)
-            except ChildProcessError:
-                status = 0
+        elif msg[0] == "status":
+            pid = msg[1]
+            status = statuses.pop(pid, None)
+            if status is None:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except ChildProcessError:
+                    status = 0
             _send_msg(sock, ("status", status))
 
 
+def _reap_nowait(statuses: dict[int, int]) -> None:
+    """Collect children that have exited, remembering the last few exit statuses."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        statuses[pid] = status
+        if len(statuses) > 64:
+            del statuses[next(iter(statuses))]
+
+
+def _die(what: str, exc: BaseException) -> None:
+    try:
+        os.write(2, f"acecoder: {what} failed: {exc!r}\n".encode())
+    finally:
+        os._exit(70)
+
+
 def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
+    """In a fresh child of the program zygote: confine, then load and serve the program."""
     try:
         rpc_in, rpc_out, out_w, err_w = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
-        confine.confine(
-            uid=spec["uid"], gid=spec["uid"], limits=spec["limits"], cwd=spec["cwd"],
-            fds={0: devnull, 1: out_w, 2: err_w, 3: rpc_in, 4: rpc_out},
-            env=spec["env"], use_seccomp=spec["seccomp"],
-        )
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=spec["cwd"],
+                        fds=[devnull, out_w, err_w, rpc_in, rpc_out], env=spec["env"],
+                        use_seccomp=spec["seccomp"])
     except BaseException as exc:  # never fall back into the zygote's loop
-        try:
-            os.write(2, f"acecoder: confining the program failed: {exc!r}\n".encode())
-        finally:
-            os._exit(70)
+        _die("confining the program", exc)
     try:
         program.main(3, 4, spec["program"], spec["setup"])
+    finally:
+        os._exit(0)
+
+
+def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
+    """In a fresh child of the test zygote: confine, read the tests, run them."""
+    try:
+        ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r = fds
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/",
+                        fds=[devnull, out_w, err_w, ctrl_w, t2p_w, p2t_r, job_r],
+                        env=spec["env"], use_seccomp=spec["seccomp"])
+        job = wire.recv_trusted(6)
+        os.close(6)
+    except BaseException as exc:
+        _die("starting the test process", exc)
+    try:
+        harness.main(ctrl=3, to_prog=4, from_prog=5, tests=job["tests"], setup=job["setup"],
+                     start=job["start"], stop_on_first_failure=job["stop_on_first_failure"])
     finally:
         os._exit(0)
 
@@ -116,13 +161,13 @@ def _recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
 
 
 class Zygote:
-    def __init__(self) -> None:
+    def __init__(self, become: Callable[[dict[str, Any], list[int]], None]) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = forking.fork()
         if pid == 0:
             parent.close()
             try:
-                _zygote_loop(child)
+                _zygote_loop(child, become)
             finally:
                 os._exit(0)
         child.close()
@@ -134,8 +179,9 @@ class Zygote:
         msg, _ = _recv_msg(self.sock)
         return int(msg[1])
 
-    def reap(self, pid: int) -> int:
-        _send_msg(self.sock, ("reap", pid))
+    def status(self, pid: int) -> int:
+        """Exit status of a child (waits for it: kill it first)."""
+        _send_msg(self.sock, ("status", pid))
         msg, _ = _recv_msg(self.sock)
         return int(msg[1])
 
@@ -170,19 +216,22 @@ class Worker:
         self.slot = int(hello["slot"])
         self.chan_in = chan_in
         self.chan_out = chan_out
-        self.root = os.geteuid() == 0
+        separate = bool(hello.get("separate_uids", os.geteuid() == 0)) and os.geteuid() == 0
         self.use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
         uid_base = int(hello.get("uid_base", 61000))
-        self.prog_uid = uid_base + 2 * self.slot if self.root else None
-        self.test_uid = uid_base + 2 * self.slot + 1 if self.root else None
+        self.prog_uid = uid_base + 2 * self.slot if separate else None
+        self.test_uid = uid_base + 2 * self.slot + 1 if separate else None
         self.seq = 0
+        self.stale_dirs: list[str] = []
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
-        self.zygote = Zygote()
+        self.prog_zygote = Zygote(_become_program)
+        self.test_zygote = Zygote(_become_tester)
 
     # -- one job ------------------------------------------------------------------------
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
+        self._cleanup()
         n = len(job["tests"])
         verdicts: list[list[Any] | None] = [None] * n
         state: dict[str, Any] = {"status": "OK", "detail": "", "out": bytearray(),
@@ -192,19 +241,17 @@ class Worker:
         os.mkdir(tmp, 0o700)
         if self.prog_uid is not None:
             os.chown(tmp, self.prog_uid, self.prog_uid)
-        try:
-            start = 0
-            while start < n:
-                nxt = self._run_pair(job, tmp, start, verdicts, state)
-                if nxt is None or nxt >= n:
-                    break
-                if job["stop_on_first_failure"] and any(
-                        v is not None and v[0] != "PASSED" for v in verdicts):
-                    break
-                start = nxt
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self._reap_orphans()
+        # Removed at the next job, once the killed processes are surely gone.
+        self.stale_dirs.append(tmp)
+        start = 0
+        while start < n:
+            nxt = self._run_pair(job, tmp, start, verdicts, state)
+            if nxt is None or nxt >= n:
+                break
+            if job["stop_on_first_failure"] and any(
+                    v is not None and v[0] != "PASSED" for v in verdicts):
+                break
+            start = nxt
         for i, v in enumerate(verdicts):
             if v is None:
                 verdicts[i] = ["SKIPPED", 0.0, "", ""]
@@ -214,6 +261,21 @@ class Worker:
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
             "duration": time.monotonic() - started,
         }
+
+    def _cleanup(self) -> None:
+        """Reap orphans reparented to us, and remove the previous jobs' directories."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in (self.prog_zygote.pid, self.test_zygote.pid):
+                raise RuntimeError("a zygote died")
+        for d in self.stale_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.stale_dirs.clear()
 
     def _limits(self, job: dict[str, Any], memory_bytes: int) -> confine.Limits:
         total = job["timeout"] * (len(job["tests"]) + 1) + job["load_timeout"]
@@ -232,20 +294,26 @@ class Worker:
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        env = {"PATH": _ENV_PATH, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
-        spec = {
+        job_r, job_w = os.pipe2(os.O_CLOEXEC)
+        prog_spec = {
             "uid": self.prog_uid, "limits": self._limits(job, job["memory_bytes"]), "cwd": tmp,
-            "env": env, "seccomp": self.use_seccomp, "program": job["program"],
-            "setup": job["setup"],
+            "env": {"HOME": tmp, "TMPDIR": tmp}, "seccomp": self.use_seccomp,
+            "program": job["program"], "setup": job["setup"],
         }
-        prog_pid = self.zygote.spawn(spec, [t2p_r, p2t_w, out_w, err_w])
-        for fd in (t2p_r, p2t_w):
+        test_spec = {
+            "uid": self.test_uid, "limits": self._limits(job, max(job["memory_bytes"], 1 << 30)),
+            "env": {"HOME": "/"}, "seccomp": self.use_seccomp,
+        }
+        prog_pid = self.prog_zygote.spawn(prog_spec, [t2p_r, p2t_w, out_w, err_w])
+        test_pid = self.test_zygote.spawn(test_spec, [ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r])
+        for fd in (t2p_r, p2t_w, ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r):
             os.close(fd)
-        test_pid = forking.fork()
-        if test_pid == 0:
-            self._become_tester(job, start, ctrl_w, t2p_w, p2t_r, out_w, err_w)
-        for fd in (ctrl_w, t2p_w, p2t_r, out_w, err_w):
-            os.close(fd)
+        try:
+            wire.send(job_w, {"tests": job["tests"], "setup": job["setup"], "start": start,
+                              "stop_on_first_failure": job["stop_on_first_failure"]})
+        except OSError:
+            pass  # the test process died at once; seen below as tester_died
+        os.close(job_w)
 
         sel = selectors.DefaultSelector()
         for fd in (out_r, err_r):
@@ -256,8 +324,8 @@ class Worker:
         deadline = time.monotonic() + float(job["load_timeout"])
         current = -1  # -1 while loading
         t_start = time.monotonic()
-        resume: int | None = None
         outcome = "running"
+        prog_status = 0
         try:
             while outcome == "running":
                 wait = deadline - time.monotonic()
@@ -303,8 +371,8 @@ class Worker:
         finally:
             _kill_tree(test_pid)
             _kill_tree(prog_pid)
-            os.waitpid(test_pid, 0)
-            prog_status = self.zygote.reap(prog_pid)
+            if outcome == "lost":
+                prog_status = self.prog_zygote.status(prog_pid)
             for fd in (out_r, err_r):
                 self._drain(fd, out_r, job, state, final=True)
             sel.close()
@@ -398,36 +466,6 @@ class Worker:
             if not final:
                 return
 
-    def _become_tester(self, job: dict[str, Any], start: int, ctrl_w: int, t2p_w: int,
-                       p2t_r: int, out_w: int, err_w: int) -> None:
-        try:
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            confine.confine(
-                uid=self.test_uid, gid=self.test_uid,
-                limits=self._limits(job, max(job["memory_bytes"], 1 << 30)), cwd="/",
-                fds={0: devnull, 1: out_w, 2: err_w, 3: ctrl_w, 4: t2p_w, 5: p2t_r},
-                env={"PATH": _ENV_PATH, "LANG": "C.UTF-8", "HOME": "/"},
-                use_seccomp=self.use_seccomp,
-            )
-            harness.main(ctrl=3, to_prog=4, from_prog=5, tests=job["tests"], setup=job["setup"],
-                         start=start, stop_on_first_failure=job["stop_on_first_failure"])
-        except BaseException as exc:
-            try:
-                os.write(2, f"acecoder: test process failed: {exc!r}\n".encode())
-            finally:
-                os._exit(71)
-        os._exit(0)
-
-    @staticmethod
-    def _reap_orphans() -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
     # -- the loop -------------------------------------------------------------------------
 
     def serve(self) -> None:
@@ -451,6 +489,9 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    # Whatever the jail tool added (PWD, container=...), programs see only this.
+    for key in [k for k in os.environ if k not in ("PATH", "LANG")]:
+        del os.environ[key]
     hello = wire.recv_trusted(chan_in)
     if hello.get("arrange_fs"):
         fs.arrange(hide=hello["hide"], keep=hello["keep"])
@@ -459,8 +500,7 @@ def main() -> None:
             importlib.import_module(name)
         except Exception:
             pass
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    confine.prctl(_PR_SET_CHILD_SUBREAPER, 1)
     seccomp.prepare()
     # Objects that exist now are never collected by children: they need not touch them.
     gc.collect()
@@ -469,7 +509,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     worker = Worker(hello, chan_in, chan_out)
     wire.send(chan_out, {
-        "ready": True, "root": worker.root, "seccomp": worker.use_seccomp, "pid": os.getpid(),
+        "ready": True, "separate_uids": worker.prog_uid is not None, "seccomp": worker.use_seccomp, "pid": os.getpid(),
     })
     worker.serve()
 
