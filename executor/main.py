@@ -121,8 +121,9 @@ async def serve(config: ExecutorConfig, server_config: ServerConfig,
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig)
+    metrics = f", metrics on :{server.metrics_port}" if server.metrics_port is not None else ""
     print(f"acecoder executor listening on {server_config.host}:{server.port} "
-          f"(jail: {server.service.jail}, workers: {config.workers})", flush=True)
+          f"(jail: {server.service.jail}, workers: {config.workers}{metrics})", flush=True)
     if ready is not None:
         ready.set()
     await server.wait()

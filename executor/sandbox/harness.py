@@ -9,6 +9,7 @@ Verdicts go to the worker on a pipe the program process does not hold.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import importlib
 import io
@@ -235,14 +236,58 @@ class _ArgPickler(pickle.Pickler):
         return None
 
 
-def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any) -> None:
+def shadowable_builtins(tests: list[str], program_names: set[str]) -> set[str]:
+    """Builtin names the program may shadow for these tests.
+
+    A program that defines `sum` (MBPP's task 126 asks for one) must have the tests call its
+    `sum`. But a program that defines `abs`, `sorted` or `set` must not get to decide the check
+    itself (`abs(f(x) - 3) < 1e-6`, `set(f(x)) == set((4, 5))`). So a builtin name is handed to
+    the program only if every use of it in the tests is a call whose arguments involve none of
+    the program's names (the function under test, called on constants), or a bare argument of
+    a call (HumanEval's `check(sum)`), and it never appears on the expected side of a
+    comparison.
+    """
+    candidates = {n for n in program_names if hasattr(builtins, n)}
+    if not candidates:
+        return set()
+    allowed = set(candidates)
+    for src in tests:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            return set()
+        ok_nodes: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for comp in node.comparators:
+                    for sub in ast.walk(comp):
+                        if isinstance(sub, ast.Name):
+                            allowed.discard(sub.id)
+            if isinstance(node, ast.Call):
+                if isinstance(node.func, ast.Name) and node.func.id in candidates:
+                    arg_names = {sub.id for a in [*node.args, *node.keywords]
+                                 for sub in ast.walk(a) if isinstance(sub, ast.Name)}
+                    if not arg_names & program_names:
+                        ok_nodes.add(id(node.func))
+                for a in node.args:
+                    if isinstance(a, ast.Name):
+                        ok_nodes.add(id(a))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in candidates and id(node) not in ok_nodes:
+                allowed.discard(node.id)
+    return allowed
+
+
+def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any, tests: list[str]) -> None:
     if type(names) is not dict:
         raise ProtocolError("malformed name table")
+    program_names = {n for n in names if type(n) is str}
+    shadowable = shadowable_builtins(tests, program_names)
     for name, entry in names.items():
         if type(name) is not str or not name.isidentifier() or name.startswith("__"):
             continue
-        if hasattr(builtins, name):
-            continue  # tests always see the real builtins, whatever the program shadowed
+        if hasattr(builtins, name) and name not in shadowable:
+            continue  # tests see the real builtin (see shadowable_builtins)
         if type(entry) is not tuple or not entry:
             continue
         if entry[0] == "module" and len(entry) == 2 and type(entry[1]) is str:
@@ -301,7 +346,7 @@ def main(
         os._exit(0)
     ns: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
     try:
-        _bind_program_names(ns, conn, first[1])
+        _bind_program_names(ns, conn, first[1], tests)
         if setup:
             exec(compile(setup, "<setup>", "exec"), ns)
     except PeerLost:

