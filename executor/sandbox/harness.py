@@ -278,7 +278,36 @@ def shadowable_builtins(tests: list[str], program_names: set[str]) -> set[str]:
     return allowed
 
 
-def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any, tests: list[str]) -> None:
+class _TestLocals(dict):  # type: ignore[type-arg]
+    """The tests' module-level name lookups. The program's plain globals (a list it appends to,
+    a constant) are fetched afresh on each use, so tests see their current value; everything a
+    test defines is written through to the globals, where functions it defines look."""
+
+    def __init__(self, globals_: dict[str, Any], live: set[str], conn: _Conn) -> None:
+        super().__init__()
+        self.globals_ = globals_
+        self.live = live
+        self.conn = conn
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.live:
+            return self.conn.ask(("global", None, name))
+        return self.globals_[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.live.discard(name)
+        self.globals_[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        self.live.discard(name)
+        del self.globals_[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.live or name in self.globals_
+
+
+def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any, tests: list[str],
+                        live: set[str]) -> None:
     if type(names) is not dict:
         raise ProtocolError("malformed name table")
     program_names = {n for n in names if type(n) is str}
@@ -300,6 +329,8 @@ def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any, tests: list
                 ns[name] = conn.decode(entry)
             except (ProtocolError, Exception):
                 continue
+            if entry[0] == "value":
+                live.add(name)
 
 
 def _trim(text: str) -> str:
@@ -345,10 +376,12 @@ def main(
         wire.send(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
         os._exit(0)
     ns: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
+    live: set[str] = set()
+    local_ns = _TestLocals(ns, live, conn)
     try:
-        _bind_program_names(ns, conn, first[1], tests)
+        _bind_program_names(ns, conn, first[1], tests, live)
         if setup:
-            exec(compile(setup, "<setup>", "exec"), ns)
+            exec(compile(setup, "<setup>", "exec"), ns, local_ns)
     except PeerLost:
         wire.send(ctrl, ("lost", -1))
         os._exit(0)
@@ -359,7 +392,7 @@ def main(
     for i in range(start, len(tests)):
         wire.send(ctrl, ("start", i))
         try:
-            exec(compile(tests[i], f"<test {i}>", "exec"), ns)
+            exec(compile(tests[i], f"<test {i}>", "exec"), ns, local_ns)
             verdict, etype, emsg = "PASSED", "", ""
         except PeerLost:
             pass

@@ -90,6 +90,8 @@ class _Host:
 
     def handle(self, req: tuple[Any, ...]) -> tuple[Any, ...]:
         op = req[0]
+        if op == "global":
+            return self.encode(self.ns[req[2]])
         obj = self.handles[req[1]]
         if op == "call":
             args, kwargs = req[2], req[3]

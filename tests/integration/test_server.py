@@ -1,0 +1,238 @@
+"""The executor's gRPC service, on loopback: contract, bad input, admission, deadlines, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from acecoder.clients import AsyncExecutorClient, ExecutorClient, Program, RetryPolicy
+from acecoder.executor.types import ProgramStatus, Verdict
+from acecoder.v1 import executor_pb2 as pb
+from acecoder.v1 import executor_pb2_grpc as pb_grpc
+from tests.conftest import start_server, stop_server
+
+GOOD = "def f(x):\n    return 2 * x\n"
+
+
+def test_execute_reports_every_verdict_kind(client) -> None:  # type: ignore[no-untyped-def]
+    program = ("import time, ctypes\n"
+               "def f(x):\n    if x == 'sleep': time.sleep(5)\n    if x == 'crash': ctypes.string_at(0)\n"
+               "    if x == 'mem': return bytearray(1 << 40)\n    if x == 'boom': raise KeyError(x)\n"
+               "    return 2 * x\n")
+    tests = ["assert f(2) == 4", "assert f(2) == 5", "f('boom')", "f('sleep')", "f('mem')",
+             "f('crash')", "assert f(1) == 2"]
+    r = client.execute(program, tests, timeout=0.5, memory_mb=256, request_id="kinds")
+    assert r.request_id == "kinds"
+    assert r.verdicts == [Verdict.PASSED, Verdict.FAILED, Verdict.ERROR, Verdict.TIMEOUT,
+                          Verdict.MEMORY, Verdict.CRASHED, Verdict.PASSED]
+    assert r.tests[2].error_type == "KeyError" and "boom" in r.tests[2].error_message
+    assert r.pass_rate == pytest.approx(2 / 7) and not r.all_passed
+    assert r.tests[3].duration >= 0.5
+    assert r.jail in ("firejail", "bubblewrap", "namespaces")
+
+
+def test_program_status_and_skipped(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.execute("def f(:\n", ["assert f(1)", "assert f(2)"])
+    assert r.status is ProgramStatus.SYNTAX_ERROR and r.verdicts == [Verdict.ERROR] * 2
+    assert r.pass_rate == 0.0
+    r = client.execute("raise ValueError('at import')\n", ["assert True"])
+    assert r.status is ProgramStatus.LOAD_ERROR and "at import" in r.status_detail
+    r = client.execute("import sys\nsys.exit(3)\n", ["assert True"])
+    assert r.status is ProgramStatus.EXITED_EARLY and r.verdicts == [Verdict.ERROR]
+    r = client.execute("while True: pass\n", ["assert True"], timeout=0.5)
+    assert r.status is ProgramStatus.LOAD_TIMEOUT and r.verdicts == [Verdict.TIMEOUT]
+    r = client.execute(GOOD, ["assert True"], setup="import no_such_module_anywhere")
+    assert r.status in (ProgramStatus.LOAD_ERROR, ProgramStatus.SETUP_ERROR)
+    r = client.execute(GOOD, ["assert f(1) == 2", "assert f(1) == 3", "assert f(1) == 2"],
+                       stop_on_first_failure=True)
+    assert r.verdicts == [Verdict.PASSED, Verdict.FAILED, Verdict.SKIPPED]
+
+
+def test_semantics_match_plain_python(client) -> None:  # type: ignore[no-untyped-def]
+    program = (
+        "import math, collections\nfrom typing import List\nCONST = [1, 2]\ncalls = []\n"
+        "class P:\n    def __init__(self, v): self.v = v\n    def __eq__(self, o): return self.v == o.v\n"
+        "    def get(self): return self.v\n"
+        "def f(xs: List[int]) -> List[int]:\n    calls.append(1)\n    return sorted(xs)\n"
+        "def inplace(xs):\n    xs.sort()\n"
+        "def gen(n):\n    yield from range(n)\n"
+        "def counter(s):\n    return collections.Counter(s)\n"
+        "def fail(x):\n    raise ValueError('nope')\n"
+        "def apply(fn, x):\n    return fn(x)\n"
+        "print('hello from the program')\n"
+    )
+    tests = [
+        "assert f([3, 1, 2]) == [1, 2, 3]",
+        "assert len(calls) == 1",                         # state persists across tests
+        "assert CONST == [1, 2]",
+        "xs = [3, 2, 1]\ninplace(xs)\nassert xs == [1, 2, 3]",  # in-place changes are seen
+        "assert list(gen(3)) == [0, 1, 2]",
+        "assert counter('aab') == {'a': 2, 'b': 1}",
+        "assert math.isclose(sum(f([0.1, 0.2])), 0.3)",
+        "try:\n    fail(1)\n    assert False\nexcept ValueError as e:\n    assert 'nope' in str(e)",
+        "assert P(1) == P(1) and P(1).get() == 1",
+        "assert apply(lambda v: v * 10, 4) == 40",
+        "assert isinstance(f([1]), list) and type(f([])) is list",
+        "def check(candidate):\n    assert candidate([2, 1]) == [1, 2]\ncheck(f)",
+    ]
+    r = client.execute(program, tests)
+    assert r.all_passed, [(t.verdict, t.error_type, t.error_message) for t in r.tests]
+    assert "hello from the program" in r.stdout
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    pytest.param({"program": b"\xff\xfe bad"}, "not valid UTF-8", id="invalid-utf8-program"),
+    pytest.param({"tests": [b"assert 1", b"\xc3\x28"]}, "tests[1] is not valid UTF-8",
+                 id="invalid-utf8-test"),
+    pytest.param({"program": b"x" * ((1 << 20) + 1)}, "max_program_bytes", id="program-too-big"),
+    pytest.param({"tests": [b"assert 1"] * 1001}, "max_tests", id="too-many-tests"),
+    pytest.param({"tests": []}, "tests is empty", id="no-tests"),
+    pytest.param({"tests": [b"   "]}, "tests[0] is empty", id="blank-test"),
+    pytest.param({"timeout_seconds": 0.0}, "timeout_seconds must be a positive", id="zero-timeout"),
+    pytest.param({"timeout_seconds": -1.0}, "timeout_seconds must be a positive", id="negative-timeout"),
+    pytest.param({"timeout_seconds": float("nan")}, "timeout_seconds must be a positive", id="nan-timeout"),
+    pytest.param({"timeout_seconds": 1e9}, "exceeds the limit", id="huge-timeout"),
+    pytest.param({"memory_limit_mb": 0}, "memory_limit_mb must be between", id="zero-memory"),
+    pytest.param({"memory_limit_mb": -5}, "memory_limit_mb must be between", id="negative-memory"),
+])
+def test_bad_input_is_invalid_argument(server, fields, message) -> None:  # type: ignore[no-untyped-def]
+    req = pb.ExecuteRequest(program=GOOD.encode(), tests=[b"assert f(1) == 2"])
+    for key, value in fields.items():
+        if key == "tests":
+            del req.tests[:]
+            req.tests.extend(value)
+        else:
+            setattr(req, key, value)
+    with grpc.insecure_channel(server.target, options=[
+            ("grpc.max_send_message_length", 1 << 26)]) as ch:
+        stub = pb_grpc.ExecutorStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Execute(req, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in err.value.details()
+        batch = pb.ExecuteBatchRequest(requests=[pb.ExecuteRequest(program=b"x=1", tests=[b"assert x"]), req])
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.ExecuteBatch(batch, timeout=30))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "requests[1]" in err.value.details()
+
+
+def test_batch_streams_results_as_they_finish(client) -> None:  # type: ignore[no-untyped-def]
+    slow = Program("import time\ndef f(x):\n    time.sleep(1.5)\n    return x\n", ["assert f(1) == 1"])
+    fast = [Program(GOOD, [f"assert f({i}) == {2 * i}"], request_id=f"fast-{i}") for i in range(6)]
+    order = [r.index for r in client.execute_batch([slow, *fast])]
+    assert sorted(order) == list(range(7))
+    assert order[-1] == 0  # the slow one came back last, the others did not wait for it
+
+
+def test_info_health_and_reflection(server, client) -> None:  # type: ignore[no-untyped-def]
+    info = client.info()
+    assert info.workers == 2 and info.max_tests == 1000 and info.max_program_bytes == 1 << 20
+    assert info.jail in ("firejail", "bubblewrap", "namespaces")
+    with grpc.insecure_channel(server.target) as ch:
+        health = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service="acecoder.v1.Executor"), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = list(refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert "acecoder.v1.Executor" in names and "grpc.health.v1.Health" in names
+
+
+def test_metrics_endpoint(server, client) -> None:  # type: ignore[no-untyped-def]
+    client.execute(GOOD, ["assert f(1) == 2", "assert f(1) == 3"])
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    for name in ("acecoder_executor_requests_total", "acecoder_executor_verdicts_total",
+                 "acecoder_executor_rpc_latency_seconds_bucket", "acecoder_executor_queue_depth",
+                 "acecoder_executor_worker_restarts_total", "acecoder_executor_workers"):
+        assert name in text
+    assert 'acecoder_executor_verdicts_total{verdict="FAILED"}' in text
+
+
+def test_async_client(server) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> list[float]:
+        async with AsyncExecutorClient(server.target) as c:
+            one = await c.execute(GOOD, ["assert f(2) == 4"])
+            assert one.all_passed
+            rates = [r.pass_rate async for r in c.execute_batch(
+                [Program(GOOD, ["assert f(1) == 2", "assert f(1) == 0"])] * 3)]
+            info = await c.info()
+            assert info.workers == 2
+            return rates
+    assert asyncio.run(go()) == [0.5, 0.5, 0.5]
+
+
+def test_queue_full_is_resource_exhausted_and_expired_work_is_not_started() -> None:
+    s = start_server("--max-queue", "1", workers=1)
+    try:
+        sleeper = "import time\ndef f():\n    time.sleep(1.0)\n    return 1\n"
+        no_retry = RetryPolicy(attempts=1)
+        results: list[object] = []
+
+        def call() -> None:
+            with ExecutorClient(s.target, retry=no_retry) as c:
+                try:
+                    results.append(c.execute(sleeper, ["assert f() == 1"]))
+                except grpc.RpcError as exc:
+                    results.append(exc.code())
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        codes = [r for r in results if isinstance(r, grpc.StatusCode)]
+        assert codes and set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert len(results) - len(codes) == 2  # one running, one queued
+
+        # A request whose deadline passes while queued is never started.
+        marker = "/tmp/acecoder-deadline-marker"
+        with ExecutorClient(s.target, retry=no_retry) as c:
+            blocker = threading.Thread(target=lambda: c.execute(sleeper, ["assert f() == 1"]))
+            blocker.start()
+            time.sleep(0.2)
+            with pytest.raises(grpc.RpcError) as err:
+                c.execute(f"open('{marker}', 'w')\n", ["assert True"], deadline=0.3)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            blocker.join()
+            time.sleep(0.3)
+        import os
+        assert not os.path.exists(marker)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics").read().decode()
+        assert 'acecoder_executor_rejected_total{reason="queue_full"}' in metrics
+    finally:
+        assert stop_server(s) == 0
+
+
+def test_sigterm_drains_in_flight_work() -> None:
+    s = start_server(workers=1)
+    try:
+        with ExecutorClient(s.target, retry=RetryPolicy(attempts=1)) as c:
+            out: list[object] = []
+            t = threading.Thread(target=lambda: out.append(c.execute(
+                "import time\ndef f():\n    time.sleep(1.5)\n    return 1\n", ["assert f() == 1"])))
+            t.start()
+            time.sleep(0.5)
+            import signal
+            s.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            with grpc.insecure_channel(s.target) as ch:
+                health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                with pytest.raises(grpc.RpcError) as err:
+                    pb_grpc.ExecutorStub(ch).Execute(
+                        pb.ExecuteRequest(program=b"x=1", tests=[b"assert x"]), timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            t.join()
+            assert out and out[0].all_passed  # type: ignore[union-attr]
+    finally:
+        assert stop_server(s) == 0
