@@ -6,7 +6,7 @@ import ctypes
 import os
 import resource
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import seccomp
 
@@ -17,8 +17,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
+class Limits(NamedTuple):
     """Resource limits of one confined process (and, for processes, of its whole uid)."""
 
     memory_bytes: int

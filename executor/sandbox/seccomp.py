@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 
 # BPF opcodes.
@@ -96,7 +95,7 @@ _ARCHES = {
 
 
 def supported() -> bool:
-    return platform.machine() in _ARCHES
+    return os.uname().machine in _ARCHES
 
 
 class _Asm:
@@ -130,7 +129,7 @@ class _Asm:
 
 def build_filter(own_pid: int, machine: str | None = None) -> bytes:
     """The filter program as raw `struct sock_filter` bytes."""
-    arch = _ARCHES[machine or platform.machine()]
+    arch = _ARCHES[machine or os.uname().machine]
     nr = arch["nr"]
     assert isinstance(nr, dict)
     eperm = _SECCOMP_RET_ERRNO | errno.EPERM
@@ -215,5 +214,5 @@ def install(own_pid: int | None = None) -> None:
     """Install the filter on the calling process (inherited by everything it starts)."""
     prepare()
     if _installer is None:
-        raise OSError(errno.ENOSYS, f"no seccomp filter for {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"no seccomp filter for {os.uname().machine}")
     _installer.install(own_pid if own_pid is not None else os.getpid())

@@ -17,8 +17,6 @@ import gc
 import importlib
 import os
 import pickle
-import selectors
-import shutil
 import signal
 import socket
 import sys
@@ -26,7 +24,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import confine, forking, fs, harness, program, seccomp, wire
+from . import confine, forking, harness, seccomp, wire
+
+# Imported only after the test zygote is forked (see main), so that it stays small: every page
+# a zygote holds is copied into each child's page tables, and torn down again at its exit.
+selectors: Any = None
+shutil: Any = None
+program: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PREIMPORT = (
@@ -221,7 +225,8 @@ def _kill_tree(pid: int) -> None:
 
 
 class Worker:
-    def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int) -> None:
+    def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int,
+                 test_zygote: Zygote) -> None:
         self.slot = int(hello["slot"])
         self.chan_in = chan_in
         self.chan_out = chan_out
@@ -233,8 +238,8 @@ class Worker:
         self.seq = 0
         self.stale_dirs: list[str] = []
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
+        self.test_zygote = test_zygote
         self.prog_zygote = Zygote(_become_program)
-        self.test_zygote = Zygote(_become_tester)
 
     # -- one job ------------------------------------------------------------------------
 
@@ -505,23 +510,37 @@ def main() -> None:
     for key in [k for k in os.environ if k not in ("PATH", "LANG")]:
         del os.environ[key]
     hello = wire.recv_trusted(chan_in)
-    if hello.get("arrange_fs"):
+    confine.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    seccomp.prepare()
+
+    # The test zygote first, from a small heap: tests need little beyond the harness.
+    importlib.import_module("math")
+    gc.collect()
+    gc.freeze()
+    test_zygote = Zygote(_become_tester)
+
+    global selectors, shutil, program
+    import selectors
+    import shutil
+
+    from . import fs
+    from . import program
+
+    if hello.get("arrange_fs"):  # mounts are shared with the zygote: same namespace
         fs.arrange(hide=hello["hide"], keep=hello["keep"])
     for name in _PREIMPORT + list(hello.get("preimport", [])):
         try:
             importlib.import_module(name)
         except Exception:
             pass
-    confine.prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    seccomp.prepare()
     # Objects that exist now are never collected by children: they need not touch them.
     gc.collect()
     gc.freeze()
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    worker = Worker(hello, chan_in, chan_out)
+    worker = Worker(hello, chan_in, chan_out, test_zygote)
     wire.send(chan_out, {
-        "ready": True, "separate_uids": worker.prog_uid is not None, "seccomp": worker.use_seccomp, "pid": os.getpid(),
+        "ready": True, "separate_uids": worker.prog_uid is not None,
+        "seccomp": worker.use_seccomp, "pid": os.getpid(),
     })
     worker.serve()
 
