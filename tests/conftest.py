@@ -59,8 +59,9 @@ def client(server: RunningServer):  # type: ignore[no-untyped-def]
 
 
 def sandbox_processes(workers: int = 2) -> list[str]:
-    """Processes still running as a program or test uid of the first `workers` slots."""
-    uids = set(range(UID_BASE, UID_BASE + 2 * workers))
+    """Processes still running as a program uid of the first `workers` slots. (Test processes,
+    which never run program code, may stay alive to serve the next program with the same tests.)"""
+    uids = {UID_BASE + 2 * k for k in range(workers)}
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():

@@ -16,6 +16,7 @@ import io
 import marshal
 import os
 import pickle
+import socket
 import sys
 import types
 from typing import Any
@@ -358,41 +359,56 @@ def _classify(exc: BaseException) -> tuple[str, str, str]:
     return "ERROR", type(exc).__name__, message
 
 
-def main(
-    *, ctrl: int, to_prog: int, from_prog: int, tests: list[str], setup: str, start: int,
-    stop_on_first_failure: bool,
-) -> None:
-    """Run tests[start:], reporting to the worker on `ctrl`. Never returns normally."""
-    conn = _Conn(to_prog, from_prog)
+class _Suite:
+    """A test suite compiled once, for every program a reused test process runs it against."""
+
+    def __init__(self, tests: list[str], setup: str) -> None:
+        self.tests = tests
+        self.setup = setup
+        self.code: list[Any] = []
+        for i, src in enumerate(tests):
+            try:
+                self.code.append(compile(src, f"<test {i}>", "exec"))
+            except BaseException as exc:  # reported as that test's verdict
+                self.code.append(exc)
+        self.setup_code = compile(setup, "<setup>", "exec") if setup else None
+
+
+def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool) -> str:
+    """Run suite.tests[start:] against the program on `conn`, reporting to the worker on
+    `ctrl`. Returns the last message sent: end, load_failed, setup_failed or lost."""
     try:
-        first = wire.recv_plain(from_prog, REPLY_LIMIT)
+        first = wire.recv_plain(conn.from_prog, REPLY_LIMIT)
     except wire.FrameError:
         wire.send(ctrl, ("lost", -1))
-        os._exit(0)
+        return "lost"
     if type(first) is tuple and first and first[0] == "load_failed" and len(first) == 4:
         wire.send(ctrl, ("load_failed", str(first[1]), _trim(str(first[2])), _trim(str(first[3]))))
-        os._exit(0)
+        return "load_failed"
     if not (type(first) is tuple and len(first) == 2 and first[0] == "loaded"):
         wire.send(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
-        os._exit(0)
+        return "load_failed"
     ns: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
     live: set[str] = set()
     local_ns = _TestLocals(ns, live, conn)
     try:
-        _bind_program_names(ns, conn, first[1], tests, live)
-        if setup:
-            exec(compile(setup, "<setup>", "exec"), ns, local_ns)
+        _bind_program_names(ns, conn, first[1], suite.tests, live)
+        if suite.setup_code is not None:
+            exec(suite.setup_code, ns, local_ns)
     except PeerLost:
         wire.send(ctrl, ("lost", -1))
-        os._exit(0)
+        return "lost"
     except BaseException as exc:
         wire.send(ctrl, ("setup_failed", type(exc).__name__, _trim(str(exc))))
-        os._exit(0)
+        return "setup_failed"
     wire.send(ctrl, ("loaded",))
-    for i in range(start, len(tests)):
+    for i in range(start, len(suite.tests)):
         wire.send(ctrl, ("start", i))
+        code = suite.code[i]
         try:
-            exec(compile(tests[i], f"<test {i}>", "exec"), ns, local_ns)
+            if isinstance(code, BaseException):
+                raise code
+            exec(code, ns, local_ns)
             verdict, etype, emsg = "PASSED", "", ""
         except PeerLost:
             pass
@@ -400,11 +416,37 @@ def main(
             verdict, etype, emsg = _classify(exc)
         if conn.lost:
             wire.send(ctrl, ("lost", i))
-            os._exit(0)
+            return "lost"
         sys.stdout.flush()
+        sys.stderr.flush()
         wire.send(ctrl, ("done", i, verdict, etype, emsg))
         if stop_on_first_failure and verdict != "PASSED":
             break
     wire.send(ctrl, ("end",))
-    sys.stdout.flush()
-    os._exit(0)
+    return "end"
+
+
+def serve(*, ctrl: int, jobs: int) -> None:
+    """The test process's loop: each message on the `jobs` socket carries a program process's
+    pipes (and, the first time, the suite); the suite runs against it. The worker reuses one
+    test process only for byte-identical tests and setup, and only after a clean "end"."""
+    sock = socket.socket(fileno=jobs)
+    suite: _Suite | None = None
+    while True:
+        try:
+            msg, fds = wire.recv_msg(sock, 2)  # from the worker, which is trusted
+        except (wire.FrameError, OSError):
+            return
+        if "tests" in msg:
+            suite = _Suite(msg["tests"], msg["setup"])
+        if suite is None or len(fds) != 2:
+            return
+        to_prog, from_prog = fds
+        try:
+            run_job(ctrl, _Conn(to_prog, from_prog), suite, msg["start"],
+                    msg["stop_on_first_failure"])
+        finally:
+            os.close(to_prog)
+            os.close(from_prog)
+            sys.stdout.flush()
+            sys.stderr.flush()

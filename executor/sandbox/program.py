@@ -145,6 +145,11 @@ class _Host:
             except BaseException as exc:  # the program's exception is a result
                 reply = ("raise", *_describe_exc(exc))
             try:
+                sys.stdout.flush()  # output reaches the worker before the reply does
+                sys.stderr.flush()
+            except BaseException:
+                pass
+            try:
                 wire.send(self.rpc_out, reply)
             except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
                 wire.send(self.rpc_out, ("raise", "error", type(exc).__name__, _trim(str(exc))))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import socket
 import struct
 from typing import Any
 
@@ -96,3 +97,37 @@ def recv_plain(fd: int, limit: int = MAX_FRAME) -> Any:
 def recv_trusted(fd: int) -> Any:
     """Decode a frame from a trusted peer (the server, or the worker)."""
     return pickle.loads(read_frame(fd))
+
+
+# -- messages with file descriptors, over a unix socket ----------------------------------------
+
+
+def send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
+    """A length-prefixed pickle; `fds` ride along with the first bytes (SCM_RIGHTS)."""
+    data = dumps(obj)
+    header = _HEADER.pack(len(data))
+    if fds:
+        socket.send_fds(sock, [header], fds)
+    else:
+        sock.sendall(header)
+    sock.sendall(data)
+
+
+def _sock_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise FrameError("channel closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_msg(sock: socket.socket, max_fds: int = 8) -> tuple[Any, list[int]]:
+    """Counterpart of send_msg, for a trusted peer."""
+    head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
+    if not head:
+        raise FrameError("channel closed")
+    head += _sock_exact(sock, _HEADER.size - len(head))
+    (size,) = _HEADER.unpack(head)
+    return pickle.loads(_sock_exact(sock, size)), list(fds)

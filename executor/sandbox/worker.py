@@ -40,6 +40,7 @@ _PREIMPORT = (
 ).split()
 _ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
+_TESTER_REUSE = 1000  # programs one test process may serve (same tests) before it is replaced
 
 
 # --------------------------------------------------------------------------- zygotes
@@ -55,8 +56,8 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
     statuses: dict[int, int] = {}
     while True:
         try:
-            msg, fds = _recv_msg(sock)
-        except (EOFError, OSError):
+            msg, fds = wire.recv_msg(sock)
+        except (wire.FrameError, OSError):
             os._exit(0)
         if msg[0] == "spawn":
             _reap_nowait(statuses)
@@ -67,12 +68,9 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
                 os._exit(0)
             for fd in fds:
                 os.close(fd)
-            _send_msg(sock, ("pid", pid))
+            wire.send_msg(sock, ("pid", pid))
         elif msg[0] == "reap":  # one-way: the worker has killed it and does not wait
-            try:
-                _, statuses[msg[1]] = os.waitpid(msg[1], 0)
-            except ChildProcessError:
-                pass
+            _reap_nowait(statuses)  # it may still be dying; the next spawn reaps it
         elif msg[0] == "status":
             pid = msg[1]
             status = statuses.pop(pid, None)
@@ -81,7 +79,7 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
                     _, status = os.waitpid(pid, 0)
                 except ChildProcessError:
                     status = 0
-            _send_msg(sock, ("status", status))
+            wire.send_msg(sock, ("status", status))
 
 
 def _reap_nowait(statuses: dict[int, int]) -> None:
@@ -122,51 +120,19 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
 
 
 def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
-    """In a fresh child of the test zygote: confine, read the tests, run them."""
+    """In a fresh child of the test zygote: confine, then run the jobs the worker sends."""
     try:
-        ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r = fds
+        ctrl_w, out_w, err_w, jobs = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
         confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/",
-                        fds=[devnull, out_w, err_w, ctrl_w, t2p_w, p2t_r, job_r],
-                        env=spec["env"], use_seccomp=spec["seccomp"])
-        job = wire.recv_trusted(6)
-        os.close(6)
+                        fds=[devnull, out_w, err_w, ctrl_w, jobs], env=spec["env"],
+                        use_seccomp=spec["seccomp"])
     except BaseException as exc:
         _die("starting the test process", exc)
     try:
-        harness.main(ctrl=3, to_prog=4, from_prog=5, tests=job["tests"], setup=job["setup"],
-                     start=job["start"], stop_on_first_failure=job["stop_on_first_failure"])
+        harness.serve(ctrl=3, jobs=4)
     finally:
         os._exit(0)
-
-
-def _send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
-    data = wire.dumps(obj)
-    header = len(data).to_bytes(4, "big")
-    if fds:
-        socket.send_fds(sock, [header], fds)
-    else:
-        sock.sendall(header)
-    sock.sendall(data)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def _recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
-    head, fds, _, _ = socket.recv_fds(sock, 4, 8)
-    if not head:
-        raise EOFError
-    head += _recv_exact(sock, 4 - len(head))
-    data = _recv_exact(sock, int.from_bytes(head, "big"))
-    return pickle.loads(data), list(fds)
 
 
 class Zygote:
@@ -184,18 +150,18 @@ class Zygote:
         self.pid = pid
 
     def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
-        _send_msg(self.sock, ("spawn", spec), fds)
-        msg, _ = _recv_msg(self.sock)
+        wire.send_msg(self.sock, ("spawn", spec), fds)
+        msg, _ = wire.recv_msg(self.sock)
         return int(msg[1])
 
     def reap(self, pid: int) -> None:
         """Have a killed child reaped, without waiting for it."""
-        _send_msg(self.sock, ("reap", pid))
+        wire.send_msg(self.sock, ("reap", pid))
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""
-        _send_msg(self.sock, ("status", pid))
-        msg, _ = _recv_msg(self.sock)
+        wire.send_msg(self.sock, ("status", pid))
+        msg, _ = wire.recv_msg(self.sock)
         return int(msg[1])
 
 
@@ -224,6 +190,22 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
+class _Tester:
+    """A live test process and the worker's ends of its channels."""
+
+    def __init__(self, pid: int, key: tuple[tuple[str, ...], str], sock: socket.socket,
+                 ctrl_r: int, out_r: int, err_r: int, out_w: int, err_w: int) -> None:
+        self.pid = pid
+        self.key = key
+        self.sock = sock
+        self.ctrl_r = ctrl_r
+        self.out_r = out_r
+        self.err_r = err_r
+        self.out_w = out_w  # handed to each program process, so its output lands here too
+        self.err_w = err_w
+        self.jobs = 0
+
+
 class Worker:
     def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int,
                  test_zygote: Zygote) -> None:
@@ -240,6 +222,7 @@ class Worker:
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
         self.prog_zygote = Zygote(_become_program)
+        self.tester: _Tester | None = None
 
     # -- one job ------------------------------------------------------------------------
 
@@ -299,39 +282,68 @@ class Worker:
             processes=job["processes"],
         )
 
-    def _run_pair(self, job: dict[str, Any], tmp: str, start: int,
-                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
-        """Run tests[start:] on a fresh program/test process pair. Returns the index to resume
-        at with a fresh pair, or None when the job is finished."""
-        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
-        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
+    def _tester_for(self, job: dict[str, Any]) -> tuple[_Tester, bool]:
+        """The live test process if it last ran these very tests and setup cleanly, else a
+        fresh one. Returns (tester, fresh)."""
+        key = (tuple(job["tests"]), job["setup"])
+        t = self.tester
+        if t is not None and t.key == key and t.jobs < _TESTER_REUSE:
+            return t, False
+        self._drop_tester()
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        job_r, job_w = os.pipe2(os.O_CLOEXEC)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        spec = {
+            "uid": self.test_uid, "limits": self._limits(job, max(job["memory_bytes"], 1 << 30)),
+            "env": {"HOME": "/"}, "seccomp": self.use_seccomp,
+        }
+        pid = self.test_zygote.spawn(spec, [ctrl_w, out_w, err_w, theirs.fileno()])
+        os.close(ctrl_w)
+        theirs.close()
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        self.tester = _Tester(pid, key, mine, ctrl_r, out_r, err_r, out_w, err_w)
+        return self.tester, True
+
+    def _drop_tester(self) -> None:
+        t = self.tester
+        if t is None:
+            return
+        self.tester = None
+        _kill_tree(t.pid)
+        self.test_zygote.reap(t.pid)
+        t.sock.close()
+        for fd in (t.ctrl_r, t.out_r, t.err_r, t.out_w, t.err_w):
+            os.close(fd)
+
+    def _run_pair(self, job: dict[str, Any], tmp: str, start: int,
+                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
+        """Run tests[start:] against a fresh program process. Returns the index to resume at
+        with a fresh program (and test) process, or None when the job is finished."""
+        tester, fresh = self._tester_for(job)
+        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
+        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
         prog_spec = {
             "uid": self.prog_uid, "limits": self._limits(job, job["memory_bytes"]), "cwd": tmp,
             "env": {"HOME": tmp, "TMPDIR": tmp}, "seccomp": self.use_seccomp,
             "program": job["program"], "setup": job["setup"],
         }
-        test_spec = {
-            "uid": self.test_uid, "limits": self._limits(job, max(job["memory_bytes"], 1 << 30)),
-            "env": {"HOME": "/"}, "seccomp": self.use_seccomp,
-        }
-        prog_pid = self.prog_zygote.spawn(prog_spec, [t2p_r, p2t_w, out_w, err_w])
-        test_pid = self.test_zygote.spawn(test_spec, [ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r])
-        for fd in (t2p_r, p2t_w, ctrl_w, t2p_w, p2t_r, out_w, err_w, job_r):
-            os.close(fd)
+        prog_pid = self.prog_zygote.spawn(prog_spec, [t2p_r, p2t_w, tester.out_w, tester.err_w])
+        msg: dict[str, Any] = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"]}
+        if fresh:
+            msg.update(tests=job["tests"], setup=job["setup"])
         try:
-            wire.send(job_w, {"tests": job["tests"], "setup": job["setup"], "start": start,
-                              "stop_on_first_failure": job["stop_on_first_failure"]})
+            wire.send_msg(tester.sock, msg, [t2p_w, p2t_r])
         except OSError:
-            pass  # the test process died at once; seen below as tester_died
-        os.close(job_w)
+            pass  # the test process is gone; seen below as tester_died
+        for fd in (t2p_r, p2t_w, t2p_w, p2t_r):
+            os.close(fd)
+        ctrl_r, out_r, err_r = tester.ctrl_r, tester.out_r, tester.err_r
+        test_pid = tester.pid
 
         sel = selectors.DefaultSelector()
         for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
         sel.register(ctrl_r, selectors.EVENT_READ)
         timeout = float(job["timeout"])
@@ -383,18 +395,18 @@ class Worker:
                     if outcome != "running":
                         break
         finally:
-            _kill_tree(test_pid)
             _kill_tree(prog_pid)
             if outcome == "lost":
                 prog_status = self.prog_zygote.status(prog_pid)
             else:
                 self.prog_zygote.reap(prog_pid)
-            self.test_zygote.reap(test_pid)
             for fd in (out_r, err_r):
                 self._drain(fd, out_r, job, state, final=True)
             sel.close()
-            for fd in (ctrl_r, out_r, err_r):
-                os.close(fd)
+            if outcome in ("end", "load_failed", "setup_failed"):
+                tester.jobs += 1  # clean: it may serve the next program with these tests
+            else:
+                self._drop_tester()
 
         elapsed = time.monotonic() - t_start
         if outcome == "timeout":
