@@ -42,6 +42,34 @@ def _describe_exc(exc: BaseException) -> tuple[str, str, str]:
     return "error", name, message
 
 
+class _RequestLoader(pickle.Unpickler):
+    """Requests from the test process: plain data plus references to our own objects (proxies
+    it holds) and functions the tests define (sent as code, rebuilt over our globals)."""
+
+    def __init__(self, file: io.BytesIO, host: _Host) -> None:
+        super().__init__(file)
+        self.host = host
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == (_HANDLE_REF_MODULE, "handle_ref"):
+            return self.host.handles.__getitem__
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "fn":
+            _, code, name, defaults, cells = pid
+            return types.FunctionType(
+                marshal.loads(code), self.host.ns, name, defaults,
+                tuple(types.CellType(c) for c in cells) if cells else None,
+            )
+        if pid[0] == "h":
+            return self.host.handles[pid[1]]
+        raise pickle.UnpicklingError("unknown persistent id")
+
+
+_HANDLE_REF_MODULE = "acecoder.executor.sandbox.harness"
+
+
 class _Host:
     def __init__(self, rpc_in: int, rpc_out: int, namespace: dict[str, Any]) -> None:
         self.rpc_in = rpc_in
@@ -59,23 +87,8 @@ class _Host:
             self.handles.append(value)
             return ("handle", len(self.handles) - 1, type(value).__name__, callable(value))
 
-    def _unpickler(self, data: bytes) -> pickle.Unpickler:
-        host = self
-
-        class Loader(pickle.Unpickler):
-            def persistent_load(self, pid: Any) -> Any:
-                if pid[0] == "h":
-                    return host.handles[pid[1]]
-                if pid[0] == "fn":
-                    _, code, name, defaults, cells = pid
-                    fn = types.FunctionType(
-                        marshal.loads(code), host.ns, name, defaults,
-                        tuple(types.CellType(c) for c in cells) if cells else None,
-                    )
-                    return fn
-                raise pickle.UnpicklingError("unknown persistent id")
-
-        return Loader(io.BytesIO(data))
+    def _load_request(self, data: bytes) -> Any:
+        return _RequestLoader(io.BytesIO(data), self).load()
 
     def names(self) -> dict[str, tuple[Any, ...]]:
         out: dict[str, tuple[Any, ...]] = {}
@@ -135,7 +148,7 @@ class _Host:
     def serve(self) -> None:
         while True:
             try:
-                req = self._unpickler(wire.read_frame(self.rpc_in)).load()
+                req = self._load_request(wire.read_frame(self.rpc_in))
             except wire.FrameError:
                 return
             try:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import confine, forking, harness, seccomp, wire
+from . import confine, forking, harness, purity, seccomp, wire
 
 # Imported only after the test zygote is forked (see main), so that it stays small: every page
 # a zygote holds is copied into each child's page tables, and torn down again at its exit.
@@ -193,7 +193,7 @@ def _kill_tree(pid: int) -> None:
 class _Tester:
     """A live test process and the worker's ends of its channels."""
 
-    def __init__(self, pid: int, key: tuple[tuple[str, ...], str], sock: socket.socket,
+    def __init__(self, pid: int, key: tuple[Any, ...], sock: socket.socket,
                  ctrl_r: int, out_r: int, err_r: int, out_w: int, err_w: int) -> None:
         self.pid = pid
         self.key = key
@@ -204,6 +204,7 @@ class _Tester:
         self.out_w = out_w  # handed to each program process, so its output lands here too
         self.err_w = err_w
         self.jobs = 0
+        self.suite: tuple[tuple[str, ...], str] | None = None  # the suite it last compiled
 
 
 class Worker:
@@ -283,12 +284,16 @@ class Worker:
         )
 
     def _tester_for(self, job: dict[str, Any]) -> tuple[_Tester, bool]:
-        """The live test process if it last ran these very tests and setup cleanly, else a
-        fresh one. Returns (tester, fresh)."""
-        key = (tuple(job["tests"]), job["setup"])
+        """The live test process if it may run this suite (the very same suite, or any pure
+        suite when it has only run pure ones; see purity.py) and its last job ended cleanly;
+        else a fresh one. Returns (tester, whether it must be sent the suite)."""
+        suite = (tuple(job["tests"]), job["setup"])
+        key = ("pure",) if purity.is_pure(*suite) else suite
         t = self.tester
         if t is not None and t.key == key and t.jobs < _TESTER_REUSE:
-            return t, False
+            fresh_suite = t.suite != suite
+            t.suite = suite
+            return t, fresh_suite
         self._drop_tester()
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -304,6 +309,7 @@ class Worker:
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         self.tester = _Tester(pid, key, mine, ctrl_r, out_r, err_r, out_w, err_w)
+        self.tester.suite = suite
         return self.tester, True
 
     def _drop_tester(self) -> None:
