@@ -1,0 +1,1 @@
+"""Model-backed services: AceCode-RM scoring and test synthesis (see the open issues)."""

@@ -1,0 +1,1 @@
+"""Trainers: the Bradley-Terry reward-model trainer and the REINFORCE++ trainer."""
