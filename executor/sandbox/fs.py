@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 
 _MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
@@ -21,7 +20,6 @@ _MS_REMOUNT = 0x20
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
-_MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -31,12 +29,6 @@ def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str 
     if _libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount({src!r}, {dst!r}, {fstype!r}): {os.strerror(err)}")
-
-
-def _umount(path: str) -> None:
-    if _libc.umount2(path.encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount({path!r}): {os.strerror(err)}")
 
 
 def _mount_points() -> list[tuple[str, int]]:
@@ -60,37 +52,32 @@ def _within(path: str, root: str) -> bool:
 
 
 def arrange(*, hide: list[str], keep: list[str]) -> None:
-    """Make the file system read-only, hide `hide` except `keep`, give fresh temp dirs."""
+    """Make the file system read-only, cover `hide` (except `keep`), give fresh temp dirs."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    hide = [os.path.realpath(h) for h in hide if os.path.isdir(h)]
-    keep = sorted({os.path.realpath(k) for k in keep if os.path.exists(k)})
+    sealed = [d for d in ("/var/tmp", "/dev/shm", "/run/shm", "/run/lock")
+              if os.path.isdir(d) and not os.path.islink(d)]
+    covers = {os.path.realpath(h) for h in hide if os.path.isdir(h)} | {"/tmp", *sealed}
+    covers -= {"/"}
+    # A cover inside another cover is redundant (and would be hidden by it anyway).
+    covers = {c for c in covers if not any(c != o and _within(c, o) for o in covers)}
 
-    # Stage the paths to keep before their parents disappear under tmpfs.
-    stage = "/tmp/.acecoder-stage"
-    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
-    staged: list[tuple[str, str]] = []
-    for i, path in enumerate(keep):
-        if not any(_within(path, h) for h in hide):
-            continue
-        spot = f"{stage}/{i}"
-        if os.path.isdir(path):
-            os.makedirs(spot)
-        else:
-            os.makedirs(stage, exist_ok=True)
-            open(spot, "w").close()
-        _mount(path, spot, None, _MS_BIND | _MS_REC)
-        staged.append((path, spot))
+    # Hold on to what must stay visible before anything is covered: an O_PATH descriptor keeps
+    # the directory reachable (through /proc/self/fd) after its parent disappears.
+    held: list[tuple[str, int]] = []
+    for path in sorted({os.path.realpath(k) for k in keep if os.path.exists(k)}):
+        if any(_within(path, c) for c in covers):
+            held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
 
-    for h in sorted(set(hide)):
-        _mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
-    for path, spot in staged:
-        if os.path.isdir(spot):
+    for c in sorted(covers):
+        _mount("tmpfs", c, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    for path, fd in held:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
             os.makedirs(path, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             open(path, "w").close()
-        _mount(spot, path, None, _MS_BIND | _MS_REC)
-        _umount(spot)
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        os.close(fd)
 
     # Fresh /proc for our pid namespace; other uids' processes are invisible.
     try:
@@ -98,15 +85,11 @@ def arrange(*, hide: list[str], keep: list[str]) -> None:
     except OSError:
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
 
-    # Everything read-only (a bind remount keeps the flags the kernel locked).
+    # Everything read-only but /tmp (a bind remount keeps the flags the kernel locked).
     for point, locked in _mount_points():
         if point.startswith("/proc") or point == "/tmp" or point.startswith("/dev/pts"):
             continue
         try:
             _mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | locked)
         except OSError:
-            pass  # sysfs/cgroup mounts that refuse; they are not writable by our uids anyway
-    for spot in ("/dev/shm", "/var/tmp", "/run/shm", "/run/lock"):
-        if os.path.isdir(spot) and not os.path.islink(spot):
-            _mount("tmpfs", spot, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_RDONLY, "mode=0755,size=4k")
-    shutil.rmtree(stage, ignore_errors=True)
+            pass  # sysfs/cgroup mounts that refuse; our uids cannot write them anyway
