@@ -40,7 +40,7 @@ _PREIMPORT = (
 ).split()
 _ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
-_TESTER_REUSE = 1000  # programs one test process may serve (same tests) before it is replaced
+_TESTER_REUSE = 500  # programs one test process may serve before it is replaced
 
 
 # --------------------------------------------------------------------------- zygotes
@@ -299,10 +299,11 @@ class Worker:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        spec = {
-            "uid": self.test_uid, "limits": self._limits(job, max(job["memory_bytes"], 1 << 30)),
-            "env": {"HOME": "/"}, "seccomp": self.use_seccomp,
-        }
+        # A test process lives across jobs, so no CPU-time limit: it would add up over the jobs
+        # and kill it mid-test one day. Each test's wall-clock deadline bounds it instead.
+        limits = self._limits(job, max(job["memory_bytes"], 1 << 30))._replace(cpu_seconds=1 << 30)
+        spec = {"uid": self.test_uid, "limits": limits, "env": {"HOME": "/"},
+                "seccomp": self.use_seccomp}
         pid = self.test_zygote.spawn(spec, [ctrl_w, out_w, err_w, theirs.fileno()])
         os.close(ctrl_w)
         theirs.close()
