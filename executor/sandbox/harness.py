@@ -415,7 +415,6 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
         return "setup_failed"
     wire.send(ctrl, ("loaded",))
     for i in range(start, len(suite.tests)):
-        wire.send(ctrl, ("start", i))
         code = suite.code[i]
         try:
             if isinstance(code, BaseException):

@@ -376,16 +376,18 @@ class Worker:
                         outcome = "tester_died"
                         break
                     kind = msg[0]
+                    # Tests run back to back: the next one starts when the last is done
+                    # (or the program has loaded), so there is no "start" message to wait for.
                     if kind == "loaded":
-                        deadline = time.monotonic() + timeout
-                    elif kind == "start":
-                        current = int(msg[1])
+                        current = start
                         t_start = time.monotonic()
                         deadline = t_start + timeout
                     elif kind == "done":
-                        verdicts[int(msg[1])] = [msg[2], time.monotonic() - t_start, msg[3], msg[4]]
-                        current = -2  # between tests
-                        deadline = time.monotonic() + timeout
+                        now = time.monotonic()
+                        verdicts[int(msg[1])] = [msg[2], now - t_start, msg[3], msg[4]]
+                        current = int(msg[1]) + 1
+                        t_start = now
+                        deadline = now + timeout
                     elif kind == "end":
                         outcome = "end"
                     elif kind == "lost":
@@ -423,7 +425,7 @@ class Worker:
                 for i in range(start, len(verdicts)):
                     verdicts[i] = ["TIMEOUT", 0.0, "", ""]
                 return None
-            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            idx = self._running(current, verdicts)
             if idx is None:
                 return None
             verdicts[idx] = ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s"]
@@ -438,7 +440,7 @@ class Worker:
                 for i in range(start, len(verdicts)):
                     verdicts[i] = [verdict, 0.0, "", detail]
                 return None
-            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            idx = self._running(current, verdicts)
             if idx is None:
                 return None
             if verdict == "ERROR":
@@ -451,7 +453,7 @@ class Worker:
                 for i in range(start, len(verdicts)):
                     verdicts[i] = ["CRASHED", 0.0, "", "test process died"]
                 return None
-            idx = current if current >= 0 else self._next_unfinished(verdicts, start)
+            idx = self._running(current, verdicts)
             if idx is None:
                 return None
             verdicts[idx] = ["CRASHED", elapsed, "", "test process died"]
@@ -459,10 +461,10 @@ class Worker:
         return None
 
     @staticmethod
-    def _next_unfinished(verdicts: list[list[Any] | None], start: int) -> int | None:
-        for i in range(start, len(verdicts)):
-            if verdicts[i] is None:
-                return i
+    def _running(current: int, verdicts: list[list[Any] | None]) -> int | None:
+        """The test that was running, if any (none once the last one is done)."""
+        if 0 <= current < len(verdicts) and verdicts[current] is None:
+            return current
         return None
 
     @staticmethod
