@@ -38,7 +38,7 @@ def _prefix(jail: str) -> list[str]:
     raise ValueError(f"unknown jail {jail!r}; choose one of {', '.join(JAILS)} or 'auto'")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def works(jail: str) -> bool:
     """Whether this jail starts here (by starting one)."""
     tool = {"firejail": "firejail", "bubblewrap": "bwrap", "namespaces": "unshare"}[jail]

@@ -115,7 +115,7 @@ class _Worker:
                 proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         # The jail's whole session goes, whatever is left in it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -192,7 +192,7 @@ class WorkerPool:
         """Run one program. `deadline` (time.monotonic) bounds the wait for a worker: work
         whose deadline has passed is never started."""
         job = self.job(req)
-        for attempt in range(2):
+        for _attempt in range(2):  # a second worker if the first dies under the program
             worker = await self._acquire(deadline)
             try:
                 raw = await worker.run(job)

@@ -127,7 +127,7 @@ class ExecutorService:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def validate(self, **fields: Any) -> ExecutionRequest:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -347,7 +346,6 @@ class Worker:
         for fd in (t2p_r, p2t_w, t2p_w, p2t_r):
             os.close(fd)
         ctrl_r, out_r, err_r = tester.ctrl_r, tester.out_r, tester.err_r
-        test_pid = tester.pid
 
         sel = selectors.DefaultSelector()
         for fd in (out_r, err_r):
