@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -58,7 +59,7 @@ class ExecutorServer:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None
-        self._metrics_server = None
+        self._metrics_server: Any = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:

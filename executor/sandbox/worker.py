@@ -336,11 +336,12 @@ class Worker:
             "program": job["program"], "setup": job["setup"],
         }
         prog_pid = self.prog_zygote.spawn(prog_spec, [t2p_r, p2t_w, tester.out_w, tester.err_w])
-        msg: dict[str, Any] = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"]}
+        order: dict[str, Any] = {"start": start,
+                                 "stop_on_first_failure": job["stop_on_first_failure"]}
         if fresh:
-            msg.update(tests=job["tests"], setup=job["setup"])
+            order.update(tests=job["tests"], setup=job["setup"])
         try:
-            wire.send_msg(tester.sock, msg, [t2p_w, p2t_r])
+            wire.send_msg(tester.sock, order, [t2p_w, p2t_r])
         except OSError:
             pass  # the test process is gone; seen below as tester_died
         for fd in (t2p_r, p2t_w, t2p_w, p2t_r):
