@@ -302,8 +302,14 @@ def main() -> int:
         server.stop()
     inproc = run_inprocess(he)
     mbpp = run_pool(f"acecoder on MbppBase, Python API ({args.workers} workers)", mb, args.workers)
+    # RL batches: several samples of one problem in a row (here the reference and the broken
+    # solution, twice), as a trainer sends them.
+    problems = load_mbpp()
+    rl_items = [(p, prog) for p in problems for prog in (p.program, broken(p)) * 2]
+    rl = run_pool(f"acecoder on MbppBase, 4 samples per problem in a row ({args.workers} workers)",
+                  rl_items, args.workers)
 
-    print(table([baseline, api, grpc_run, inproc, mbpp, latency]))
+    print(table([baseline, api, grpc_run, inproc, mbpp, rl, latency]))
     agree_api = sum(a == b for a, b in zip(baseline.passed, api.passed))
     agree_grpc = sum(a == b for a, b in zip(baseline.passed, grpc_run.passed))
     agree_exec = sum(a == b for a, b in zip(baseline.passed, inproc.passed))
