@@ -46,6 +46,8 @@ class ExecutorConfig:
     """Programs of worker slot k run as uid base+2k, their tests as base+2k+1."""
     recycle_after: int = 2000
     """Replace a worker after this many programs (bounds any slow leak)."""
+    pin_workers: bool = True
+    """Pin worker slot k (and its children) to core k mod ncores: cheaper hand-offs."""
     seccomp: bool = True
     """Install the seccomp filter in program and test processes."""
     hide_paths: tuple[str, ...] = ()
