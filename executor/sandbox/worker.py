@@ -32,10 +32,11 @@ shutil: Any = None
 program: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
+# Modules programs use most, imported once in the program zygote. Kept short on purpose: every
+# module makes each fork dearer (more pages to map and tear down), and a program that imports
+# something else pays for it itself. `ExecutorConfig.preimport` adds more.
 _PREIMPORT = (
-    "abc array bisect cmath collections collections.abc contextlib copy dataclasses datetime "
-    "decimal enum fractions functools hashlib heapq io itertools json math numbers operator "
-    "queue random re statistics string struct textwrap threading time types typing unicodedata"
+    "bisect collections copy functools heapq itertools math operator random re string typing"
 ).split()
 _ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
