@@ -21,7 +21,8 @@ class ExecutorConfig:
     max_timeout: float = 60.0
     """Largest per-test time limit a request may ask for."""
     load_timeout: float = 10.0
-    """Time allowed for the setup code and the program's top level to run."""
+    """Most time allowed for the setup code and the program's top level to run (a request gets
+    its per-test limit plus 2 s, up to this)."""
     default_memory_mb: int = 1024
     """Address-space limit of a program, MiB, when a request sets none."""
     max_memory_mb: int = 8192

@@ -183,7 +183,9 @@ class WorkerPool:
         c = self.config
         return {
             "program": req.program, "tests": list(req.tests), "setup": req.setup,
-            "timeout": req.timeout, "load_timeout": c.load_timeout,
+            # Loading is not a test, but a program that never finishes loading should not hold
+            # a worker for long either: a little more than one test's limit, at most load_timeout.
+            "timeout": req.timeout, "load_timeout": min(c.load_timeout, req.timeout + 2.0),
             "memory_bytes": req.memory_mb << 20, "file_bytes": c.file_bytes,
             "open_files": c.open_files, "processes": c.processes, "output_bytes": c.output_bytes,
             "stop_on_first_failure": req.stop_on_first_failure,

@@ -209,7 +209,7 @@ class _Tester:
 
 class Worker:
     def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int,
-                 test_zygote: Zygote) -> None:
+                 test_zygote: Zygote, prog_zygote: Zygote) -> None:
         self.slot = int(hello["slot"])
         self.chan_in = chan_in
         self.chan_out = chan_out
@@ -222,7 +222,7 @@ class Worker:
         self.stale_dirs: list[str] = []
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
-        self.prog_zygote = Zygote(_become_program)
+        self.prog_zygote = prog_zygote
         self.tester: _Tester | None = None
 
     # -- one job ------------------------------------------------------------------------
@@ -547,15 +547,10 @@ def main() -> None:
     gc.freeze()
     test_zygote = Zygote(_become_tester)
 
+    # Then the program zygote, with what programs commonly import, and nothing of the worker's.
     global selectors, shutil, program
-    import selectors
-    import shutil
-
-    from . import fs
     from . import program
 
-    if hello.get("arrange_fs"):  # mounts are shared with the zygote: same namespace
-        fs.arrange(hide=hello["hide"], keep=hello["keep"])
     for name in _PREIMPORT + list(hello.get("preimport", [])):
         try:
             importlib.import_module(name)
@@ -564,7 +559,16 @@ def main() -> None:
     # Objects that exist now are never collected by children: they need not touch them.
     gc.collect()
     gc.freeze()
-    worker = Worker(hello, chan_in, chan_out, test_zygote)
+    prog_zygote = Zygote(_become_program)
+
+    import selectors
+    import shutil
+
+    from . import fs
+
+    if hello.get("arrange_fs"):  # the zygotes share our mount namespace: they see it too
+        fs.arrange(hide=hello["hide"], keep=hello["keep"])
+    worker = Worker(hello, chan_in, chan_out, test_zygote, prog_zygote)
     wire.send(chan_out, {
         "ready": True, "separate_uids": worker.prog_uid is not None,
         "seccomp": worker.use_seccomp, "pid": os.getpid(),
