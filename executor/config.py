@@ -39,6 +39,8 @@ class ExecutorConfig:
     """Captured stdout (and, separately, stderr) kept per program; the rest is dropped."""
     file_bytes: int = 16 << 20
     """Largest file a program may write (RLIMIT_FSIZE)."""
+    tmp_bytes: int = 256 << 20
+    """All files a program may write together (the size of its worker's /tmp)."""
     open_files: int = 64
     """Open file descriptors per program process (RLIMIT_NOFILE)."""
     processes: int = 32
@@ -74,7 +76,7 @@ class ExecutorConfig:
                 f"default_memory_mb must be in [16, max_memory_mb={self.max_memory_mb}], "
                 f"got {self.default_memory_mb}")
         for name in ("max_program_bytes", "max_tests", "max_test_bytes", "max_batch",
-                     "output_bytes", "file_bytes", "open_files", "processes", "recycle_after"):
+                     "output_bytes", "file_bytes", "tmp_bytes", "open_files", "processes", "recycle_after"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1000 <= self.uid_base <= 2**31 - 2 * (self.workers + 1):

@@ -60,7 +60,7 @@ class _Worker:
             "slot": self.slot, "uid_base": self.config.uid_base, "seccomp": self.config.seccomp,
             "arrange_fs": True, "hide": hide, "keep": keep,
             "preimport": list(self.config.preimport), "separate_uids": os.geteuid() == 0,
-            "pin": self.config.pin_workers,
+            "pin": self.config.pin_workers, "tmp_bytes": self.config.tmp_bytes,
         }
         await self._send(hello)
         ready = await asyncio.wait_for(self._recv(), _START_TIMEOUT)

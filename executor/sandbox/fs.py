@@ -51,8 +51,12 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def arrange(*, hide: list[str], keep: list[str]) -> None:
-    """Make the file system read-only, cover `hide` (except `keep`), give fresh temp dirs."""
+def arrange(*, hide: list[str], keep: list[str], tmp_bytes: int = 256 << 20,
+            tmp_inodes: int = 20000) -> None:
+    """Make the file system read-only, cover `hide` (except `keep`), give fresh temp dirs.
+
+    The writable /tmp is bounded (`tmp_bytes`, `tmp_inodes`): RLIMIT_FSIZE caps one file, this
+    caps them all, so no program can fill memory with files."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     sealed = [d for d in ("/var/tmp", "/dev/shm", "/run/shm", "/run/lock")
               if os.path.isdir(d) and not os.path.islink(d)]
@@ -69,7 +73,8 @@ def arrange(*, hide: list[str], keep: list[str]) -> None:
             held.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
 
     for c in sorted(covers):
-        _mount("tmpfs", c, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+        size = f",size={tmp_bytes},nr_inodes={tmp_inodes}" if c == "/tmp" else ",size=1m"
+        _mount("tmpfs", c, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755" + size)
     for path, fd in held:
         if os.path.isdir(f"/proc/self/fd/{fd}"):
             os.makedirs(path, exist_ok=True)

@@ -567,7 +567,8 @@ def main() -> None:
     from . import fs
 
     if hello.get("arrange_fs"):  # the zygotes share our mount namespace: they see it too
-        fs.arrange(hide=hello["hide"], keep=hello["keep"])
+        fs.arrange(hide=hello["hide"], keep=hello["keep"],
+                   tmp_bytes=int(hello.get("tmp_bytes", 256 << 20)))
     worker = Worker(hello, chan_in, chan_out, test_zygote, prog_zygote)
     wire.send(chan_out, {
         "ready": True, "separate_uids": worker.prog_uid is not None,

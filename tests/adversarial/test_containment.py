@@ -35,6 +35,7 @@ CASES = [
     pytest.param("import ctypes\ndef f(x):\n    return ctypes.string_at(0)\n", {Verdict.CRASHED},
                  id="ctypes-segfault"),
     pytest.param("def f(x):\n    return f(x)\n", {Verdict.ERROR}, id="recursion-bomb"),
+
     pytest.param("import sys\nsys.setrecursionlimit(10**8)\ndef g(n):\n    return g(n + 1) + 1\n"
                  "def f(x):\n    return g(0)\n", {Verdict.CRASHED, Verdict.ERROR, Verdict.MEMORY, Verdict.TIMEOUT},
                  id="recursion-bomb-past-the-c-stack"),
@@ -128,3 +129,23 @@ def test_a_crash_costs_only_that_test(client) -> None:  # type: ignore[no-untype
     assert result.verdicts == [Verdict.PASSED, Verdict.CRASHED, Verdict.PASSED, Verdict.TIMEOUT,
                                Verdict.PASSED, Verdict.MEMORY, Verdict.PASSED], result
     assert result.status is ProgramStatus.OK
+
+
+def test_files_cannot_fill_the_disk(client) -> None:  # type: ignore[no-untyped-def]
+    """One file is capped by RLIMIT_FSIZE, all of them by the size of the worker's /tmp."""
+    program = (
+        "import errno\n"
+        "def fill(size):\n    written = 0\n    try:\n        for i in range(10**6):\n"
+        "            with open(f'junk{i}', 'wb') as fh:\n                fh.write(b'x' * size)\n"
+        "            written += size\n    except OSError as exc:\n"
+        "        return errno.errorcode[exc.errno], written\n    return 'no limit', written\n"
+        "def files():\n    try:\n        for i in range(10**7):\n            open(f'e{i}', 'w').close()\n"
+        "    except OSError as exc:\n        return errno.errorcode[exc.errno], i\n    return 'no limit', i\n"
+    )
+    r = client.execute(program, ["code, n = fill(32 << 20)\nassert code == 'EFBIG', code",
+                                 "code, n = fill(8 << 20)\nassert code == 'ENOSPC', code\n"
+                                 "assert n <= 256 << 20, n",
+                                 "code, n = files()\nassert code == 'ENOSPC' and n <= 20000, (code, n)"],
+                       timeout=10)
+    assert r.all_passed, r
+    assert_no_leftovers()
