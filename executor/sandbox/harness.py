@@ -37,6 +37,8 @@ class _Conn:
         self.from_prog = from_prog
         # Set once the program process is gone, so a test's bare `except:` cannot hide it.
         self.lost = False
+        # Set once a reply was malformed: the stream is out of step, every later call fails.
+        self.broken = ""
 
     def gone(self) -> PeerLost:
         self.lost = True
@@ -51,6 +53,8 @@ class _Conn:
             return buf.getvalue()
 
     def request(self, req: tuple[Any, ...]) -> Any:
+        if self.broken:
+            raise ProtocolError(self.broken)
         try:
             wire.write_frame(self.to_prog, self.dumps(req))
         except OSError:
@@ -60,7 +64,8 @@ class _Conn:
         except wire.FrameError as exc:
             if "closed" in str(exc):
                 raise self.gone() from None
-            raise ProtocolError(str(exc)) from None
+            self.broken = f"the program broke the protocol: {exc}"
+            raise ProtocolError(self.broken) from None
         return reply
 
     def ask(self, req: tuple[Any, ...]) -> Any:

@@ -112,6 +112,12 @@ HOSTILE = [
     pytest.param("def f(x):\n    class E(Exception):\n        def __str__(self): raise RuntimeError\n"
                  "    raise E()\n", id="exception-with-hostile-str"),
     pytest.param("def f(x):\n    a = []\n    a.append(a)\n    return a\n", id="cyclic-return-value"),
+    pytest.param(
+        "import os, struct, pickle\n"
+        "def f(x):\n"
+        "    fake = pickle.dumps(('value', 7, ()))\n"
+        "    os.write(4, struct.pack('>I', 1 << 30) + struct.pack('>I', len(fake)) + fake)\n"
+        "    return 0\n", id="desync-the-reply-stream"),
 ]
 
 TESTS_FOR = {
