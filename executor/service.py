@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from acecoder import log
 from acecoder.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 from .config import ExecutorConfig
@@ -151,6 +152,7 @@ class ExecutorService:
             self._idle.set()
 
     async def _run_one(self, req: ExecutionRequest, deadline: float | None) -> ExecutionResult:
+        log.request_id.set(req.request_id)
         started = time.monotonic()
         self.metrics.inflight.inc()
         try:
@@ -158,6 +160,8 @@ class ExecutorService:
         finally:
             self.metrics.inflight.dec()
         self.metrics.program_latency.observe(time.monotonic() - started)
+        logger.debug("%s in %.1f ms: %d/%d passed", result.status.value,
+                     1000 * (time.monotonic() - started), result.passed, len(result.tests))
         self.metrics.programs.labels(status=result.status.value).inc()
         for t in result.tests:
             self.metrics.verdicts.labels(verdict=t.verdict.value).inc()
