@@ -1,6 +1,6 @@
 """Sandboxed test execution: program + assert tests -> per-test verdicts.
 
-The public Python API is :class:`acecoder.executor.pool.WorkerPool` (async) and
-:class:`acecoder.executor.local.LocalExecutor` (blocking); the gRPC service lives in
-``servicer``/``main``. Nothing here imports grpc except those two modules.
+Python API: `acecoder.executor.pool.WorkerPool` (asyncio; `async with WorkerPool(config) as
+pool: await pool.execute(validate(config, program=..., tests=[...]))`). The gRPC service is
+`servicer`/`main`; the offline CLI is `offline`. Only `servicer` and `main` import grpc.
 """
