@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import confine, forking, harness, purity, seccomp, wire
@@ -82,8 +82,8 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             wire.send_msg(sock, ("status", status))
 
 
-def _reap_nowait(statuses: dict[int, int]) -> None:
-    """Collect children that have exited, remembering the last few exit statuses."""
+def _exited_children() -> Iterator[tuple[int, int]]:
+    """(pid, status) of every child that has exited, without waiting for the others."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -91,6 +91,12 @@ def _reap_nowait(statuses: dict[int, int]) -> None:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def _reap_nowait(statuses: dict[int, int]) -> None:
+    """Collect children that have exited, remembering the last few exit statuses."""
+    for pid, status in _exited_children():
         statuses[pid] = status
         if len(statuses) > 64:
             del statuses[next(iter(statuses))]
@@ -262,13 +268,7 @@ class Worker:
 
     def _cleanup(self) -> None:
         """Reap orphans reparented to us, and remove the previous jobs' directories."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, _ in _exited_children():
             if pid in (self.prog_zygote.pid, self.test_zygote.pid):
                 raise RuntimeError("a zygote died")
         for d in self.stale_dirs:
