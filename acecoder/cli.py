@@ -7,11 +7,18 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
+
+from acecoder.jsonl import InputError
 
 EPILOG = """\
 examples:
   acecoder exec --input programs.jsonl --output verdicts.jsonl --workers 2
   acecoder serve executor --port 50051 --metrics-port 9090
+  acecoder serve rm --model embedded:smollm2-135m --port 50052 --http-port 5000
+  acecoder score --input pairs.jsonl --output scores.jsonl
+  acecoder rerank --input candidates.jsonl --output ranked.jsonl --server localhost:50052
+  acecoder rm convert --model ./AceCodeRM-7B --output ./AceCodeRM-7B-seqcls
   acecoder demo
 """
 
@@ -43,31 +50,115 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
                    help="address-space limit per program, MiB (default 1024)")
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
-    from acecoder.executor import offline
-
-    config = _executor_config(args)
+def _offline(command: str, job: Any, done: str) -> int:
+    """Run an offline JSONL job; bad input is exit status 2 with a message, not a traceback.
+    `done` is formatted with the job's counts."""
     try:
-        counts = asyncio.run(offline.run(Path(args.input), Path(args.output), config,
-                                         timeout=args.timeout, progress=not args.quiet))
-    except offline.InputError as exc:
-        print(f"acecoder exec: bad input:\n{exc}", file=sys.stderr)
+        counts = asyncio.run(job)
+    except InputError as exc:
+        print(f"acecoder {command}: bad input:\n{exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
-        print(f"acecoder exec: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        print(f"acecoder {command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
-    print(f"{counts['ran']} programs run, {counts['skipped']} already in {args.output}, "
-          f"{counts['invalid']} invalid", file=sys.stderr)
+    except ValueError as exc:
+        print(f"acecoder {command}: {exc}", file=sys.stderr)
+        return 2
+    print(done.format(**counts), file=sys.stderr)
     return 0
 
 
+def cmd_exec(args: argparse.Namespace) -> int:
+    from acecoder.executor import offline
+
+    job = offline.run(Path(args.input), Path(args.output), _executor_config(args),
+                      timeout=args.timeout, progress=not args.quiet)
+    return _offline("exec", job, "{ran} programs run, {skipped} already in "
+                    f"{args.output}, {{invalid}} invalid")
+
+
 def cmd_serve_executor(args: argparse.Namespace) -> int:
-    from acecoder.executor.main import ServerConfig, serve
+    from acecoder.executor.main import serve
+    from acecoder.serving import ServerConfig
 
     config = _executor_config(args)
     server = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
                           grace=args.grace)
     asyncio.run(serve(config, server))
+    return 0
+
+
+def _reward_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from acecoder.server.rm.config import RewardConfig
+
+    kw = {"model": args.model, "backend": args.backend, "device": args.device,
+          "dtype": args.dtype, "max_length": args.max_length, "lanes": args.lanes}
+    for name in ("max_batch_tokens", "max_wait_ms", "max_queue", "prefix_cache_mb", "executor"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    return RewardConfig(**kw)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from acecoder.server.rm.config import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="PATH|ID",
+                   help="checkpoint directory, hub id, or embedded:smollm2-135m / "
+                        f"embedded:minilm-l6 (default {DEFAULT_MODEL})")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+                   help="library that runs the model (default transformers)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--dtype", default="auto",
+                   choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype (default: float32 on CPU, bfloat16 on GPU)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per item; longer items lose question tokens from the left")
+    p.add_argument("--lanes", type=int, default=0,
+                   help="batches computed at once (default: one per core on CPU, one on GPU)")
+
+
+def cmd_serve_rm(args: argparse.Namespace) -> int:
+    from acecoder.server.rm.main import RewardServerConfig, serve
+
+    try:
+        config = _reward_config(args)
+        server = RewardServerConfig(host=args.host, port=args.port, http_port=args.http_port,
+                                    metrics_port=args.metrics_port, grace=args.grace,
+                                    policy_template=args.policy_template)
+    except ValueError as exc:
+        print(f"acecoder serve rm: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(config, server))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from acecoder.server.rm import offline
+
+    job = offline.run(Path(args.input), Path(args.output), _reward_config(args),
+                      server=args.server, progress=not args.quiet)
+    return _offline("score", job, "{scored} items scored, {skipped} already in "
+                    f"{args.output}, {{invalid}} invalid")
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from acecoder.server.rm import rerank
+
+    config = _reward_config(args)
+    job = rerank.run(Path(args.input), Path(args.output), config, server=args.server,
+                     progress=not args.quiet)
+    return _offline("rerank", job, "{ranked} questions ranked, {skipped} already in "
+                    f"{args.output}, {{invalid}} invalid")
+
+
+def cmd_rm_convert(args: argparse.Namespace) -> int:
+    from acecoder.server.rm.convert import to_seq_cls
+
+    try:
+        out = to_seq_cls(args.model, Path(args.output))
+    except ValueError as exc:
+        print(f"acecoder rm convert: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a one-label sequence classifier to {out}", file=sys.stderr)
     return 0
 
 
@@ -118,6 +209,75 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_options(s)
     s.set_defaults(func=cmd_serve_executor)
 
+    s = services.add_parser(
+        "rm", help="the AceCode-RM scoring service",
+        description="Serve acecoder.v1.RewardModel (with grpc health and reflection), and "
+                    "optionally the OpenRLHF-compatible HTTP gateway (POST /get_reward), until "
+                    "SIGTERM, then drain. Health stays NOT_SERVING while the model loads.")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=50052, help="gRPC port; 0 picks one (default 50052)")
+    s.add_argument("--http-port", type=int, default=None,
+                   help="serve the OpenRLHF gateway on this port (default: off)")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: off)")
+    s.add_argument("--policy-template", default="auto", metavar="auto|chatml|llama3|DIR",
+                   help="how the gateway splits a policy's query into question and response "
+                        "(default auto: ChatML, then Llama-3)")
+    s.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="executor service for Rerank requests that carry tests")
+    s.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="tokens one forward may compute (default 4096)")
+    s.add_argument("--max-wait-ms", type=float, default=None,
+                   help="how long a free lane waits for more items (default 5)")
+    s.add_argument("--max-queue", type=int, default=None,
+                   help="items that may wait before RESOURCE_EXHAUSTED (default 4096)")
+    s.add_argument("--prefix-cache-mb", type=int, default=None,
+                   help="memory for reused prompt prefixes, MiB (default 256; 0 turns it off)")
+    s.add_argument("--grace", type=float, default=20.0,
+                   help="seconds to finish admitted work after SIGTERM (default 20)")
+    _add_model_options(s)
+    s.set_defaults(func=cmd_serve_rm)
+
+    p = sub.add_parser("score", help="score a JSONL file of (question, response) records",
+                       description="Score records with the reward model. Input lines: "
+                                   "{\"id\", \"question\", \"response\"}. Output lines: "
+                                   "{\"id\", \"score\"}. Rerunning with the same --output "
+                                   "skips ids already written.")
+    p.add_argument("--input", required=True, metavar="IN.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--server", default=None, metavar="HOST:PORT",
+                   help="use a running `acecoder serve rm` instead of loading the model here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("rerank", help="rank N candidates per question (best-of-N)",
+                       description="Rank candidates. Input lines: {\"id\", \"question\", "
+                                   "\"candidates\": [...], \"tests\": [...] (optional)}. "
+                                   "Output lines: {\"id\", \"best\", \"ranked\": [{\"index\", "
+                                   "\"score\", \"pass_rate\"}]}, best first. With tests, pass "
+                                   "rate ranks first (needs --executor).")
+    p.add_argument("--input", required=True, metavar="IN.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--server", default=None, metavar="HOST:PORT",
+                   help="use a running `acecoder serve rm` instead of loading the model here")
+    p.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="executor service to run tests with (in-process scoring only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_rerank)
+
+    p = sub.add_parser("rm", help="reward-model checkpoint tools",
+                       description="Tools for reward-model checkpoints.")
+    tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
+    t = tools.add_parser("convert", help="AceCode-RM checkpoint -> one-label seq-cls checkpoint",
+                         description="Turn an AceCode-RM checkpoint (causal LM + v_head.summary) "
+                                     "into a one-label *ForSequenceClassification checkpoint "
+                                     "that vLLM's pooling runner serves; scores agree.")
+    t.add_argument("--model", required=True, metavar="PATH|ID", help="the AceCode-RM checkpoint")
+    t.add_argument("--output", required=True, metavar="DIR", help="where to write (new directory)")
+    t.set_defaults(func=cmd_rm_convert)
+
     p = sub.add_parser("demo", help="serve the executor and run MbppBase through it",
                        description="Start an executor server, run every MbppBase reference "
                                    "solution and a broken variant of each through it, print "
@@ -133,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     from acecoder import log
 
     log.configure(logging.DEBUG if args.verbose else logging.INFO)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValueError as exc:  # configuration checked at start-up: say what is wrong, no trace
+        print(f"acecoder {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

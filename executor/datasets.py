@@ -17,6 +17,8 @@ class Problem:
     tests: tuple[str, ...]
     setup: str
     entry_point: str
+    question: str = ""
+    """The problem statement (MBPP's prompt), for reward models and rerankers."""
 
 
 def _tests(raw: object) -> tuple[str, ...]:
@@ -41,7 +43,7 @@ def load_mbpp(path: str | Path | None = None) -> list[Problem]:
         out.append(Problem(
             task_id=row["task_id"], program=row["canonical_solution"],
             tests=_tests(row["test_list"]), setup="\n".join(row.get("test_imports") or []),
-            entry_point=row["entry_point"],
+            entry_point=row["entry_point"], question=row.get("prompt", ""),
         ))
     return out
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -14,37 +11,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from acecoder.interceptor import ErrorInterceptor
+from acecoder.serving import GRPC_OPTIONS, ServerConfig, stop_on_signals
 from acecoder.v1 import executor_pb2, executor_pb2_grpc
 
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .service import ExecutorService
-from .servicer import ErrorInterceptor, ExecutorServicer
+from .servicer import ExecutorServicer
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = executor_pb2.DESCRIPTOR.services_by_name["Executor"].full_name
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    """Address to listen on ('0.0.0.0' in a pod)."""
-    port: int = 50051
-    """gRPC port; 0 picks a free one."""
-    metrics_port: int | None = None
-    """Port of the Prometheus /metrics endpoint; None disables it."""
-    grace: float = 20.0
-    """Seconds in-flight work may take to finish after SIGTERM (keep under the pod's grace)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
-        if self.grace < 0:
-            raise ValueError(f"grace must be >= 0, got {self.grace}")
 
 
 class ExecutorServer:
@@ -64,9 +42,8 @@ class ExecutorServer:
 
     async def start(self) -> None:
         await self.service.start()
-        opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)], options=opts)
+        server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)],
+                                 options=GRPC_OPTIONS)
         executor_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(self.service), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -111,17 +88,7 @@ async def serve(config: ExecutorConfig, server_config: ServerConfig,
     """Run until SIGTERM or SIGINT, then drain and return."""
     server = ExecutorServer(config, server_config)
     await server.start()
-    loop = asyncio.get_running_loop()
-    stopping: set[asyncio.Task[None]] = set()
-
-    def on_signal(sig: signal.Signals) -> None:
-        logger.info("received %s", sig.name)
-        if not stopping:
-            stopping.add(asyncio.create_task(server.stop()))
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_signal, sig)
+    stop_on_signals(server.stop)
     metrics = f", metrics on :{server.metrics_port}" if server.metrics_port is not None else ""
     print(f"acecoder executor listening on {server_config.host}:{server.port} "
           f"(jail: {server.service.jail}, workers: {config.workers}{metrics})", flush=True)

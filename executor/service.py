@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from acecoder import log
-from acecoder.errors import InvalidArgument, ResourceExhausted, Unavailable
+from acecoder.errors import InvalidArgument, ResourceExhausted
+from acecoder.serving import Admission
 
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
@@ -102,10 +103,7 @@ class ExecutorService:
         self.config = config
         self.metrics = metrics or ExecutorMetrics()
         self.pool = pool or WorkerPool(config, self.metrics)
-        self._admitted = 0
-        self._draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.admission = Admission("executor")
 
     @property
     def jail(self) -> str:
@@ -113,7 +111,7 @@ class ExecutorService:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self.admission.draining
 
     async def start(self) -> None:
         await self.pool.start()
@@ -122,34 +120,26 @@ class ExecutorService:
         await self.pool.close()
 
     def begin_drain(self) -> None:
-        self._draining = True
+        self.admission.draining = True
 
     async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await self.admission.wait_idle(timeout)
 
     def validate(self, **fields: Any) -> ExecutionRequest:
         return validate(self.config, **fields)
 
     def _admit(self) -> None:
-        if self._draining:
+        if self.admission.draining:
             self.metrics.rejected.labels(reason="draining").inc()
-            raise Unavailable("the executor is draining for shutdown; retry on another replica")
         capacity = self.config.workers + self.config.max_queue
-        if self._admitted >= capacity:
+        if not self.admission.draining and self.admission.admitted >= capacity:
             self.metrics.rejected.labels(reason="queue_full").inc()
             raise ResourceExhausted(
                 f"the executor queue is full ({capacity} requests admitted); retry with backoff")
-        self._admitted += 1
-        self._idle.clear()
+        self.admission.admit()
 
     def _release(self) -> None:
-        self._admitted -= 1
-        if self._admitted == 0:
-            self._idle.set()
+        self.admission.release()
 
     async def _run_one(self, req: ExecutionRequest, deadline: float | None) -> ExecutionResult:
         log.request_id.set(req.request_id)

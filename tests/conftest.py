@@ -87,3 +87,33 @@ def assert_no_leftovers(workers: int = 2, within: float = 3.0) -> None:
             break
         time.sleep(0.05)
     assert not left, f"processes left behind: {left}"
+
+
+# -- reward models ---------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Converted embedded models are cached inside the checkout (gitignored), never in $HOME.
+os.environ.setdefault("ACECODER_CACHE", os.path.join(ROOT, ".cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast, not after retries
+
+
+@pytest.fixture(scope="session")
+def smol_dir() -> str:
+    """The embedded SmolLM2-135M AceCode-RM checkpoint (converted once, then cached)."""
+    from acecoder.server.rm import embedded
+
+    return str(embedded.ensure("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(smol_dir: str) -> str:
+    return smol_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_acecode_rm(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: str):  # type: ignore[no-untyped-def]
+    """(directory, reference model) of a tiny Qwen2 AceCode-RM in the released format."""
+    from tests.rm_checkpoints import make_acecode_rm
+
+    out = tmp_path_factory.mktemp("acecode-rm")
+    return out, make_acecode_rm(out, smol_tokenizer_dir)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acecoder.executor.offline import done_ids
+from acecoder.jsonl import done_ids
 
 
 def test_done_ids_drops_a_torn_last_line(tmp_path: Path) -> None:

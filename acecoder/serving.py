@@ -1,0 +1,85 @@
+"""Plumbing every acecoder server shares: listen config, admission with drain, the SIGTERM
+handler. (The gRPC interceptor is in `interceptor`, so that this module stays free of grpc.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from acecoder.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+GRPC_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    """Address to listen on ('0.0.0.0' in a pod)."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int | None = None
+    """Port of the Prometheus /metrics endpoint; None disables it."""
+    grace: float = 20.0
+    """Seconds in-flight work may take to finish after SIGTERM (keep under the pod's grace)."""
+
+    def __post_init__(self) -> None:
+        for name in ("port", "metrics_port", "http_port"):
+            value = getattr(self, name, None)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be in [0, 65535], got {value}")
+        if self.grace < 0:
+            raise ValueError(f"grace must be >= 0, got {self.grace}")
+
+
+class Admission:
+    """Counts admitted requests so that a drain can wait for them; refuses new ones once
+    draining has begun."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.admitted = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def admit(self) -> None:
+        if self.draining:
+            raise Unavailable(f"the {self.what} is draining for shutdown; retry on another "
+                              "replica")
+        self.admitted += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self.admitted -= 1
+        if self.admitted == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+def stop_on_signals(stop: Callable[[], Awaitable[None]]) -> None:
+    """Run `stop()` once, on the first SIGTERM or SIGINT, in the running loop."""
+    loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        logger.info("received %s", sig.name)
+        if not stopping:
+            stopping.add(asyncio.ensure_future(stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal, sig)

@@ -1,0 +1,185 @@
+"""Typed clients of the reward-model service, blocking and asyncio.
+
+Same rules as the executor's clients: every call has a deadline, and only UNAVAILABLE and
+RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
+
+    with RewardClient("localhost:50052") as rm:
+        scores = rm.score([("Write add(a, b).", "def add(a, b): return a + b")])
+        scores[0].score
+        best = rm.rerank("Write add(a, b).", candidates)[0].index
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from acecoder.v1 import reward_pb2 as pb
+from acecoder.v1 import reward_pb2_grpc as pb_grpc
+
+from .executor import RETRYABLE, RetryPolicy
+
+_MAX_MESSAGE = 256 * 1024 * 1024
+_OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE)]
+
+
+@dataclass(frozen=True)
+class Score:
+    id: str
+    score: float
+    truncated: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    index: int
+    score: float
+    truncated: bool
+    pass_rate: float | None
+    rank: int
+
+
+def _encode(s: str) -> bytes:
+    return s.encode("utf-8", errors="surrogatepass")
+
+
+def _score_request(items: Sequence[tuple[str, str]], ids: Sequence[str] | None,
+                   request_id: str) -> pb.ScoreRequest:
+    ids = list(ids) if ids is not None else [""] * len(items)
+    if len(ids) != len(items):
+        raise ValueError(f"{len(ids)} ids for {len(items)} items")
+    return pb.ScoreRequest(request_id=request_id, items=[
+        pb.ScoreItem(question=_encode(q), response=_encode(r), id=i)
+        for (q, r), i in zip(items, ids, strict=True)])
+
+
+def _scores(reply: pb.ScoreResponse) -> list[Score]:
+    return [Score(s.id, s.score, s.truncated, s.tokens) for s in reply.scores]
+
+
+def _rerank_request(question: str, candidates: Sequence[str], tests: Sequence[str],
+                    test_timeout: float | None, request_id: str) -> pb.RerankRequest:
+    req = pb.RerankRequest(request_id=request_id, question=_encode(question),
+                           candidates=[_encode(c) for c in candidates],
+                           tests=[_encode(t) for t in tests])
+    if test_timeout is not None:
+        req.test_timeout_seconds = test_timeout
+    return req
+
+
+def _ranked(reply: pb.RerankResponse) -> list[RankedCandidate]:
+    return [RankedCandidate(c.index, c.score, c.truncated,
+                            c.pass_rate if c.HasField("pass_rate") else None, c.rank)
+            for c in reply.ranked]
+
+
+class _Base:
+    def __init__(self, target: str, *, timeout: float = 120.0,
+                 retry: RetryPolicy | None = None) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+
+
+class RewardClient(_Base):
+    """Blocking client. Thread-safe; reuse one per process."""
+
+    def __init__(self, target: str, *, timeout: float = 120.0,
+                 retry: RetryPolicy | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry)
+        self.channel = grpc.insecure_channel(target, options=_OPTIONS)
+        self.stub = pb_grpc.RewardModelStub(self.channel)
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
+        end = time.monotonic() + (deadline or self.timeout)
+        for attempt in range(self.retry.attempts):
+            try:
+                return fn(request, timeout=max(end - time.monotonic(), 0.001))
+            except grpc.RpcError as exc:
+                pause = self.retry.delay(attempt)
+                if (exc.code() not in RETRYABLE  # type: ignore[attr-defined]
+                        or attempt == self.retry.attempts - 1 or time.monotonic() + pause >= end):
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
+              request_id: str = "", deadline: float | None = None) -> list[Score]:
+        """Score (question, response) pairs, in order. `deadline`: seconds for the call."""
+        return _scores(self._call(self.stub.Score, _score_request(items, ids, request_id),
+                                  deadline))
+
+    def rerank(self, question: str, candidates: Sequence[str], *, tests: Sequence[str] = (),
+               test_timeout: float | None = None, request_id: str = "",
+               deadline: float | None = None) -> list[RankedCandidate]:
+        """Rank candidates, best first."""
+        req = _rerank_request(question, candidates, tests, test_timeout, request_id)
+        return _ranked(self._call(self.stub.Rerank, req, deadline))
+
+    def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
+        return self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)
+
+
+class AsyncRewardClient(_Base):
+    """asyncio client; create and use it inside one event loop."""
+
+    def __init__(self, target: str, *, timeout: float = 120.0,
+                 retry: RetryPolicy | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry)
+        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
+        self.stub = pb_grpc.RewardModelStub(self.channel)
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
+        end = time.monotonic() + (deadline or self.timeout)
+        for attempt in range(self.retry.attempts):
+            try:
+                return await fn(request, timeout=max(end - time.monotonic(), 0.001))
+            except grpc.aio.AioRpcError as exc:
+                pause = self.retry.delay(attempt)
+                if (exc.code() not in RETRYABLE or attempt == self.retry.attempts - 1
+                        or time.monotonic() + pause >= end):
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
+                    request_id: str = "", deadline: float | None = None) -> list[Score]:
+        return _scores(await self._call(
+            self.stub.Score, _score_request(items, ids, request_id), deadline))
+
+    async def rerank(self, question: str, candidates: Sequence[str], *,
+                     tests: Sequence[str] = (), test_timeout: float | None = None,
+                     request_id: str = "", deadline: float | None = None
+                     ) -> list[RankedCandidate]:
+        req = _rerank_request(question, candidates, tests, test_timeout, request_id)
+        return _ranked(await self._call(self.stub.Rerank, req, deadline))
+
+    async def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
+        return await self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)

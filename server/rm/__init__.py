@@ -1,0 +1,1 @@
+"""The AceCode-RM scoring service."""

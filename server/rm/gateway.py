@@ -1,0 +1,169 @@
+"""The OpenRLHF-compatible HTTP gateway: POST /get_reward over the same batching core.
+
+OpenRLHF's remote reward model posts ``{"query": [...], "prompts": [...], "labels": [...]}``,
+where each query is the policy's whole chat-templated prompt and response, and reads
+``rewards`` (used for advantages), ``scores`` (0-1, for filtering) and ``extra_logs``. The
+gateway recovers (question, response) from the policy's template, scores them through
+`RewardService.score` (so its items batch with gRPC traffic), and answers with the raw RM
+score as the reward and its logistic as the score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from acecoder.errors import AcecoderError, InvalidArgument
+
+from . import templates
+from .metrics import RewardMetrics
+from .service import RewardService
+
+logger = logging.getLogger(__name__)
+
+_HTTP_STATUS = {"INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503,
+                "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
+
+
+def policy_formats(spec: str) -> tuple[templates.ChatFormat, ...]:
+    """The chat formats to try on queries: 'auto', 'chatml', 'llama3', or a tokenizer dir."""
+    if spec == "auto":
+        return (templates.CHATML, templates.LLAMA3)
+    if spec == "chatml":
+        return (templates.CHATML,)
+    if spec == "llama3":
+        return (templates.LLAMA3,)
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except Exception as exc:
+        raise ValueError(f"policy template {spec!r} is not auto, chatml, llama3 or a tokenizer "
+                         f"directory ({type(exc).__name__}: {exc})") from None
+    return (templates.format_from_tokenizer(tokenizer), templates.CHATML, templates.LLAMA3)
+
+
+def split_all(queries: Sequence[Any], prompts: Sequence[Any] | None,
+              formats: Sequence[templates.ChatFormat]) -> list[tuple[str, str]]:
+    if not isinstance(queries, list) or not queries:
+        raise InvalidArgument("'query' must be a non-empty list of strings")
+    if prompts is not None and (not isinstance(prompts, list) or len(prompts) != len(queries)):
+        raise InvalidArgument(f"'prompts' must be a list as long as 'query' ({len(queries)})")
+    pairs = []
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise InvalidArgument(f"query[{i}] must be a string, got {type(q).__name__}")
+        p = prompts[i] if prompts is not None else None
+        if p is not None and not isinstance(p, str):
+            raise InvalidArgument(f"prompts[{i}] must be a string, got {type(p).__name__}")
+        try:
+            pairs.append(templates.split_query(q, p, formats))
+        except ValueError as exc:
+            raise InvalidArgument(f"query[{i}]: {exc}") from None
+    return pairs
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+class Gateway:
+    def __init__(self, service: RewardService, *, policy_template: str = "auto",
+                 metrics: RewardMetrics | None = None) -> None:
+        self.service = service
+        self.formats = policy_formats(policy_template)
+        self.metrics = metrics or service.metrics
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.app = self._build_app()
+
+    def _build_app(self) -> Any:
+        app = FastAPI(title="acecoder reward gateway", docs_url=None, redoc_url=None)
+
+        @app.post("/get_reward")
+        async def get_reward(request: Request) -> JSONResponse:
+            started = time.monotonic()
+            code = "OK"
+            try:
+                try:
+                    body = await request.json()
+                except Exception:
+                    raise InvalidArgument("the body is not JSON: send "
+                                          '{"query": [...], "prompts": [...], "labels": [...]}')
+                if not isinstance(body, dict) or "query" not in body:
+                    raise InvalidArgument("the body must be a JSON object with a 'query' list")
+                result = await self.get_reward(body.get("query"), body.get("prompts"))
+                return JSONResponse(result)
+            except AcecoderError as exc:
+                code = exc.grpc_code
+                return JSONResponse({"error": str(exc), "code": code},
+                                    status_code=_HTTP_STATUS.get(code, 500))
+            finally:
+                self.metrics.requests.labels(method="get_reward", code=code).inc()
+                self.metrics.rpc_latency.labels(method="get_reward").observe(
+                    time.monotonic() - started)
+
+        @app.get("/health")
+        async def health() -> JSONResponse:
+            ok = self.service.ready
+            return JSONResponse({"status": "SERVING" if ok else "NOT_SERVING"},
+                                status_code=200 if ok else 503)
+
+        return app
+
+    async def get_reward(self, queries: Any, prompts: Any = None) -> dict[str, Any]:
+        pairs = split_all(queries, prompts, self.formats)
+        scored = await self.service.score(pairs)
+        rewards = [s.score for s in scored]
+        return {
+            "rewards": rewards,
+            "scores": [_sigmoid(r) for r in rewards],
+            "extra_logs": {"rm_score": rewards,
+                           "truncated": [float(s.truncated) for s in scored]},
+        }
+
+    async def start(self, host: str, port: int) -> int:
+        """Serve on host:port (0 picks one) inside the running event loop; returns the port."""
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            # The process's own handler drains gRPC and HTTP together; uvicorn must not
+            # take SIGTERM for itself.
+            def install_signal_handlers(self) -> None:
+                pass
+
+            @contextlib.contextmanager
+            def capture_signals(self):  # type: ignore[no-untyped-def, override]
+                yield
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+                raise RuntimeError("the HTTP gateway did not start")
+            await asyncio.sleep(0.01)
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._task, 10)

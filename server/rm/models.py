@@ -1,0 +1,390 @@
+"""Reward-model checkpoints: find them, tell their format, load them, and encode inputs.
+
+Two formats are served:
+
+- ``acecode-rm``: a causal LM checkpoint (Qwen2 for the released AceCodeRM-7B/32B) whose
+  weights also hold ``v_head.summary.{weight,bias}``, a ``Linear(hidden, 1, bias=True)``; the
+  score is that head applied to the backbone's last hidden state at the last real token of
+  the chat-templated (question, program) conversation.
+- ``seq-cls``: a ``*ForSequenceClassification`` checkpoint with one label (Skywork-Reward
+  style). Decoders are scored the same way (their ``score`` head at the last real token);
+  encoders (the MiniLM cross-encoder) take (question, program) as a text pair.
+
+An ``acecoder_rm.json`` file next to the weights may say ``{"head_trained": false}``; a
+checkpoint without it is taken as trained (that is how released reward models come).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "acecoder_rm.json"
+HEAD_PREFIX = "v_head.summary."
+_SENTINEL = "\u2063ACECODER_RESPONSE\u2063"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDescription:
+    """What a loaded reward model is, for ModelInfo and logs."""
+
+    model_id: str
+    path: str
+    format: str
+    architecture: str
+    dtype: str
+    device: str
+    max_length: int
+    head_trained: bool
+    decoder: bool
+
+    @property
+    def warning(self) -> str:
+        if self.head_trained:
+            return ""
+        return ("the reward head of this model is UNTRAINED (random initialisation): its scores "
+                "are deterministic but carry no meaning until it is trained")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One item, tokenized as the model will see it.
+
+    For decoders `ids[:prefix_len]` is everything before the response (system prompt,
+    question, assistant header): items that share it share its keys and values.
+    """
+
+    ids: tuple[int, ...]
+    prefix_len: int
+    truncated: bool
+    type_ids: tuple[int, ...] = ()
+
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        return self.ids[:self.prefix_len]
+
+    @property
+    def response_len(self) -> int:
+        return len(self.ids) - self.prefix_len
+
+
+@dataclass
+class BatchStats:
+    """What one engine call did, for metrics."""
+
+    items: int = 0
+    tokens: int = 0
+    """Tokens the forward computed, padding included."""
+    useful_tokens: int = 0
+    """Computed tokens that are not padding."""
+    real_tokens: int = 0
+    """Tokens of the items scored (a reused prefix counts for every item that uses it)."""
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+
+
+def cache_dir() -> Path:
+    """Where converted embedded models live: $ACECODER_CACHE, else ~/.cache/acecoder."""
+    env = os.environ.get("ACECODER_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "acecoder"
+
+
+def resolve(model: str) -> Path:
+    """A local directory for `model`: an existing directory, an embedded model name
+    (``embedded:smollm2-135m``, ``embedded:minilm-l6``), or a hub id (downloaded once)."""
+    if model.startswith("embedded:"):
+        from . import embedded
+
+        return embedded.ensure(model.removeprefix("embedded:"))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{model} is a directory without config.json: not a model checkpoint")
+        return path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ValueError(f"model {model!r} is neither a checkpoint directory nor a hub id "
+                         "(owner/name) nor an embedded model (embedded:smollm2-135m, "
+                         "embedded:minilm-l6)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, allow_patterns=[
+            "*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]))
+    except Exception as exc:  # network, auth, missing repo: all mean "give me a local path"
+        raise ValueError(
+            f"could not fetch {model!r} from the model hub ({type(exc).__name__}: {exc}); "
+            "download it elsewhere and pass its local directory") from None
+
+
+def _weight_names(path: Path) -> set[str]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    names: set[str] = set()
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            names.update(st.keys())
+    return names
+
+
+def _read_head(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    found: dict[str, torch.Tensor] = {}
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                if key.startswith(HEAD_PREFIX):
+                    found[key.removeprefix(HEAD_PREFIX)] = st.get_tensor(key)
+    return found
+
+
+def detect_format(path: Path) -> str:
+    """'acecode-rm' or 'seq-cls'; ValueError for anything else."""
+    config = json.loads((path / "config.json").read_text())
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+        if labels != 1:
+            raise ValueError(f"{path} is a sequence classifier with {labels} labels; a reward "
+                             "model has exactly one")
+        return "seq-cls"
+    if not list(path.glob("*.safetensors")):
+        raise ValueError(f"{path} has no .safetensors weights (convert .bin checkpoints first)")
+    if any(n.startswith(HEAD_PREFIX) for n in _weight_names(path)):
+        return "acecode-rm"
+    raise ValueError(f"{path} ({', '.join(archs) or 'no architecture'}) is neither an "
+                     f"AceCode-RM checkpoint (no {HEAD_PREFIX}* weights) nor a one-label "
+                     "*ForSequenceClassification model")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    meta = path / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {dtype!r}")
+    return table[dtype]
+
+
+class RewardModel:
+    """A reward model in memory: tokenizer, backbone, scalar head.
+
+    `encode` turns (question, response) into token ids the way the checkpoint expects;
+    `forward_full` is the straightforward scoring of encoded items (reference semantics);
+    the batching engine reaches the backbone and head directly to reuse prefixes.
+    """
+
+    def __init__(self, *, tokenizer: Any, backbone: Any, head: Any, description: ModelDescription,
+                 full_model: Any = None) -> None:
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+        self.head = head
+        self.description = description
+        self.full_model = full_model  # encoders: the whole *ForSequenceClassification module
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad)
+        self._template_parts: tuple[str, str] | None = None
+
+    @property
+    def decoder(self) -> bool:
+        return self.description.decoder
+
+    @property
+    def max_length(self) -> int:
+        return self.description.max_length
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def _render(self, question: str, response: str) -> str:
+        return str(self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}, {"role": "assistant", "content": response}],
+            tokenize=False))
+
+    def _split_template(self, question: str) -> tuple[str, str]:
+        """The rendered conversation's text before and after the response."""
+        text = self._render(question, _SENTINEL)
+        if text.count(_SENTINEL) != 1:
+            raise ValueError("the model's chat template does not place the assistant message "
+                             "verbatim in its output; it cannot be served")
+        before, after = text.split(_SENTINEL)
+        return before, after
+
+    def encode(self, question: str, response: str) -> Encoded:
+        """Tokenize one item; over max_length, cut the question from the left, then the
+        response from the left, keeping the template's markers."""
+        if not self.decoder:
+            return self._encode_pair(question, response)
+        max_len = self.max_length
+        enc = self._encode_decoder(question, response)
+        if len(enc.ids) <= max_len:
+            return enc
+        # Drop question tokens from the left until it fits (a few tries: re-tokenizing the
+        # cut text can differ by a token or two from the arithmetic).
+        q_ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        over = len(enc.ids) - max_len
+        while q_ids and over > 0:
+            q_ids = q_ids[over:]
+            enc = self._encode_decoder(self.tokenizer.decode(q_ids), response)
+            over = len(enc.ids) - max_len
+        if over <= 0:
+            return Encoded(enc.ids, enc.prefix_len, True)
+        # The response alone is too long: keep its end (where the score is read).
+        r_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        while r_ids and over > 0:
+            r_ids = r_ids[over:]
+            enc = self._encode_decoder("", self.tokenizer.decode(r_ids))
+            over = len(enc.ids) - max_len
+        ids = enc.ids[-max_len:]
+        return Encoded(ids, min(enc.prefix_len, len(ids) - 1), True)
+
+    def _encode_decoder(self, question: str, response: str) -> Encoded:
+        before, after = self._split_template(question)
+        text = before + response + after
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = tuple(enc["input_ids"])
+        cut = len(before)
+        # A token is prefix only if it ends before the response starts: the prefix is then
+        # exactly the leading tokens of the whole text's tokenization.
+        prefix_len = 0
+        for start, end in enc["offset_mapping"]:
+            if end > cut:
+                break
+            prefix_len += 1
+        prefix_len = min(prefix_len, len(ids) - 1)  # at least one token left to score
+        return Encoded(ids, prefix_len, False)
+
+    def _encode_pair(self, question: str, response: str) -> Encoded:
+        tok = self.tokenizer
+        full = tok(question, response, truncation=False)
+        truncated = len(full["input_ids"]) > self.max_length
+        if truncated:
+            side = tok.truncation_side
+            tok.truncation_side = "left"
+            try:
+                full = tok(question, response, truncation="only_first",
+                           max_length=self.max_length)
+            except Exception:
+                full = tok(question, response, truncation="longest_first",
+                           max_length=self.max_length)
+            finally:
+                tok.truncation_side = side
+        type_ids = tuple(full.get("token_type_ids") or ())
+        return Encoded(tuple(full["input_ids"]), 0, truncated, type_ids)
+
+    # -- reference scoring ----------------------------------------------------------------
+
+    def forward_full(self, items: list[Encoded]) -> list[float]:
+        """Score items with plain right-padded forwards (no prefix reuse)."""
+        import torch
+
+        device = self.description.device
+        n = len(items)
+        width = max(len(e.ids) for e in items)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        types = torch.zeros((n, width), dtype=torch.long)
+        for i, e in enumerate(items):
+            ids[i, :len(e.ids)] = torch.tensor(e.ids)
+            mask[i, :len(e.ids)] = 1
+            if e.type_ids:
+                types[i, :len(e.type_ids)] = torch.tensor(e.type_ids)
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.inference_mode():
+            if not self.decoder:
+                out = self.full_model(input_ids=ids, attention_mask=mask,
+                                      token_type_ids=types.to(device))
+                return out.logits[:, 0].float().tolist()
+            hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            last = torch.tensor([len(e.ids) - 1 for e in items], device=hidden.device)
+            picked = hidden[torch.arange(n, device=hidden.device), last]
+            return self.head(picked).squeeze(-1).float().tolist()
+
+
+def load(model: str, *, dtype: str = "auto", device: str = "cpu",
+         max_length: int | None = None) -> RewardModel:
+    """Load a reward model for the transformers backend."""
+    import torch
+    from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification,
+                              AutoTokenizer)
+
+    from transformers.utils import logging as hf_logging
+
+    path = resolve(model)
+    fmt = detect_format(path)
+    meta = read_metadata(path)
+    hf_logging.set_verbosity_error()  # its load report lists the head as unexpected keys
+    torch_dtype = resolve_dtype(dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    config = AutoConfig.from_pretrained(str(path))
+    full_model = None
+    if fmt == "acecode-rm":
+        backbone = AutoModel.from_pretrained(str(path), dtype=torch_dtype)
+        weights = _read_head(path)
+        if set(weights) != {"weight", "bias"}:
+            raise ValueError(f"{path}: {HEAD_PREFIX}* must hold weight and bias, found "
+                             f"{sorted(weights)}")
+        hidden = weights["weight"].shape[-1]
+        head = torch.nn.Linear(hidden, 1, bias=True)
+        head.load_state_dict(weights)
+        decoder = True
+        arch = f"{type(backbone).__name__} + v_head.summary"
+    else:
+        clf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch_dtype)
+        arch = type(clf).__name__
+        score = getattr(clf, "score", None)
+        if isinstance(score, torch.nn.Linear) and not config.is_encoder_decoder:
+            # Decoder classifiers read the last real token: serve them like AceCode-RM.
+            backbone, head, decoder = clf.base_model, score, True
+            bias = float(meta.get("score_bias", getattr(config, "score_bias", 0.0)) or 0.0)
+            if bias and score.bias is None:  # a converted AceCode-RM head (see convert.py)
+                head = torch.nn.Linear(score.in_features, 1, bias=True)
+                with torch.no_grad():
+                    head.weight.copy_(score.weight)
+                    head.bias.fill_(bias)
+        else:
+            backbone, head, decoder, full_model = None, None, False, clf
+    limit = max_length or _default_max_length(config, tokenizer)
+    for m in (backbone, head, full_model):
+        if m is not None:
+            m.to(device=device, dtype=torch_dtype).eval()
+            m.requires_grad_(False)
+    description = ModelDescription(
+        model_id=model, path=str(path), format=fmt, architecture=arch,
+        dtype=str(torch_dtype).removeprefix("torch."), device=device, max_length=limit,
+        head_trained=bool(meta.get("head_trained", True)), decoder=decoder)
+    if not description.head_trained:
+        logger.warning("%s: %s", model, description.warning)
+    return RewardModel(tokenizer=tokenizer, backbone=backbone, head=head,
+                       description=description, full_model=full_model)
+
+
+def _default_max_length(config: Any, tokenizer: Any) -> int:
+    limits = [getattr(config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min([4096, *usable])

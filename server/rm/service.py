@@ -1,0 +1,266 @@
+"""The reward-model service: validation, scoring through the batcher, reranking, drain.
+Knows nothing of grpc or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from acecoder.codeblocks import extract_program
+from acecoder.errors import AcecoderError, InvalidArgument, Unavailable
+from acecoder.serving import Admission
+
+from .batcher import Batcher, BatchPolicy
+from .config import RewardConfig
+from .metrics import RewardMetrics
+from .models import BatchStats, Encoded, ModelDescription
+
+logger = logging.getLogger(__name__)
+
+RERANK_RULE = ("pass rate (descending) first when tests ran, then RM score (descending), "
+               "then request order")
+
+
+class Backend(Protocol):
+    """What the service needs from a loaded model, whichever library runs it."""
+
+    description: ModelDescription
+
+    def encode(self, question: str, response: str) -> Encoded: ...
+
+    def score(self, items: Sequence[Encoded], stats: BatchStats) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    id: str
+    score: float
+    truncated: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Ranked:
+    index: int
+    score: float
+    truncated: bool
+    pass_rate: float | None
+    rank: int
+
+
+def text(value: bytes | str, what: str, limit: int) -> str:
+    """Decode a request field, or raise InvalidArgument saying what to change."""
+    raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else bytes(value)
+    if not raw.strip():
+        raise InvalidArgument(f"{what} is empty: send the text to score")
+    if len(raw) > limit:
+        raise InvalidArgument(f"{what} is {len(raw)} bytes; the limit is {limit} "
+                              "(max_text_bytes): send less")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{what} is not valid UTF-8 (bad byte at offset {exc.start}): "
+                              "send UTF-8 text") from None
+
+
+def load_backend(config: RewardConfig) -> Backend:
+    """Load the configured model with the configured library (blocking: seconds to minutes)."""
+    if config.backend == "vllm":
+        from .vllm_backend import VllmBackend
+
+        return VllmBackend.load(config)
+    import torch
+
+    from . import models
+    from .engine import TransformersEngine
+
+    if config.device == "cpu":
+        torch.set_num_threads(config.threads_per_lane)
+    model = models.load(config.model, dtype=config.dtype, device=config.device,
+                        max_length=config.max_length)
+    engine = TransformersEngine(model, prefix_cache_bytes=config.prefix_cache_mb << 20)
+    return _TransformersBackend(model, engine)
+
+
+class _TransformersBackend:
+    def __init__(self, model: Any, engine: Any) -> None:
+        self.model = model
+        self.engine = engine
+        self.description = model.description
+
+    def encode(self, question: str, response: str) -> Encoded:
+        return self.model.encode(question, response)
+
+    def score(self, items: Sequence[Encoded], stats: BatchStats) -> list[float]:
+        return self.engine.score(items, stats)
+
+    def close(self) -> None:
+        pass
+
+
+class RewardService:
+    """Scores (question, response) items with one model. `start()` loads it (the service
+    answers UNAVAILABLE until then); `begin_drain()` refuses new work while admitted work
+    finishes."""
+
+    def __init__(self, config: RewardConfig, *, metrics: RewardMetrics | None = None,
+                 backend: Backend | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or RewardMetrics()
+        self.backend = backend
+        self.batcher: Batcher | None = None
+        self._executor: Any = None
+        self.admission = Admission("reward server")
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and not self.admission.draining
+
+    @property
+    def description(self) -> ModelDescription:
+        if self.backend is None:
+            raise Unavailable("the reward model is still loading; retry shortly")
+        return self.backend.description
+
+    async def start(self) -> None:
+        if self.backend is None:
+            self.backend = await asyncio.to_thread(load_backend, self.config)
+        d = self.backend.description
+        self.metrics.model.info({"model_id": d.model_id, "format": d.format,
+                                 "backend": self.config.backend, "dtype": d.dtype,
+                                 "head_trained": str(d.head_trained).lower()})
+        lanes = self.config.effective_lanes if self.config.backend == "transformers" else 1
+        policy = BatchPolicy(max_batch_tokens=self.config.max_batch_tokens,
+                             max_batch_items=self.config.max_batch_items,
+                             max_wait=self.config.max_wait_ms / 1000,
+                             max_queue=self.config.max_queue, lanes=lanes)
+        batcher = Batcher(self.backend.score, policy, self.metrics, decoder=d.decoder)
+        await batcher.start()
+        self.batcher = batcher
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self._executor is not None:
+            await self._executor.close()
+        if self.backend is not None:
+            self.backend.close()
+
+    def begin_drain(self) -> None:
+        self.admission.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        return await self.admission.wait_idle(timeout)
+
+    def _admit(self) -> Batcher:
+        if self.batcher is None and not self.admission.draining:
+            raise Unavailable("the reward model is still loading; retry shortly")
+        self.admission.admit()
+        assert self.batcher is not None
+        return self.batcher
+
+    def _release(self) -> None:
+        self.admission.release()
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def validate(self, items: Sequence[tuple[bytes | str, bytes | str]], *,
+                 what: str = "items") -> list[tuple[str, str]]:
+        if not items:
+            raise InvalidArgument(f"{what} is empty: send at least one item")
+        if len(items) > self.config.max_items:
+            raise InvalidArgument(f"{len(items)} {what} sent; the limit is "
+                                  f"{self.config.max_items} (max_items): split the request")
+        limit = self.config.max_text_bytes
+        return [(text(q, f"{what}[{i}].question", limit), text(r, f"{what}[{i}].response", limit))
+                for i, (q, r) in enumerate(items)]
+
+    async def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]:
+        backend = self.backend
+        assert backend is not None
+
+        def run() -> list[Encoded]:
+            return [backend.encode(q, r) for q, r in pairs]
+
+        # Tokenizing a few items is cheaper than a thread hop; many would stall the loop.
+        return run() if len(pairs) <= 16 else await asyncio.to_thread(run)
+
+    async def score(self, items: Sequence[tuple[bytes | str, bytes | str]], *,
+                    ids: Sequence[str] = (), deadline: float | None = None) -> list[ItemScore]:
+        """Score (question, response) items; `deadline` is a time.monotonic() value."""
+        pairs = self.validate(items)
+        batcher = self._admit()
+        try:
+            encoded = await self._encode(pairs)
+            scores = await batcher.submit(encoded, deadline)
+        finally:
+            self._release()
+        self.metrics.items.inc(len(encoded))
+        self.metrics.truncated.inc(sum(e.truncated for e in encoded))
+        ids = list(ids) or [""] * len(encoded)
+        return [ItemScore(i, s, e.truncated, len(e.ids))
+                for i, s, e in zip(ids, scores, encoded, strict=True)]
+
+    async def rerank(self, question: bytes | str, candidates: Sequence[bytes | str], *,
+                     tests: Sequence[bytes | str] = (), test_timeout: float | None = None,
+                     deadline: float | None = None) -> list[Ranked]:
+        """Score N candidates for one question (and run their tests when given); best first."""
+        if not candidates:
+            raise InvalidArgument("candidates is empty: send at least one")
+        if tests and self.config.executor is None:
+            raise InvalidArgument("tests were sent but this server knows no executor: start it "
+                                  "with --executor HOST:PORT, or leave tests out")
+        scoring = asyncio.ensure_future(
+            self.score([(question, c) for c in candidates], deadline=deadline))
+        pass_rates: list[float | None] = [None] * len(candidates)
+        try:
+            if tests:
+                programs = [extract_program(text(c, f"candidates[{i}]", self.config.max_text_bytes))
+                            for i, c in enumerate(candidates)]
+                pass_rates = list(await self._run_tests(programs, tests, test_timeout, deadline))
+            scored = await scoring
+        finally:
+            if not scoring.done():
+                scoring.cancel()
+        order = sorted(range(len(candidates)), key=lambda i: (
+            -(pass_rates[i] if pass_rates[i] is not None else -1.0), -scored[i].score, i))
+        ranks = {i: r for r, i in enumerate(order)}
+        return [Ranked(i, scored[i].score, scored[i].truncated, pass_rates[i], ranks[i])
+                for i in order]
+
+    async def _run_tests(self, programs: list[str], tests: Sequence[bytes | str],
+                         timeout: float | None, deadline: float | None) -> list[float]:
+        from acecoder.clients.executor import AsyncExecutorClient, Program
+
+        test_texts = [text(t, f"tests[{i}]", self.config.max_text_bytes)
+                      for i, t in enumerate(tests)]
+        if self._executor is None:
+            self._executor = AsyncExecutorClient(self.config.executor or "")
+        budget = None if deadline is None else max(0.1, deadline - time.monotonic())
+        results: list[float] = [0.0] * len(programs)
+        try:
+            async for r in self._executor.execute_batch(
+                    [Program(p, test_texts, timeout=timeout) for p in programs], deadline=budget):
+                results[r.index] = r.pass_rate
+        except AcecoderError:
+            raise
+        except Exception as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            if code is not None and code.name == "INVALID_ARGUMENT":
+                raise InvalidArgument(f"the executor refused the tests: {detail}") from None
+            raise Unavailable(f"the executor at {self.config.executor} failed: {detail}") from None
+        return results
+
+
+def new_request_id(given: str) -> str:
+    if len(given) > 256:
+        raise InvalidArgument("request_id is longer than 256 characters")
+    return given or uuid.uuid4().hex

@@ -1,0 +1,106 @@
+"""The grpc.aio adapter of the reward service: proto messages in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from acecoder import __version__, log
+from acecoder.errors import InvalidArgument
+from acecoder.v1 import reward_pb2 as pb
+from acecoder.v1 import reward_pb2_grpc as pb_grpc
+
+from .service import RERANK_RULE, RewardService, new_request_id
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class RewardServicer(pb_grpc.RewardModelServicer):
+    def __init__(self, service: RewardService) -> None:
+        self.service = service
+
+    async def _score(self, request: pb.ScoreRequest, deadline: float | None) -> pb.ScoreResponse:
+        request_id = new_request_id(request.request_id)
+        log.request_id.set(request_id)
+        scores = await self.service.score(
+            [(it.question, it.response) for it in request.items],
+            ids=[it.id for it in request.items], deadline=deadline)
+        return pb.ScoreResponse(request_id=request_id, scores=[
+            pb.ItemScore(id=s.id, score=s.score, truncated=s.truncated, tokens=s.tokens)
+            for s in scores])
+
+    async def Score(self, request: pb.ScoreRequest,
+                    context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        return await self._score(request, _deadline(context))
+
+    async def ScoreStream(self, requests: AsyncIterator[pb.ScoreRequest],
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ScoreResponse]:
+        """Score each incoming request concurrently; answer in completion order."""
+        deadline = _deadline(context)
+        done: asyncio.Queue[pb.ScoreResponse | BaseException | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(request: pb.ScoreRequest) -> None:
+            try:
+                await done.put(await self._score(request, deadline))
+            except BaseException as exc:  # handed to the stream, which ends with its status
+                await done.put(exc)
+
+        async def read() -> None:
+            async for request in requests:
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await done.put(None)
+
+        reader = asyncio.create_task(read())
+        reading = True
+        try:
+            while reading or tasks or not done.empty():
+                item = await done.get()
+                if item is None:
+                    reading = False
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+            await reader
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+
+    async def Rerank(self, request: pb.RerankRequest,
+                     context: grpc.aio.ServicerContext) -> pb.RerankResponse:
+        request_id = new_request_id(request.request_id)
+        log.request_id.set(request_id)
+        timeout = request.test_timeout_seconds if request.HasField("test_timeout_seconds") \
+            else None
+        if timeout is not None and not timeout > 0:
+            raise InvalidArgument(f"test_timeout_seconds must be > 0, got {timeout}")
+        ranked = await self.service.rerank(
+            request.question, list(request.candidates), tests=list(request.tests),
+            test_timeout=timeout, deadline=_deadline(context))
+        out = []
+        for r in ranked:
+            c = pb.RankedCandidate(index=r.index, score=r.score, truncated=r.truncated,
+                                   rank=r.rank)
+            if r.pass_rate is not None:
+                c.pass_rate = r.pass_rate
+            out.append(c)
+        return pb.RerankResponse(request_id=request_id, ranked=out, rule=RERANK_RULE)
+
+    async def ModelInfo(self, request: pb.ModelInfoRequest,
+                        context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:
+        d = self.service.description
+        return pb.ModelInfoResponse(
+            version=__version__, model_id=d.model_id, format=d.format,
+            backend=self.service.config.backend, dtype=d.dtype, max_length=d.max_length,
+            head_trained=d.head_trained, architecture=d.architecture, device=d.device,
+            warning=d.warning)

@@ -1,0 +1,95 @@
+"""The vLLM backend: our tokenization and truncation, vLLM's pooling runner for the forward.
+
+vLLM serves one-label ``*ForSequenceClassification`` checkpoints. An AceCode-RM checkpoint is
+converted once (``rm convert``, cached next to the embedded models) and the head's bias, which
+the converted classifier cannot hold, is added back here. Items are encoded exactly as the
+transformers backend encodes them, so both backends score the same token ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import convert, models
+from .config import RewardConfig
+from .models import BatchStats
+from .embedded import locked
+from .models import Encoded, ModelDescription, RewardModel
+
+logger = logging.getLogger(__name__)
+
+
+def seq_cls_checkpoint(model: str) -> tuple[Path, str]:
+    """A one-label seq-cls directory for `model` (converted and cached if it is AceCode-RM)."""
+    path = models.resolve(model)
+    fmt = models.detect_format(path)
+    if fmt == "seq-cls":
+        return path, fmt
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    root = models.cache_dir() / "converted"
+    out = root / f"{path.name}-{key}-seqcls"
+    with locked(root / f".{key}.lock"):
+        stale = (out / "config.json").is_file() and \
+            (out / "config.json").stat().st_mtime < (path / "config.json").stat().st_mtime
+        if stale:
+            import shutil
+
+            shutil.rmtree(out)
+        if not (out / "config.json").is_file():
+            logger.info("converting %s to a sequence classifier for vLLM in %s", model, out)
+            convert.to_seq_cls(str(path), out)
+    return out, fmt
+
+
+class VllmBackend:
+    def __init__(self, *, tokenizer_model: RewardModel, scorer: object, bias: float,
+                 description: ModelDescription) -> None:
+        self.model = tokenizer_model
+        self.scorer = scorer
+        self.bias = bias
+        self.description = description
+
+    @classmethod
+    def load(cls, config: RewardConfig) -> VllmBackend:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from .vllm_engine import VllmScorer
+
+        path, fmt = seq_cls_checkpoint(config.model)
+        meta = models.read_metadata(path)
+        hf_config = AutoConfig.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        limit = config.max_length or models._default_max_length(hf_config, tokenizer)
+        dtype = models.resolve_dtype(config.dtype, config.device)
+        description = ModelDescription(
+            model_id=config.model, path=str(path), format=fmt,
+            architecture=(hf_config.architectures or ["?"])[0] + " (vLLM pooling)",
+            dtype=str(dtype).removeprefix("torch."), device=config.device, max_length=limit,
+            head_trained=bool(meta.get("head_trained", True)), decoder=True)
+        if getattr(hf_config, "is_encoder_decoder", False) or hf_config.model_type == "bert":
+            raise ValueError("the vllm backend serves decoder reward models; use the "
+                             "transformers backend for encoders")
+        scorer = VllmScorer(str(path), dtype=description.dtype, max_length=limit,
+                            device="cuda" if config.device.startswith("cuda") else "cpu")
+        bias = float(meta.get("score_bias", getattr(hf_config, "score_bias", 0.0)) or 0.0)
+        encoder = RewardModel(tokenizer=tokenizer, backbone=None, head=None,
+                              description=description)
+        return cls(tokenizer_model=encoder, scorer=scorer, bias=bias, description=description)
+
+    def encode(self, question: str, response: str) -> Encoded:
+        return self.model.encode(question, response)
+
+    def score(self, items: Sequence[Encoded], stats: BatchStats) -> list[float]:
+        stats.items += len(items)
+        n = sum(len(e.ids) for e in items)
+        stats.real_tokens += n
+        stats.useful_tokens += n
+        stats.tokens += n  # vLLM packs sequences: no padding
+        raw = self.scorer.score([list(e.ids) for e in items])  # type: ignore[attr-defined]
+        return [s + self.bias for s in raw]
+
+    def close(self) -> None:
+        self.scorer.close()  # type: ignore[attr-defined]

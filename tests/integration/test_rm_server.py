@@ -1,0 +1,269 @@
+"""The reward-model server as users run it: a real process on loopback with the embedded
+SmolLM2 AceCode-RM, reached over gRPC, the HTTP gateway, and the metrics endpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from acecoder.clients import RewardClient
+from acecoder.v1 import reward_pb2 as pb
+from acecoder.v1 import reward_pb2_grpc as pb_grpc
+
+QUESTION = "Write a function add(a, b) that returns the sum of a and b."
+GOOD = "def add(a, b):\n    return a + b\n"
+BAD = "def add(a, b):\n    return a - b\n"
+
+
+@dataclass
+class RMServer:
+    proc: subprocess.Popen[str]
+    target: str
+    http: str
+    metrics: str
+    first_health: int
+
+
+def start_rm(*extra: str) -> RMServer:
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0", "--http-port", "0",
+           "--metrics-port", "0", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+) .*http on :(\d+), metrics on :(\d+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    with grpc.insecure_channel(m.group(1)) as ch:
+        first = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                     timeout=10).status
+    ready = proc.stdout.readline()
+    if "ready" not in ready:
+        proc.kill()
+        raise RuntimeError(f"server did not get ready: {ready!r}")
+    return RMServer(proc, m.group(1), f"http://127.0.0.1:{m.group(2)}",
+                    f"http://127.0.0.1:{m.group(3)}/metrics", first)
+
+
+def stop(server: RMServer) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rm(server) -> Iterator[RMServer]:  # type: ignore[no-untyped-def]
+    """The embedded model, with the session's executor server for reranking with tests."""
+    s = start_rm("--executor", server.target)
+    yield s
+    assert stop(s) == 0
+
+
+@pytest.fixture(scope="module")
+def rm_client(rm: RMServer) -> Iterator[RewardClient]:
+    with RewardClient(rm.target, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference():  # type: ignore[no-untyped-def]
+    from acecoder.server.rm import models
+
+    return models.load("embedded:smollm2-135m")
+
+
+def test_health_waits_for_the_model_and_info_says_the_head_is_untrained(
+        rm: RMServer, rm_client: RewardClient) -> None:
+    assert rm.first_health == health_pb2.HealthCheckResponse.NOT_SERVING
+    with grpc.insecure_channel(rm.target) as ch:
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                      timeout=10).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    info = rm_client.model_info()
+    assert (info.model_id, info.format, info.backend, info.dtype) == (
+        "embedded:smollm2-135m", "acecode-rm", "transformers", "float32")
+    assert not info.head_trained and "UNTRAINED" in info.warning
+
+
+def test_scores_match_the_reference_forward_under_concurrency(rm_client: RewardClient,
+                                                             reference, rm: RMServer) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.executor.datasets import load_mbpp
+
+    problems = load_mbpp()[:6]
+    items = [(p.question, p.program + ("\n# variant %d\n" % k) * k)
+             for p in problems for k in range(4)]
+    want = [reference.forward_full([reference.encode(q, r)])[0] for q, r in items]
+    before = _metric(rm, "acecoder_rm_batch_items_count")
+    with ThreadPoolExecutor(len(items)) as pool:
+        got = list(pool.map(lambda it: rm_client.score([it])[0].score, items))
+    assert got == pytest.approx(want, abs=1e-4)
+    batches = _metric(rm, "acecoder_rm_batch_items_count") - before
+    assert batches < len(items)  # concurrent requests shared forwards
+    # And one request with all of them, in any order, gives the same scores.
+    whole = rm_client.score(items[::-1], ids=[str(i) for i in range(len(items))][::-1])
+    assert [s.score for s in whole][::-1] == pytest.approx(want, abs=1e-4)
+    assert whole[0].id == str(len(items) - 1) and whole[0].tokens > 20
+
+
+def test_score_stream_answers_every_request(rm: RMServer) -> None:
+    requests = [pb.ScoreRequest(request_id=f"r{k}", items=[
+        pb.ScoreItem(question=QUESTION.encode(), response=(GOOD + "#" * k).encode(), id="x")])
+        for k in range(5)]
+    with grpc.insecure_channel(rm.target) as ch:
+        replies = list(pb_grpc.RewardModelStub(ch).ScoreStream(iter(requests), timeout=120))
+    assert sorted(r.request_id for r in replies) == [f"r{k}" for k in range(5)]
+    assert all(len(r.scores) == 1 and r.scores[0].id == "x" for r in replies)
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    pytest.param([pb.ScoreItem(question=b"", response=b"x")], "items[0].question is empty",
+                 id="empty-question"),
+    pytest.param([pb.ScoreItem(question=b"q", response=b"ok"),
+                  pb.ScoreItem(question=b"q", response=b"\xff\xfe")],
+                 "items[1].response is not valid UTF-8", id="invalid-utf8"),
+    pytest.param([pb.ScoreItem(question=b"q", response=b"r")] * 1025, "limit is 1024",
+                 id="too-many-items"),
+    pytest.param([], "items is empty", id="no-items"),
+])
+def test_bad_input_is_invalid_argument(rm: RMServer, items, message: str) -> None:  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(rm.target) as ch, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.RewardModelStub(ch).Score(pb.ScoreRequest(items=items), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+
+
+def test_rerank_by_pass_rate_then_score(rm_client: RewardClient) -> None:
+    tests = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"]
+    candidates = [BAD, "Sure!\n```python\n" + GOOD + "```\n", "def add(a, b): return a * b"]
+    ranked = rm_client.rerank(QUESTION, candidates, tests=tests)
+    assert ranked[0].index == 1 and {r.index for r in ranked[1:]} == {0, 2}
+    assert [r.pass_rate for r in ranked] == pytest.approx([1.0, 1 / 3, 1 / 3])
+    assert ranked[1].score >= ranked[2].score  # the tie on pass rate goes to the RM score
+    plain = rm_client.rerank(QUESTION, candidates)
+    assert all(r.pass_rate is None for r in plain)
+    assert [r.score for r in plain] == sorted((r.score for r in plain), reverse=True)
+    assert [r.rank for r in plain] == [0, 1, 2]
+
+
+def test_the_openrlhf_gateway(rm: RMServer, rm_client: RewardClient, reference) -> None:  # type: ignore[no-untyped-def]
+    chatml = reference.tokenizer.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
+    llama3 = ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n" + QUESTION +
+              "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    body = {"query": [chatml + GOOD + "<|im_end|>\n<|endoftext|><|endoftext|>",
+                      llama3 + BAD + "<|eot_id|>"],
+            "prompts": [chatml, llama3], "labels": ["", ""]}
+    reply = httpx.post(rm.http + "/get_reward", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    want = [s.score for s in rm_client.score([(QUESTION, GOOD), (QUESTION, BAD)])]
+    assert data["rewards"] == pytest.approx(want, abs=1e-4)
+    assert all(0 < s < 1 for s in data["scores"])
+    assert data["extra_logs"]["rm_score"] == data["rewards"]
+    bad = httpx.post(rm.http + "/get_reward", json={"query": ["no template here"]}, timeout=30)
+    assert bad.status_code == 400 and "chat formats" in bad.json()["error"]
+    assert httpx.post(rm.http + "/get_reward", content=b"{", timeout=30).status_code == 400
+    assert httpx.get(rm.http + "/health", timeout=10).json() == {"status": "SERVING"}
+
+
+def _metric(rm: RMServer, name: str, labels: str = "") -> float:
+    text = httpx.get(rm.metrics, timeout=10).text
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_metrics(rm: RMServer, rm_client: RewardClient) -> None:
+    rm_client.score([(QUESTION, GOOD)])
+    text = httpx.get(rm.metrics, timeout=10).text
+    for name in ("acecoder_rm_requests_total", "acecoder_rm_rpc_latency_seconds_bucket",
+                 "acecoder_rm_items_total", "acecoder_rm_batch_items_bucket",
+                 "acecoder_rm_batch_padding_ratio_bucket", "acecoder_rm_queue_depth",
+                 "acecoder_rm_tokens_total", "acecoder_rm_batch_tokens_per_second",
+                 "acecoder_rm_prefix_cache_total", "acecoder_rm_queue_wait_seconds_bucket"):
+        assert name in text, name
+    assert 'head_trained="false"' in text
+    assert _metric(rm, "acecoder_rm_requests_total", '{code="OK",method="Score"}') >= 1
+
+
+def test_queue_limit_deadline_and_drain(tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
+    path, _ = tiny_acecode_rm
+    s = start_rm("--model", str(path), "--max-queue", "4", "--grace", "30")
+    try:
+        with RewardClient(s.target, timeout=60) as c:
+            with pytest.raises(grpc.RpcError) as err:
+                c.score([(QUESTION, GOOD)] * 5)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.RpcError) as err:
+                c.score([(QUESTION, GOOD)], deadline=0.0001)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # A request admitted before SIGTERM still gets its answer; the process exits 0.
+            answers: list[object] = []
+            big = [(QUESTION * 40, GOOD * 20 + str(k)) for k in range(4)]
+            t = threading.Thread(target=lambda: answers.append(c.score(big)))
+            t.start()
+            time.sleep(0.2)
+            s.proc.send_signal(signal.SIGTERM)
+            t.join(60)
+            assert answers and len(answers[0]) == 4  # type: ignore[arg-type]
+    finally:
+        assert stop(s) == 0
+
+
+def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
+    path, reference = tiny_acecode_rm
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": f"p{k}", "question": QUESTION, "response": GOOD + "#" * k} for k in range(3)]
+    rows.append({"id": "empty", "question": "", "response": GOOD})
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    cli = [sys.executable, "-m", "acecoder.cli"]
+    done = subprocess.run([*cli, "score", "--input", str(src), "--output", str(out),
+                           "--model", str(path), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    from tests.rm_checkpoints import chat_ids
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    for r in rows[:3]:
+        want = reference.reward(chat_ids(tok, r["question"], r["response"]))
+        assert got[r["id"]]["score"] == pytest.approx(want, abs=1e-4)
+        assert set(got[r["id"]]) == {"id", "score"}
+    assert got["empty"]["score"] is None and "empty" in got["empty"]["error"]
+    again = subprocess.run([*cli, "score", "--input", str(src), "--output", str(out), "--server",
+                            rm.target, "--quiet"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 items scored, 4 already" in again.stderr
+
+    cands = tmp_path / "cands.jsonl"
+    cands.write_text(json.dumps({"id": "q1", "question": QUESTION, "candidates": [BAD, GOOD],
+                                 "tests": ["assert add(2, 2) == 4"]}) + "\n")
+    ranked_out = tmp_path / "ranked.jsonl"
+    done = subprocess.run([*cli, "rerank", "--input", str(cands), "--output", str(ranked_out),
+                           "--server", rm.target, "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(ranked_out.read_text())
+    assert row["best"] == 1 and row["ranked"][0]["pass_rate"] == 1.0
+
+    converted = tmp_path / "seqcls"
+    done = subprocess.run([*cli, "rm", "convert", "--model", str(path), "--output",
+                           str(converted)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((converted / "config.json").read_text())["num_labels"] == 1
+    bad = subprocess.run([*cli, "rm", "convert", "--model", str(converted), "--output",
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not an AceCode-RM checkpoint" in bad.stderr

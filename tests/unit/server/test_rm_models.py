@@ -1,0 +1,189 @@
+"""Reward-model formats: loading matches a straightforward reference forward, in every
+batch shape, truncated or not, and `rm convert` keeps the scores."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from acecoder.server.rm import convert, models
+from acecoder.server.rm.engine import TransformersEngine
+from acecoder.server.rm.models import BatchStats
+from tests.rm_checkpoints import chat_ids, make_seq_cls
+
+ITEMS = [
+    ("Write a function add(a, b) that returns a + b.", "def add(a, b):\n    return a + b\n"),
+    ("Write a function add(a, b) that returns a + b.", "def add(a, b):\n    return a - b\n"),
+    ("Write a function add(a, b) that returns a + b.", "```python\ndef add(a, b): return b+a\n```"),
+    ("Reverse a string s.", "def rev(s):\n    return s[::-1]\n"),
+    ("Reverse a string s.", "def rev(s):\n    out = ''\n    for c in s:\n        out = c + out\n"
+                            "    return out\n"),
+    ("Is n prime? Write is_prime(n) for integers n >= 0, handling 0 and 1.",
+     "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n**0.5) + 1))\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_acecode_rm):  # type: ignore[no-untyped-def]
+    path, reference = tiny_acecode_rm
+    return models.load(str(path)), reference
+
+
+def test_acecode_rm_matches_the_reference_forward(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, reference = tiny
+    assert model.description.format == "acecode-rm"
+    assert model.description.head_trained  # no metadata: a released checkpoint
+    for q, r in ITEMS:
+        enc = model.encode(q, r)
+        assert list(enc.ids) == chat_ids(model.tokenizer, q, r)
+        assert model.forward_full([enc])[0] == pytest.approx(reference.reward(list(enc.ids)),
+                                                             abs=1e-5)
+
+
+def test_scores_are_batch_invariant_with_prefix_reuse(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, _ = tiny
+    encoded = [model.encode(q, r) for q, r in ITEMS]
+    alone = [model.forward_full([e])[0] for e in encoded]
+    assert len(set(alone)) == len(alone)  # the head distinguishes the items
+    engine = TransformersEngine(model)
+    stats = BatchStats()
+    batch = engine.score(encoded, stats)
+    assert stats.prefix_misses == 3 and stats.prefix_hits == 0  # three distinct questions
+    assert batch == pytest.approx(alone, abs=1e-4)
+    order = list(range(len(encoded)))
+    random.Random(0).shuffle(order)
+    shuffled = engine.score([encoded[i] for i in order], stats)
+    assert stats.prefix_hits == 3  # the cache now holds every prefix
+    assert [shuffled[order.index(i)] for i in range(len(encoded))] == pytest.approx(alone, abs=1e-4)
+    for e, want in zip(encoded, alone, strict=True):
+        assert engine.score([e])[0] == pytest.approx(want, abs=1e-4)
+    # The plain path (no reuse) agrees too, in a right-padded batch of mixed lengths.
+    assert model.forward_full(encoded) == pytest.approx(alone, abs=1e-4)
+
+
+def test_the_prefix_cache_stays_within_its_budget(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, _ = tiny
+    engine = TransformersEngine(model, prefix_cache_bytes=40_000)
+    for i in range(6):
+        engine.score([model.encode(f"Question number {i}: " + "x " * 20, "pass")])
+    assert 0 < len(engine.cache) < 6
+    assert engine.cache.bytes <= 40_000
+
+
+def test_over_the_maximum_the_question_is_cut_from_the_left(tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
+    path, reference = tiny_acecode_rm
+    model = models.load(str(path), max_length=64)
+    question = "Please read all of this preamble first. " * 20 + "Write add(a, b)."
+    enc = model.encode(question, "def add(a, b):\n    return a + b\n")
+    assert enc.truncated and 56 <= len(enc.ids) <= 64
+    text = model.tokenizer.decode(enc.ids)
+    assert text.endswith("<|im_start|>assistant\ndef add(a, b):\n    return a + b\n<|im_end|>\n")
+    assert "Write add(a, b)." in text  # the question's end survives
+    assert model.forward_full([enc])[0] == pytest.approx(reference.reward(list(enc.ids)), abs=1e-5)
+    short = model.encode("Write add(a, b).", "def add(a, b): return a + b")
+    assert not short.truncated
+    # A response longer than the limit keeps its end, where the score is read.
+    long = model.encode("q", "\n".join(f"x{i} = {i}" for i in range(200)))
+    assert long.truncated and len(long.ids) <= 64
+    assert "x199 = 199" in model.tokenizer.decode(long.ids)
+
+
+def test_one_label_sequence_classifier(tmp_path: Path, smol_tokenizer_dir: str) -> None:
+    reference = make_seq_cls(tmp_path, smol_tokenizer_dir)
+    model = models.load(str(tmp_path))
+    assert model.description.format == "seq-cls" and model.decoder
+    encoded = [model.encode(q, r) for q, r in ITEMS]
+    with torch.inference_mode():
+        want = [reference(input_ids=torch.tensor([list(e.ids)])).logits[0, 0].item()
+                for e in encoded]
+    assert model.forward_full(encoded) == pytest.approx(want, abs=1e-5)
+    assert TransformersEngine(model).score(encoded) == pytest.approx(want, abs=1e-4)
+
+
+def test_convert_keeps_the_scores(tmp_path: Path, tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
+    path, reference = tiny_acecode_rm
+    out = convert.to_seq_cls(str(path), tmp_path / "seqcls")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForSequenceClassification"]
+    assert config["num_labels"] == 1 and config["score_bias"] == pytest.approx(0.25)
+    converted = models.load(str(out))
+    assert converted.description.format == "seq-cls"
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    for q, r in ITEMS:
+        ids = chat_ids(converted.tokenizer, q, r)
+        want = reference.reward(ids)
+        assert converted.forward_full([converted.encode(q, r)])[0] == pytest.approx(want, abs=1e-5)
+        with torch.inference_mode():  # plain transformers: the same score less the bias
+            logit = plain(input_ids=torch.tensor([ids])).logits[0, 0].item()
+        assert logit + 0.25 == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        convert.to_seq_cls(str(path), out)
+    with pytest.raises(ValueError, match="not an AceCode-RM checkpoint"):
+        convert.to_seq_cls(str(out), tmp_path / "again")
+
+
+def test_the_embedded_minilm_cross_encoder() -> None:
+    model = models.load("embedded:minilm-l6")
+    d = model.description
+    assert d.format == "seq-cls" and not d.decoder and not d.head_trained
+    assert "UNTRAINED" in d.warning
+    encoded = [model.encode(q, r) for q, r in ITEMS]
+    alone = [model.forward_full([e])[0] for e in encoded]
+    assert model.forward_full(encoded) == pytest.approx(alone, abs=1e-4)
+    long = model.encode("word " * 1000, "def f(): pass")
+    assert long.truncated and len(long.ids) == d.max_length
+    assert model.tokenizer.decode(long.ids).endswith("def f ( ) : pass [SEP]")
+
+
+def test_the_embedded_smollm2_is_a_real_untrained_acecode_rm(smol_dir: str) -> None:
+    model = models.load("embedded:smollm2-135m")
+    d = model.description
+    assert (d.format, d.decoder, d.head_trained) == ("acecode-rm", True, False)
+    assert Path(d.path) == Path(smol_dir)
+    assert model.backbone.config.num_hidden_layers == 30  # the real 135M model, not a toy
+    enc = [model.encode(q, r) for q, r in ITEMS[:3]]
+    alone = [model.forward_full([e])[0] for e in enc]
+    assert TransformersEngine(model).score(enc) == pytest.approx(alone, abs=1e-4)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    pytest.param(lambda p, t: make_seq_cls(p, t, labels=2), "2 labels", id="two-labels"),
+    pytest.param(lambda p, t: (p / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})),
+        "no .safetensors", id="no-weights"),
+])
+def test_what_is_not_a_reward_model_is_refused(tmp_path: Path, smol_tokenizer_dir: str,
+                                               make, message: str) -> None:  # type: ignore[no-untyped-def]
+    make(tmp_path, smol_tokenizer_dir)
+    with pytest.raises(ValueError, match=message):
+        models.load(str(tmp_path))
+
+
+def test_a_causal_lm_without_a_value_head_is_refused(tmp_path: Path, smol_tokenizer_dir: str) -> None:
+    from transformers import Qwen2ForCausalLM
+
+    from tests.rm_checkpoints import tiny_config
+
+    Qwen2ForCausalLM(tiny_config(100)).save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="neither an AceCode-RM checkpoint"):
+        models.load(str(tmp_path))
+
+
+def test_unknown_names_say_what_is_accepted(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="embedded:smollm2-135m"):
+        models.resolve("embedded:nope")
+    with pytest.raises(ValueError, match="neither a checkpoint directory nor a hub id"):
+        models.resolve(str(tmp_path / "missing" / "dir"))
+    with pytest.raises(ValueError, match="without config.json"):
+        models.resolve(str(tmp_path))
+    # A hub id goes to the hub; with none reachable the error says to pass a local directory.
+    with pytest.raises(ValueError, match="pass its local directory"):
+        models.resolve("TIGER-Lab/AceCodeRM-7B")
+    with pytest.raises(ValueError, match="dtype must be"):
+        models.resolve_dtype("int3", "cpu")
