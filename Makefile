@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Converted embedded models live in the checkout, not in $HOME.
 export ACECODER_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: test demo bench proto proto-check sysdeps clean
+.PHONY: test demo bench bench-rm proto proto-check sysdeps clean
 
 # The venv, with acecoder installed editable and everything the tests need.
 $(STAMP): pyproject.toml
@@ -35,6 +35,9 @@ demo: sysdeps $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(PY) bench/executor_bench.py
+
+bench-rm: $(STAMP)
+	$(PY) bench/rm_bench.py
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py

@@ -163,9 +163,10 @@ def cmd_rm_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from acecoder.executor import demo
+    from acecoder import demo
 
-    return demo.main(workers=args.workers, jail=args.jail, limit=args.limit)
+    return demo.main(workers=args.workers, jail=args.jail, limit=args.limit,
+                     rm_problems=args.rm_problems)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,11 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", required=True, metavar="DIR", help="where to write (new directory)")
     t.set_defaults(func=cmd_rm_convert)
 
-    p = sub.add_parser("demo", help="serve the executor and run MbppBase through it",
+    p = sub.add_parser("demo", help="the main job: executor and RM servers on MbppBase",
                        description="Start an executor server, run every MbppBase reference "
                                    "solution and a broken variant of each through it, print "
-                                   "verdicts and throughput, stop the server.")
+                                   "verdicts and throughput; then start the RM server and rank "
+                                   "four candidates per problem for a few problems by RM score "
+                                   "and by tests; stop both servers.")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    p.add_argument("--rm-problems", type=int, default=6,
+                   help="problems for the reward-model reranking step (default 6)")
     _add_executor_options(p)
     p.set_defaults(func=cmd_demo)
     return ap

@@ -178,10 +178,14 @@ def start_acecoder(name: str, model: str, backend: str) -> Server:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     m = re.search(r"listening on (\S+) .*http on :(\d+), metrics on :(\d+)", line)
-    ready = proc.stdout.readline()
+    ready = ""
+    while m and "ready" not in ready and "could not load" not in ready:
+        ready = proc.stdout.readline()  # a backend may log to stdout before the ready line
+        if not ready:
+            break
     if not m or "ready" not in ready:
         proc.kill()
-        raise SystemExit(f"acecoder ({backend}) did not start: {line!r} {ready!r}")
+        raise RuntimeError(f"acecoder ({backend}) did not start: {line!r} {ready!r}")
     return Server(name, proc, m.group(1), http=f"http://127.0.0.1:{m.group(2)}",
                   metrics=f"http://127.0.0.1:{m.group(3)}/metrics")
 
@@ -310,13 +314,18 @@ def main() -> int:
                 print("# vllm not installed: (d) left out", flush=True)
                 continue
         print(f"starting {key}", file=sys.stderr, flush=True)
-        if key == "baseline":
-            server = start_baseline(args.model)
-        elif key == "vllm":
-            server = start_acecoder("acecoder gRPC, vllm", args.model, "vllm")
-        else:
-            server = start_acecoder("acecoder gRPC" if key == "grpc" else "acecoder HTTP gateway",
-                                    args.model, "transformers")
+        try:
+            if key == "baseline":
+                server = start_baseline(args.model)
+            elif key == "vllm":
+                server = start_acecoder("acecoder gRPC, vllm", args.model, "vllm")
+            else:
+                server = start_acecoder(
+                    "acecoder gRPC" if key == "grpc" else "acecoder HTTP gateway",
+                    args.model, "transformers")
+        except RuntimeError as exc:
+            print(f"# {key} left out: {exc}", flush=True)
+            continue
         try:
             results += asyncio.run(run_server(server, mode, levels, tokenizer))
         finally:

@@ -65,10 +65,10 @@ def _scores(reply: pb.ScoreResponse) -> list[Score]:
 
 
 def _rerank_request(question: str, candidates: Sequence[str], tests: Sequence[str],
-                    test_timeout: float | None, request_id: str) -> pb.RerankRequest:
+                    setup: str, test_timeout: float | None, request_id: str) -> pb.RerankRequest:
     req = pb.RerankRequest(request_id=request_id, question=_encode(question),
                            candidates=[_encode(c) for c in candidates],
-                           tests=[_encode(t) for t in tests])
+                           tests=[_encode(t) for t in tests], setup=_encode(setup))
     if test_timeout is not None:
         req.test_timeout_seconds = test_timeout
     return req
@@ -128,10 +128,11 @@ class RewardClient(_Base):
                                   deadline))
 
     def rerank(self, question: str, candidates: Sequence[str], *, tests: Sequence[str] = (),
-               test_timeout: float | None = None, request_id: str = "",
+               setup: str = "", test_timeout: float | None = None, request_id: str = "",
                deadline: float | None = None) -> list[RankedCandidate]:
-        """Rank candidates, best first."""
-        req = _rerank_request(question, candidates, tests, test_timeout, request_id)
+        """Rank candidates, best first. With tests, pass rate first (the server needs an
+        executor); `setup` runs before each candidate (e.g. imports the tests use)."""
+        req = _rerank_request(question, candidates, tests, setup, test_timeout, request_id)
         return _ranked(self._call(self.stub.Rerank, req, deadline))
 
     def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
@@ -175,10 +176,10 @@ class AsyncRewardClient(_Base):
             self.stub.Score, _score_request(items, ids, request_id), deadline))
 
     async def rerank(self, question: str, candidates: Sequence[str], *,
-                     tests: Sequence[str] = (), test_timeout: float | None = None,
-                     request_id: str = "", deadline: float | None = None
-                     ) -> list[RankedCandidate]:
-        req = _rerank_request(question, candidates, tests, test_timeout, request_id)
+                     tests: Sequence[str] = (), setup: str = "",
+                     test_timeout: float | None = None, request_id: str = "",
+                     deadline: float | None = None) -> list[RankedCandidate]:
+        req = _rerank_request(question, candidates, tests, setup, test_timeout, request_id)
         return _ranked(await self._call(self.stub.Rerank, req, deadline))
 
     async def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:

@@ -45,18 +45,20 @@ class ScoreResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[ItemScore, _Mapping]]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("request_id", "question", "candidates", "tests", "test_timeout_seconds")
+    __slots__ = ("request_id", "question", "candidates", "tests", "test_timeout_seconds", "setup")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     TEST_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     question: bytes
     candidates: _containers.RepeatedScalarFieldContainer[bytes]
     tests: _containers.RepeatedScalarFieldContainer[bytes]
     test_timeout_seconds: float
-    def __init__(self, request_id: _Optional[str] = ..., question: _Optional[bytes] = ..., candidates: _Optional[_Iterable[bytes]] = ..., tests: _Optional[_Iterable[bytes]] = ..., test_timeout_seconds: _Optional[float] = ...) -> None: ...
+    setup: bytes
+    def __init__(self, request_id: _Optional[str] = ..., question: _Optional[bytes] = ..., candidates: _Optional[_Iterable[bytes]] = ..., tests: _Optional[_Iterable[bytes]] = ..., test_timeout_seconds: _Optional[float] = ..., setup: _Optional[bytes] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("index", "score", "truncated", "pass_rate", "rank")

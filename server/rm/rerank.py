@@ -1,6 +1,7 @@
 """`acecoder rerank`: best-of-N over a JSONL file.
 
-Input records:  {"id": str, "question": str, "candidates": [str, ...], "tests": [str, ...]?}
+Input records:  {"id": str, "question": str, "candidates": [str, ...], "tests": [str, ...]?,
+                 "setup": str?}
 Output records: {"id", "best": int, "ranked": [{"index", "score", "pass_rate"}, ...]} (best
 first; pass_rate is null when no tests ran), or {"id", "best": null, "error"} for a record the
 server refuses. Resumable like `acecoder score`.
@@ -28,12 +29,13 @@ class Record:
     question: str
     candidates: list[str]
     tests: list[str]
+    setup: str
 
 
 def read_input(path: Path) -> list[Record]:
     return read_records(path, lambda rid, row: Record(
         rid, text_field(row, "question"), text_list(row, "candidates"),
-        text_list(row, "tests", [])))
+        text_list(row, "tests", []), text_field(row, "setup", "")))
 
 
 def output_record(rid: str, ranked: list[Ranked]) -> dict[str, Any]:
@@ -82,7 +84,8 @@ class _InProcess:
         self.service = service
 
     async def rank(self, rec: Record) -> list[Ranked]:
-        return await self.service.rerank(rec.question, rec.candidates, tests=rec.tests)
+        return await self.service.rerank(rec.question, rec.candidates, tests=rec.tests,
+                                         setup=rec.setup)
 
     async def close(self) -> None:
         await self.service.close()
@@ -98,7 +101,8 @@ class _Remote:
         import grpc
 
         try:
-            got = await self.client.rerank(rec.question, rec.candidates, tests=rec.tests)
+            got = await self.client.rerank(rec.question, rec.candidates, tests=rec.tests,
+                                           setup=rec.setup)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArgument(exc.details() or "invalid") from None

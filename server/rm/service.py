@@ -209,7 +209,8 @@ class RewardService:
                 for i, s, e in zip(ids, scores, encoded, strict=True)]
 
     async def rerank(self, question: bytes | str, candidates: Sequence[bytes | str], *,
-                     tests: Sequence[bytes | str] = (), test_timeout: float | None = None,
+                     tests: Sequence[bytes | str] = (), setup: bytes | str = b"",
+                     test_timeout: float | None = None,
                      deadline: float | None = None) -> list[Ranked]:
         """Score N candidates for one question (and run their tests when given); best first."""
         if not candidates:
@@ -224,7 +225,9 @@ class RewardService:
             if tests:
                 programs = [extract_program(text(c, f"candidates[{i}]", self.config.max_text_bytes))
                             for i, c in enumerate(candidates)]
-                pass_rates = list(await self._run_tests(programs, tests, test_timeout, deadline))
+                setup_text = text(setup, "setup", self.config.max_text_bytes) if setup else ""
+                pass_rates = list(await self._run_tests(programs, tests, setup_text,
+                                                        test_timeout, deadline))
             scored = await scoring
         finally:
             if not scoring.done():
@@ -235,7 +238,7 @@ class RewardService:
         return [Ranked(i, scored[i].score, scored[i].truncated, pass_rates[i], ranks[i])
                 for i in order]
 
-    async def _run_tests(self, programs: list[str], tests: Sequence[bytes | str],
+    async def _run_tests(self, programs: list[str], tests: Sequence[bytes | str], setup: str,
                          timeout: float | None, deadline: float | None) -> list[float]:
         from acecoder.clients.executor import AsyncExecutorClient, Program
 
@@ -247,7 +250,8 @@ class RewardService:
         results: list[float] = [0.0] * len(programs)
         try:
             async for r in self._executor.execute_batch(
-                    [Program(p, test_texts, timeout=timeout) for p in programs], deadline=budget):
+                    [Program(p, test_texts, setup=setup, timeout=timeout) for p in programs],
+                    deadline=budget):
                 results[r.index] = r.pass_rate
         except AcecoderError:
             raise

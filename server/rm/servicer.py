@@ -86,7 +86,7 @@ class RewardServicer(pb_grpc.RewardModelServicer):
             raise InvalidArgument(f"test_timeout_seconds must be > 0, got {timeout}")
         ranked = await self.service.rerank(
             request.question, list(request.candidates), tests=list(request.tests),
-            test_timeout=timeout, deadline=_deadline(context))
+            setup=request.setup, test_timeout=timeout, deadline=_deadline(context))
         out = []
         for r in ranked:
             c = pb.RankedCandidate(index=r.index, score=r.score, truncated=r.truncated,

@@ -11,7 +11,10 @@ from typing import Any
 # gpu_memory_utilization x all of RAM (half the host by default); a scorer holds each prompt
 # once and needs little. Ignored by GPU builds. HF_HUB_OFFLINE: checkpoints are local paths,
 # and without it transformers/vLLM try the hub and stall on hosts with no network.
-_ENV_DEFAULTS: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+# VLLM_CONFIGURE_LOGGING=0: vLLM's own handler writes to stdout, which our servers keep for
+# their start-up lines; without it vLLM's records go through the process's logging (stderr).
+_ENV_DEFAULTS: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+                                 "VLLM_CONFIGURE_LOGGING": "0"}
 
 
 class VllmScorer:

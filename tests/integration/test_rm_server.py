@@ -267,3 +267,32 @@ def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_
     bad = subprocess.run([*cli, "rm", "convert", "--model", str(converted), "--output",
                           str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not an AceCode-RM checkpoint" in bad.stderr
+
+
+def test_the_demo_runs_both_steps_and_stops_cleanly() -> None:
+    done = subprocess.run([sys.executable, "-m", "acecoder.cli", "demo", "--limit", "4",
+                           "--rm-problems", "2", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "step 1" in out and "step 2" in out and "mean pass rate of the pick" in out
+    assert "RM server stopped cleanly" in out and "executor server stopped cleanly" in out
+    assert re.search(r"tests\+RM 1\.00", out)  # tests always find the reference solution
+
+
+def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:
+    import asyncio
+
+    from acecoder.clients import AsyncRewardClient
+
+    async def main() -> tuple[list[float], list[int], bool]:
+        async with AsyncRewardClient(rm.target, timeout=120) as c:
+            scores = await asyncio.gather(*(c.score([(QUESTION, r)]) for r in (GOOD, BAD)))
+            ranked = await c.rerank(QUESTION, [BAD, GOOD], tests=["assert add(2, 3) == 5"])
+            info = await c.model_info()
+        return [s[0].score for s in scores], [r.index for r in ranked], info.head_trained
+
+    scores, order, trained = asyncio.run(main())
+    want = [s.score for s in rm_client.score([(QUESTION, GOOD), (QUESTION, BAD)])]
+    assert scores == pytest.approx(want, abs=1e-4)
+    assert order == [1, 0] and trained is False

@@ -1,0 +1,115 @@
+"""`acecoder demo`: the main job on the embedded defaults, with real servers on loopback.
+
+1. Executor: start the sandboxed executor server, run every MbppBase reference solution and
+   a broken variant of each through it, print verdicts and throughput.
+2. Reward model: start the RM server (embedded SmolLM2-135M AceCode-RM) next to it, and for a
+   few problems rank four candidates (the reference and three wrong ones) by RM score alone
+   and by tests-then-RM; print the table and the pass rate of each pick.
+Both servers are stopped with SIGTERM at the end and must exit cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from acecoder.executor import demo as executor_demo
+from acecoder.executor.datasets import Problem, broken, load_mbpp
+
+
+def candidates(p: Problem) -> list[str]:
+    """The reference solution (shuffled in) and three wrong ones, as a policy might write."""
+    wrong_op = next((p.program.replace(a, b, 1) for a, b in
+                     ((" + ", " - "), (" < ", " > "), (" == ", " != "), ("return ", "return not "))
+                     if a in p.program), p.program + "\n    return None\n")
+    return [f"```python\n{wrong_op}```", p.program, broken(p),
+            f"def {p.entry_point}(*args):\n    return None\n"]
+
+
+def _start_rm(executor: str) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0",
+           "--executor", executor]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"the RM server did not start (said: {line!r})")
+    print("RM server loading the embedded SmolLM2-135M AceCode-RM (the first run converts it "
+          "from GGUF, about a minute) ...", flush=True)
+    ready = proc.stdout.readline()
+    if "ready" not in ready:
+        proc.kill()
+        raise RuntimeError(f"the RM server did not get ready (said: {ready!r})")
+    print(ready.strip())
+    return proc, m.group(1)
+
+
+def rm_step(executor: str, problems: list[Problem]) -> int:
+    from acecoder.clients import RewardClient
+
+    proc, target = _start_rm(executor)
+    try:
+        rows = []
+        picks = {"random": 0.0, "RM": 0.0, "tests+RM": 0.0}
+        started = time.perf_counter()
+        with RewardClient(target, timeout=600) as rm:
+            info = rm.model_info()
+            for p in problems:
+                cands = candidates(p)
+                by_tests = rm.rerank(p.question, cands, tests=list(p.tests), setup=p.setup)
+                rates = {r.index: r.pass_rate or 0.0 for r in by_tests}
+                by_rm = rm.rerank(p.question, cands)
+                picks["random"] += sum(rates.values()) / len(cands)
+                picks["RM"] += rates[by_rm[0].index]
+                picks["tests+RM"] += rates[by_tests[0].index]
+                rows.append({
+                    "problem": p.task_id,
+                    "RM scores": " ".join(f"{r.score:+.2f}" for r in
+                                          sorted(by_rm, key=lambda r: r.index)),
+                    "pass rates": " ".join(f"{rates[i]:.2f}" for i in range(len(cands))),
+                    "RM pick": by_rm[0].index, "tests+RM pick": by_tests[0].index,
+                    "pass rate of RM pick": rates[by_rm[0].index],
+                    "pass rate of tests+RM pick": rates[by_tests[0].index],
+                })
+        wall = time.perf_counter() - started
+        executor_demo.print_table(rows)
+        n = len(problems)
+        print("mean pass rate of the pick: " + ", ".join(
+            f"{k} {v / n:.2f}" for k, v in picks.items()) + f" ({n} problems, 4 candidates "
+            f"each, {2 * n * 4 / wall:.1f} candidates scored/s)")
+        if not info.head_trained:
+            print("note: the RM head is untrained, so RM picks are no better than chance yet; "
+                  "the executor's tests carry the ranking")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    print(f"RM server stopped cleanly (exit code {code})" if code == 0
+          else f"RM server exited with code {code}")
+    return code
+
+
+def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
+         rm_problems: int = 6) -> int:
+    problems = load_mbpp()[:limit]
+    print(f"acecoder demo, step 1: {len(problems)} MbppBase problems through the executor, "
+          "reference + broken solution each")
+    proc, target = executor_demo.start_server(workers, jail)
+    print(f"executor server up at {target} (pid {proc.pid})")
+    rm_code = 1
+    try:
+        executor_demo.run(target, problems)
+        chosen = [p for p in problems if p.question][:rm_problems]
+        print(f"\nacecoder demo, step 2: best-of-4 reranking on {len(chosen)} problems with the "
+              "reward model server")
+        rm_code = rm_step(target, chosen)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    print(f"executor server stopped cleanly (exit code {code})" if code == 0
+          else f"executor server exited with code {code}")
+    return 0 if code == 0 and rm_code == 0 else 1

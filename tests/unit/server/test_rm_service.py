@@ -1,0 +1,99 @@
+"""The reward service and gateway logic, over a small deterministic backend (the real models
+are exercised in test_rm_models and the integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from acecoder.errors import InvalidArgument, Unavailable
+from acecoder.server.rm import gateway, templates
+from acecoder.server.rm.config import RewardConfig
+from acecoder.server.rm.models import BatchStats, Encoded, ModelDescription
+from acecoder.server.rm.service import RewardService
+
+
+class LengthBackend:
+    """Scores an item by its response length: enough to check plumbing and ordering."""
+
+    description = ModelDescription(model_id="length", path="-", format="seq-cls",
+                                   architecture="-", dtype="float32", device="cpu",
+                                   max_length=100, head_trained=True, decoder=True)
+
+    def encode(self, question: str, response: str) -> Encoded:
+        return Encoded(tuple(range(len(question) + len(response))), len(question), False)
+
+    def score(self, items: Sequence[Encoded], stats: BatchStats) -> list[float]:
+        return [float(e.response_len) for e in items]
+
+    def close(self) -> None:
+        pass
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_score_rerank_and_drain() -> None:
+    async def main() -> None:
+        service = RewardService(RewardConfig(max_items=3), backend=LengthBackend())
+        with pytest.raises(Unavailable, match="loading"):
+            await service.score([("q", "r")])
+        await service.start()
+        got = await service.score([("q", "ab"), ("q", "a")], ids=["x", "y"])
+        assert [(s.id, s.score) for s in got] == [("x", 2.0), ("y", 1.0)]
+        ranked = await service.rerank("q", ["a", "abc", "ab"])
+        assert [r.index for r in ranked] == [1, 2, 0] and [r.rank for r in ranked] == [0, 1, 2]
+        with pytest.raises(InvalidArgument, match="no executor"):
+            await service.rerank("q", ["a"], tests=["assert True"])
+        with pytest.raises(InvalidArgument, match="limit is 3"):
+            await service.score([("q", "r")] * 4)
+        with pytest.raises(InvalidArgument, match="candidates is empty"):
+            await service.rerank("q", [])
+        service.begin_drain()
+        with pytest.raises(Unavailable, match="draining"):
+            await service.score([("q", "r")])
+        assert await service.wait_idle(1)
+        await service.close()
+
+    run(main())
+
+
+def test_gateway_parses_openrlhf_payloads() -> None:
+    formats = gateway.policy_formats("auto")
+    chatml = "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA!<|im_end|>\n"
+    assert gateway.split_all([chatml], None, formats) == [("Q?", "A!")]
+    with pytest.raises(InvalidArgument, match="non-empty list"):
+        gateway.split_all("text", None, formats)
+    with pytest.raises(InvalidArgument, match="as long as 'query'"):
+        gateway.split_all([chatml], [], formats)
+    with pytest.raises(InvalidArgument, match=r"query\[0\] must be a string"):
+        gateway.split_all([3], None, formats)
+    with pytest.raises(InvalidArgument, match=r"query\[0\]: .*chat formats"):
+        gateway.split_all(["plain text"], None, formats)
+    assert gateway.policy_formats("llama3") == (templates.LLAMA3,)
+    with pytest.raises(ValueError, match="not auto, chatml, llama3 or a tokenizer"):
+        gateway.policy_formats("/no/such/tokenizer")
+
+
+def test_gateway_uses_a_policy_tokenizers_own_template(smol_tokenizer_dir: str) -> None:
+    formats = gateway.policy_formats(smol_tokenizer_dir)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    query = tok.apply_chat_template([{"role": "user", "content": "Write f."},
+                                     {"role": "assistant", "content": "def f(): pass"}],
+                                    tokenize=False)
+    assert gateway.split_all([query], None, formats[:1]) == [("Write f.", "def f(): pass")]
+
+
+def test_reward_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="backend must be"):
+        RewardConfig(backend="onnx")
+    with pytest.raises(ValueError, match="max_length must be"):
+        RewardConfig(max_length=3)
+    with pytest.raises(ValueError, match="device must be"):
+        RewardConfig(device="tpu")
+    assert RewardConfig(lanes=0, device="cuda").effective_lanes == 1
