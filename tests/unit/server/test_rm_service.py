@@ -97,3 +97,25 @@ def test_reward_config_is_checked() -> None:
     with pytest.raises(ValueError, match="device must be"):
         RewardConfig(device="tpu")
     assert RewardConfig(lanes=0, device="cuda").effective_lanes == 1
+
+
+def test_the_minilm_cross_encoder_through_the_batcher() -> None:
+    from acecoder.server.rm import models
+
+    reference = models.load("embedded:minilm-l6")
+    items = [("Reverse a string.", "def rev(s): return s[::-1]"),
+             ("Reverse a string.", "def rev(s): return s"),
+             ("Add two numbers a and b, returning their sum.", "def add(a, b): return a + b")]
+    want = [reference.forward_full([reference.encode(q, r)])[0] for q, r in items]
+
+    async def main() -> list[float]:
+        service = RewardService(RewardConfig(model="embedded:minilm-l6", max_wait_ms=50))
+        await service.start()
+        try:
+            assert service.description.format == "seq-cls" and not service.description.decoder
+            got = await asyncio.gather(*(service.score([it]) for it in items))
+            return [g[0].score for g in got]
+        finally:
+            await service.close()
+
+    assert run(main()) == pytest.approx(want, abs=1e-4)
