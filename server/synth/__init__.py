@@ -1,0 +1,1 @@
+"""Test-case synthesis: AceCoder's rewrite -> imagined tests -> proxy filter pipeline."""
