@@ -23,6 +23,7 @@ NOT_AN_ASSERT = "not_an_assert"
 IMPORTS = "imports"
 DOES_IO = "does_io"
 DUPLICATE = "duplicate"
+TRUNCATED = "truncated"  # the answer was cut off inside this test
 
 _IO_NAMES = frozenset({
     "open", "print", "input", "exec", "eval", "compile", "__import__", "breakpoint", "exit",
@@ -139,7 +140,7 @@ def parse_answer(answer: str) -> Parsed:
     text = _json_text(answer)
     if text is None:
         return Parsed(None, error="no JSON object in the answer")
-    repaired = False
+    repaired = cut_in_list = False
     try:
         data, _ = json.JSONDecoder().raw_decode(text)  # prose after the object is fine
     except json.JSONDecodeError:
@@ -149,6 +150,8 @@ def parse_answer(answer: str) -> Parsed:
         except json.JSONDecodeError as exc:
             return Parsed(None, error=f"unreadable JSON even after repair ({exc.msg})")
         repaired = fixed != text
+        # Closed inside a string that sits in a list: the answer stopped inside a test.
+        cut_in_list = fixed.startswith(text) and fixed[len(text):].startswith('"]')
     if not isinstance(data, dict):
         return Parsed(None, error="the JSON is not an object")
     question = data.get("question")
@@ -160,6 +163,9 @@ def parse_answer(answer: str) -> Parsed:
     out = Parsed(question, repaired=repaired,
                  error=None if question else "no question in the answer")
     seen: set[str] = set()
+    if cut_in_list and raw_tests and isinstance(raw_tests[-1], str):
+        # The answer stopped inside the last test: whatever it says, it is not what was meant.
+        out.rejected.append(Rejected(raw_tests.pop(), TRUNCATED))
     for t in raw_tests:
         reason = check_test(t, seen)
         if reason is None:

@@ -27,7 +27,9 @@ def test_whole_answers(answer: str) -> None:
 
 @pytest.mark.parametrize(("cut", "tests", "rejected"), [
     pytest.param('"tests": ["assert f(1) == 2", "assert f(-1', ["assert f(1) == 2"],
-                 [parse.SYNTAX_ERROR], id="inside-a-test"),
+                 [parse.TRUNCATED], id="inside-a-test"),
+    pytest.param('"tests": ["assert f(1) == 2", "assert g', ["assert f(1) == 2"],
+                 [parse.TRUNCATED], id="inside-a-test-still-valid-python"),
     pytest.param('"tests": ["assert f(1) == 2", ', ["assert f(1) == 2"], [], id="after-comma"),
     pytest.param('"tests": ["assert f(1) == 2"], "notes": "x', ["assert f(1) == 2"], [],
                  id="inside-a-later-field"),
