@@ -39,3 +39,13 @@ def program_only(program: str, n: int = 20) -> list[dict[str, str]]:
             + _RULES.format(n=n)
             + "\nThe tests must hold for the program above.")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def proxy(question: str, tests: list[str]) -> list[dict[str, str]]:
+    """Messages asking the proxy model for one solution, shown the first two tests (as
+    AceCoder prompts its proxy)."""
+    shown = "\n".join(tests[:2])
+    user = (f"{question.strip()}\n\nYour function must pass tests like these:\n"
+            f"```python\n{shown}\n```\n\nAnswer with the complete Python solution in one "
+            "```python code block.")
+    return [{"role": "user", "content": user}]
