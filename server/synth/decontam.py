@@ -42,6 +42,7 @@ class BenchmarkIndex:
         self.n = n
         self._owners: dict[tuple[str, ...], set[int]] = defaultdict(set)
         self._items: list[tuple[str, str]] = []  # (benchmark, item id)
+        self._texts: list[str] = []  # each prompt's words, space-joined (for short questions)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -51,12 +52,20 @@ class BenchmarkIndex:
         for item_id, prompt in items:
             k = len(self._items)
             self._items.append((benchmark, item_id))
+            self._texts.append(" " + " ".join(w.lower() for w in _WORD.findall(prompt)) + " ")
             for g in ngrams(prompt, self.n):
                 self._owners[g].add(k)
 
     def best_match(self, question: str) -> Match | None:
         grams = ngrams(question, self.n)
-        if not grams:
+        if not grams:  # shorter than n words: contained word for word in a prompt, or clean
+            words = [w.lower() for w in _WORD.findall(question)]
+            if len(words) < 3:
+                return None
+            needle = " " + " ".join(words) + " "
+            for k, text in enumerate(self._texts):
+                if needle in text:
+                    return Match(*self._items[k], 1.0)
             return None
         counts: dict[int, int] = defaultdict(int)
         for g in grams:

@@ -31,6 +31,13 @@ def test_clean_and_short_questions_pass(index: decontam.BenchmarkIndex) -> None:
     assert decontam.check("Add numbers.", index) is None  # fewer words than n
 
 
+def test_every_mbpp_question_is_caught_even_short_ones(index: decontam.BenchmarkIndex) -> None:
+    prompts = decontam.mbpp_prompts()
+    assert any(len(p.split()) < index.n for _, p in prompts)
+    caught = [decontam.check(p, index) for _, p in prompts]
+    assert all(m is not None and m.benchmark == "mbpp" for m in caught)
+
+
 def test_user_benchmark_files_and_thresholds(tmp_path: Path) -> None:
     path = tmp_path / "private.jsonl"
     secret = ("Given a grid of lanterns and mirrors compute how many cells the beam of light "
