@@ -14,7 +14,7 @@ from typing import Any
 from acecoder.codeblocks import extract_program
 
 from . import prompts
-from .llm import ChatClient
+from .llm import Chat
 
 # Why a question is dropped: stable strings for reports and metrics.
 FEW_PASSED = "proxy_passed_too_few"
@@ -51,7 +51,7 @@ class Filtered:
         return self.drop_reason is None
 
 
-async def proxy_solution(client: ChatClient, question: str, tests: Sequence[str]) -> str | None:
+async def proxy_solution(client: Chat, question: str, tests: Sequence[str]) -> str | None:
     """One greedy solution from the proxy model, or None if it gave no code."""
     chat = await client.chat(prompts.proxy(question, list(tests)), temperature=0.0, json=False)
     program = extract_program(chat.text).strip()

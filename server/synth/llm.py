@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -72,6 +72,16 @@ class ChatResult:
     completion_tokens: int
     seconds: float
     attempts: int
+
+
+class Chat(Protocol):
+    """What the pipeline needs from a chat model: this module's HTTP client, or an in-process
+    one (`local_llm.TransformersChat`)."""
+
+    async def chat(self, messages: Sequence[dict[str, str]], *, temperature: float | None = None,
+                   max_tokens: int | None = None, json: bool | None = None) -> ChatResult: ...
+
+    async def close(self) -> None: ...
 
 
 class ChatClient:

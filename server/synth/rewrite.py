@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import prompts
-from .llm import ChatClient, ChatResult, LLMError
+from .llm import Chat, ChatResult, LLMError
 from .parse import Parsed, parse_answer
 
 
@@ -17,7 +17,7 @@ class Rewritten:
     """Why the seed produced nothing: the LLM call failed, or its answer was unreadable."""
 
 
-async def rewrite(client: ChatClient, *, question: str | None, program: str | None,
+async def rewrite(client: Chat, *, question: str | None, program: str | None,
                   n_tests: int = 20) -> Rewritten:
     """Ask for the rewrite and tests; never raises for the LLM's failures (they are results)."""
     if question and program:

@@ -1,0 +1,87 @@
+"""An in-process chat model with transformers `generate`, behind the same `chat()` as the
+OpenAI-compatible client: the embedded default (SmolLM2-135M-Instruct) runs the pipeline end
+to end with no server and no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .llm import ChatResult, LLMError
+
+
+class TransformersChat:
+    """Chat completions from a local causal LM. Generation runs in a worker thread, one at a
+    time (a CPU is saturated by one); `json` is accepted and ignored (no constrained decoding)."""
+
+    def __init__(self, model: str = "embedded:smollm2-135m", *, device: str = "cpu",
+                 max_tokens: int = 512, temperature: float = 0.7, seed: int = 0) -> None:
+        from acecoder.server.rm import models
+
+        self.path = models.resolve(model)
+        self.device = device
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # an RM checkpoint's value head is reported unused
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._model = AutoModelForCausalLM.from_pretrained(
+            str(self.path), dtype=torch.float32).to(self.device).eval()
+
+    def _generate(self, messages: Sequence[dict[str, str]], temperature: float,
+                  max_tokens: int) -> ChatResult:
+        import torch
+
+        started = time.monotonic()
+        with self._lock:
+            self._load()
+            tok = self._tokenizer
+            ids = tok.apply_chat_template(list(messages), add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)
+            input_ids = ids["input_ids"].to(self.device)
+            kw: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id":
+                                  tok.pad_token_id or tok.eos_token_id}
+            if temperature > 0:
+                torch.manual_seed(self.seed)
+                kw.update(do_sample=True, temperature=temperature, top_p=1.0)
+            else:
+                kw.update(do_sample=False)
+            with torch.inference_mode():
+                out = self._model.generate(input_ids=input_ids,
+                                           attention_mask=ids["attention_mask"].to(self.device),
+                                           **kw)
+        new = out[0, input_ids.shape[1]:].tolist()
+        eos = tok.eos_token_id
+        finished = eos is not None and eos in new
+        if finished:
+            new = new[:new.index(eos)]
+        text = tok.decode(new, skip_special_tokens=True)
+        return ChatResult(text, "stop" if finished else "length", int(input_ids.shape[1]),
+                          len(new), time.monotonic() - started, 1)
+
+    async def chat(self, messages: Sequence[dict[str, str]], *, temperature: float | None = None,
+                   max_tokens: int | None = None, json: bool | None = None) -> ChatResult:
+        try:
+            return await asyncio.to_thread(
+                self._generate, messages, self.temperature if temperature is None else temperature,
+                self.max_tokens if max_tokens is None else max_tokens)
+        except (RuntimeError, ValueError) as exc:
+            raise LLMError(f"local generation failed: {exc}", transient=False) from None
+
+    async def close(self) -> None:
+        self._model = None
