@@ -187,6 +187,58 @@ def cmd_hard(args: argparse.Namespace) -> int:
     return _offline("hard", job(), "{kept} of {questions} questions kept, {written} written")
 
 
+def _chat(where: str, model: str | None, max_tokens: int):  # type: ignore[no-untyped-def]
+    if where == "local":
+        from acecoder.server.synth.local_llm import TransformersChat
+
+        return TransformersChat(model or "embedded:smollm2-135m", max_tokens=max_tokens)
+    from acecoder.server.synth.llm import ChatClient, LLMConfig
+
+    if not model:
+        raise ValueError(f"--llm {where} needs a model name (--llm-model / --proxy-model)")
+    return ChatClient(LLMConfig(base_url=where, model=model, max_tokens=max_tokens))
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    import signal as _signal
+
+    from acecoder.clients import AsyncExecutorClient
+    from acecoder.server.synth import pipeline
+
+    config = pipeline.SynthConfig(n_tests=args.tests, benchmark_files=tuple(
+        Path(b) for b in args.benchmark))
+    llm = _chat(args.llm, args.llm_model, args.max_tokens)
+    proxy = _chat(args.proxy or args.llm, args.proxy_model or args.llm_model, args.max_tokens)
+    server = None
+    target = args.executor
+    if target is None:
+        from acecoder.executor.demo import start_server
+
+        server, target = start_server(args.workers, args.jail)
+    report: dict[str, object] = {}
+
+    async def job() -> dict[str, int]:
+        async with AsyncExecutorClient(target, timeout=600) as ex:
+            try:
+                report.update(await pipeline.run(
+                    Path(args.input), Path(args.output), llm=llm, proxy=proxy, executor=ex,
+                    config=config, progress=not args.quiet))
+            finally:
+                await llm.close()
+                await proxy.close()
+        return {"kept": int(report.get("kept", 0))}  # type: ignore[call-overload]
+
+    try:
+        code = _offline("synth", job(), "{kept} questions kept")
+    finally:
+        if server is not None:
+            server.send_signal(_signal.SIGTERM)
+            server.wait(timeout=60)
+    if code == 0 and report:
+        print(pipeline.format_report(report), file=sys.stderr)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
@@ -292,6 +344,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_rerank)
+
+    p = sub.add_parser("synth", help="synthesize tests for seed questions (stages 1-3)",
+                       description="Rewrite each seed {\"id\", \"question\"?, \"program\"?} "
+                                   "into a problem with imagined tests, keep the tests a proxy "
+                                   "solution passes (run in the executor), drop benchmark "
+                                   "look-alikes. Kept: AceCode-87K records in --output; dropped: "
+                                   "OUT.dropped.jsonl with the reason. Resumable.")
+    p.add_argument("--input", required=True, metavar="IN.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--llm", default="local", metavar="URL|local",
+                   help="OpenAI-compatible API root (e.g. http://localhost:8000/v1) or 'local' "
+                        "for an in-process model (default local)")
+    p.add_argument("--llm-model", default=None,
+                   help="model name for the API, or the local checkpoint (default: the "
+                        "embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--proxy", default=None, metavar="URL|local",
+                   help="where the proxy model runs (default: same as --llm)")
+    p.add_argument("--proxy-model", default=None, help="proxy model (default: --llm-model)")
+    p.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="executor service (default: start one here)")
+    p.add_argument("--tests", type=int, default=20, help="tests to ask for per question")
+    p.add_argument("--max-tokens", type=int, default=2048, help="LLM answer limit, tokens")
+    p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
+                   help="more benchmark prompts to decontaminate against (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_executor_options(p)
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("pairs", help="preference pairs from AceCode-87K records (RM training)",
                        description="Build AceCodePair records {\"id\", \"instruction\", "

@@ -19,6 +19,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+MANY_TESTS = {"question": "Write add(a, b) that returns the sum of a and b.",
+              "tests": [f"assert add({k}, 1) == {k + 1}" for k in range(5)]
+              + ["assert add(2, 2) == 5"]}
+PROXY_ANSWER = "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```"
 GOOD_ANSWER = {"question": "Write add(a, b) returning a + b.",
                "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 1) == 0"]}
 
@@ -62,6 +66,12 @@ class FakeOpenAI:
         return app
 
     async def _answer(self, script: str, n: int, body: dict[str, Any]) -> Any:
+        if "must pass tests like these" in body["messages"][-1]["content"]:
+            await asyncio.sleep(0.05)
+            return completion(PROXY_ANSWER)  # the proxy prompt: a solution
+        if script == "many":
+            await asyncio.sleep(0.2)
+            return completion(json.dumps(MANY_TESTS))
         if script == "slow":
             await asyncio.sleep(2)
         elif script == "fail-twice" and n <= 2:

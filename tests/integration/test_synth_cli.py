@@ -1,0 +1,54 @@
+"""`acecoder synth` end to end: LLM and proxy on a local protocol server, tests in the real
+executor; killed with SIGKILL mid-run, it resumes and writes every seed exactly once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.fake_openai import FakeOpenAI
+
+
+def test_synth_resumes_after_sigkill(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeOpenAI().start()
+    try:
+        seeds = tmp_path / "seeds.jsonl"
+        rows = [{"id": f"s{k}", "question": f"Add two numbers, variant {k}. SCRIPT:many"}
+                for k in range(24)]
+        rows += [{"id": "bad", "question": "This one fails. SCRIPT:bad-request"},
+                 {"id": "prog", "program": "def add(a, b):\n    return a + b\n  # SCRIPT:many"}]
+        seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = tmp_path / "acecode.jsonl"
+        dropped = tmp_path / "acecode.jsonl.dropped.jsonl"
+        cmd = [sys.executable, "-m", "acecoder.cli", "synth", "--input", str(seeds), "--output",
+               str(out), "--llm", fake.url, "--llm-model", "fake", "--executor", server.target,
+               "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        first = len(out.read_text().splitlines())
+        assert 5 <= first < 26
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        kept = [json.loads(line) for line in out.read_text().splitlines()]
+        lost = [json.loads(line) for line in dropped.read_text().splitlines()]
+        ids = [r["id"] for r in kept] + [r["id"] for r in lost]
+        assert sorted(ids) == sorted(r["id"] for r in rows)  # every seed once, none twice
+        assert {r["id"]: r["reason"] for r in lost} == {"bad": "rewrite_failed"}
+        record = kept[0]
+        assert set(record) == {"id", "source", "question", "test_cases", "inferences",
+                               "context_messages"}
+        # the proxy (a correct add) passes 5 of the 6 imagined tests: the wrong one is gone
+        assert record["test_cases"] == [f"assert add({k}, 1) == {k + 1}" for k in range(5)]
+        assert "kept" in done.stderr and "rejected" in done.stderr and "proxy_failed" in done.stderr
+    finally:
+        fake.stop()
