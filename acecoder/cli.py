@@ -243,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
     return demo.main(workers=args.workers, jail=args.jail, limit=args.limit,
-                     rm_problems=args.rm_problems)
+                     rm_problems=args.rm_problems, synth_questions=args.synth_questions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
     p.add_argument("--rm-problems", type=int, default=6,
                    help="problems for the reward-model reranking step (default 6)")
+    p.add_argument("--synth-questions", type=int, default=3,
+                   help="questions for the synthesis step (default 3; 0 skips it)")
     _add_executor_options(p)
     p.set_defaults(func=cmd_demo)
     return ap

@@ -5,6 +5,8 @@
 2. Reward model: start the RM server (embedded SmolLM2-135M AceCode-RM) next to it, and for a
    few problems rank four candidates (the reference and three wrong ones) by RM score alone
    and by tests-then-RM; print the table and the pass rate of each pick.
+3. Synthesis: a handful of MbppBase questions through stages 1-3 with the embedded
+   SmolLM2-135M-Instruct as both rewriter and proxy (its tests are poor; the filter shows it).
 Both servers are stopped with SIGTERM at the end and must exit cleanly.
 """
 
@@ -93,8 +95,42 @@ def rm_step(executor: str, problems: list[Problem]) -> int:
     return code
 
 
+def synth_step(executor: str, problems: list[Problem], max_tokens: int = 384) -> None:
+    import asyncio
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from acecoder.clients import AsyncExecutorClient
+    from acecoder.server.synth import pipeline
+    from acecoder.server.synth.local_llm import TransformersChat
+
+    out_dir = Path(tempfile.mkdtemp(prefix="acecoder-demo-"))
+    seeds = out_dir / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": p.task_id, "question": p.question,
+                                         "program": p.program, "source": "mbpp"}) + "\n"
+                             for p in problems))
+    out = out_dir / "acecode.jsonl"
+    llm = TransformersChat(max_tokens=max_tokens)
+    started = time.perf_counter()
+
+    async def run() -> dict:  # type: ignore[type-arg]
+        async with AsyncExecutorClient(executor, timeout=600) as ex:
+            try:
+                return await pipeline.run(seeds, out, llm=llm, proxy=llm, executor=ex,
+                                          config=pipeline.SynthConfig(n_tests=8, concurrency=1),
+                                          progress=True)
+            finally:
+                await llm.close()
+
+    report = asyncio.run(run())
+    print(pipeline.format_report(report))
+    print(f"{len(problems)} questions in {time.perf_counter() - started:.0f} s; kept records in "
+          f"{out}, dropped ones (with reasons) in {out}.dropped.jsonl")
+
+
 def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
-         rm_problems: int = 6) -> int:
+         rm_problems: int = 6, synth_questions: int = 3) -> int:
     problems = load_mbpp()[:limit]
     print(f"acecoder demo, step 1: {len(problems)} MbppBase problems through the executor, "
           "reference + broken solution each")
@@ -107,6 +143,12 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
         print(f"\nacecoder demo, step 2: best-of-4 reranking on {len(chosen)} problems with the "
               "reward model server")
         rm_code = rm_step(target, chosen)
+        if synth_questions:
+            seeds = [p for p in problems if p.question][:synth_questions]
+            print(f"\nacecoder demo, step 3: test synthesis for {len(seeds)} questions with the "
+                  "embedded SmolLM2-135M-Instruct (rewrite, imagine tests, proxy-filter in the "
+                  "executor, decontaminate)")
+            synth_step(target, seeds)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

@@ -271,13 +271,14 @@ def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_
 
 def test_the_demo_runs_both_steps_and_stops_cleanly() -> None:
     done = subprocess.run([sys.executable, "-m", "acecoder.cli", "demo", "--limit", "4",
-                           "--rm-problems", "2", "--workers", "1"],
+                           "--rm-problems", "2", "--synth-questions", "1", "--workers", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "step 1" in out and "step 2" in out and "mean pass rate of the pick" in out
     assert "RM server stopped cleanly" in out and "executor server stopped cleanly" in out
     assert re.search(r"tests\+RM 1\.00", out)  # tests always find the reference solution
+    assert "step 3" in out and re.search(r"seeds 1 \(already done 0\), kept [01]", out)
 
 
 def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:
