@@ -75,7 +75,7 @@ async def synthesize(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
     out = Outcome(None, None, collections.Counter(r.reason for r in parsed.rejected),
                   len(parsed.tests) + len(parsed.rejected))
     if parsed.question is None:
-        out.reason = "rewrite_failed"
+        out.reason = f"rewrite_failed: {stage1.error or parsed.error or 'no question'}"
         return out
     if not parsed.tests:
         out.reason = "no_usable_tests"
