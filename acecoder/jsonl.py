@@ -123,3 +123,28 @@ def read_records(path: Path, parse: Callable[[str, dict[str, Any]], T]) -> list[
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InputError("\n".join(problems[:20]) + more)
     return records
+
+
+def staging_path(output: Path) -> Path:
+    """Where a job writes its JSONL while it runs: the output itself, or, for a `.parquet`
+    output (which cannot be appended to), a `.partial.jsonl` beside it."""
+    if output.suffix == ".parquet":
+        return output.with_name(output.name + ".partial.jsonl")
+    return output
+
+
+def finish(output: Path) -> None:
+    """For a `.parquet` output: write it from the staged JSONL, atomically (a temporary file
+    renamed into place), then drop the staging file. Nothing to do for JSONL outputs."""
+    staged = staging_path(output)
+    if staged == output or not staged.exists():
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in staged.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    tmp = output.with_name(output.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp))
+    tmp.replace(output)
+    staged.unlink()

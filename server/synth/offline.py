@@ -1,7 +1,7 @@
 """`acecoder pairs` and `acecoder hard`: offline stages over AceCode-87K JSONL files.
 
-Both follow `acecoder exec`'s convention: `--input IN.jsonl --output OUT.jsonl`, a progress bar
-on a terminal, and resumable: the stages are deterministic, so a rerun writes exactly the
+Both follow `acecoder exec`'s convention: `--input IN.jsonl --output OUT.jsonl` (or `OUT.parquet`,
+written when the job completes), a progress bar on a terminal, and resumable: the stages are deterministic, so a rerun writes exactly the
 output records that are not there yet (a line cut short by a crash is dropped first).
 """
 
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from acecoder.jsonl import Progress, done_ids, read_records
+from acecoder.jsonl import Progress, done_ids, finish, read_records, staging_path
 
 from .pairs import PairRule, _inferences, hard_subset, make_pairs
 
@@ -57,9 +57,10 @@ def run_pairs(input_path: Path, output_path: Path, rule: PairRule = PairRule(), 
         per_record.append(len(pairs))
     bar = Progress(len(records), progress, unit="q", what="questions")
     try:
-        written = _write_missing(output_path, rows, bar, per_record)
+        written = _write_missing(staging_path(output_path), rows, bar, per_record)
     finally:
         bar.close()
+    finish(output_path)
     return {"questions": len(records), "pairs": len(rows), "written": written,
             "without_pairs": sum(1 for n in per_record if n == 0)}
 
@@ -69,7 +70,8 @@ def run_hard(input_path: Path, output_path: Path, *, progress: bool = True) -> d
     kept = hard_subset(records)
     bar = Progress(len(kept), progress, unit="q", what="questions")
     try:
-        written = _write_missing(output_path, kept, bar, [1] * len(kept))
+        written = _write_missing(staging_path(output_path), kept, bar, [1] * len(kept))
     finally:
         bar.close()
+    finish(output_path)
     return {"questions": len(records), "kept": len(kept), "written": written}

@@ -2,8 +2,9 @@
 
 Per seed ({"id", "question"?, "program"?, "source"?}): rewrite and imagine tests (stage 1),
 keep what a proxy solution passes (stage 2), drop benchmark look-alikes (stage 3). Kept
-questions go to the output as AceCode-87K records (``inferences`` empty until `sample`);
-dropped ones go, with their reason, to ``OUTPUT.dropped.jsonl``. Both files are append-only
+questions go to the output as AceCode-87K records (``inferences`` empty until `sample`;
+JSONL, or Parquet for a ``.parquet`` output, written when the run completes); dropped ones
+go, with their reason, to ``OUTPUT.dropped.jsonl``. Both files are append-only
 and keyed by seed id, so a run killed at any point and started again writes every seed's
 outcome exactly once.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acecoder.jsonl import Progress, done_ids, read_records, text_field
+from acecoder.jsonl import Progress, done_ids, finish, read_records, staging_path, text_field
 
 from . import decontam
 from .filter import FilterRule, filter_tests, proxy_solution
@@ -107,13 +108,15 @@ async def synthesize(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
 async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, executor: Any,
               config: SynthConfig = SynthConfig(), progress: bool = True) -> dict[str, Any]:
     seeds = read_seeds(input_path)
-    dropped_path = output_path.with_name(output_path.name + ".dropped.jsonl")
+    final_path, output_path = output_path, staging_path(output_path)
+    dropped_path = final_path.with_name(final_path.name + ".dropped.jsonl")
     done = done_ids(output_path) | done_ids(dropped_path)
     todo = [s for s in seeds if s.id not in done]
     report: dict[str, Any] = {"seeds": len(seeds), "skipped": len(seeds) - len(todo),
                               "kept": 0, "dropped": collections.Counter(),
                               "tests_in": 0, "tests_kept": 0, "tests_rejected": collections.Counter()}
     if not todo:
+        finish(final_path)
         return report
     index = decontam.default_index(config.decontam_n, config.benchmark_files)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +147,7 @@ async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, ex
             bar.close()
             os.fsync(out.fileno())
             os.fsync(dropped.fileno())
+    finish(final_path)
     return report
 
 

@@ -79,3 +79,22 @@ def test_pairs_and_hard_commands_resume_exactly(tmp_path: Path) -> None:
     done = subprocess.run([*cli, "pairs", "--input", str(bad), "--output", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "inferences" in done.stderr
+
+
+def test_parquet_outputs(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from acecoder.server.synth import offline
+
+    src = tmp_path / "acecode.jsonl"
+    src.write_text("".join(json.dumps(record(f"q{k}", [1.0, 0.5, 0.0])) + "\n"
+                           for k in range(3)))
+    out = tmp_path / "pairs.parquet"
+    counts = offline.run_pairs(src, out, progress=False)
+    table = pq.read_table(str(out)).to_pylist()
+    assert counts["pairs"] == 3 and [r["id"] for r in table] == ["q0/0", "q1/0", "q2/0"]
+    assert set(table[0]) == {"id", "instruction", "input", "chosen", "rejected"}
+    assert not (tmp_path / "pairs.parquet.partial.jsonl").exists()
+    hard = tmp_path / "hard.parquet"
+    offline.run_hard(src, hard, progress=False)
+    assert {r["id"] for r in pq.read_table(str(hard)).to_pylist()} == {"q0", "q1", "q2"}
