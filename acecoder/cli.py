@@ -239,6 +239,39 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    import signal as _signal
+
+    from acecoder.clients import AsyncExecutorClient
+    from acecoder.server.synth import sample
+
+    policy = _chat(args.llm, args.llm_model, args.max_tokens)
+    server = None
+    target = args.executor
+    if target is None:
+        from acecoder.executor.demo import start_server
+
+        server, target = start_server(args.workers, args.jail)
+
+    async def job() -> dict[str, int]:
+        async with AsyncExecutorClient(target, timeout=600) as ex:
+            try:
+                return await sample.run(
+                    Path(args.input), Path(args.output), policy=policy,
+                    model_name=args.llm_model or "embedded:smollm2-135m", k=args.k,
+                    executor=ex, temperature=args.temperature, progress=not args.quiet)
+            finally:
+                await policy.close()
+
+    try:
+        return _offline("sample", job(), "{sampled} questions sampled, {skipped} already in "
+                        f"{args.output}")
+    finally:
+        if server is not None:
+            server.send_signal(_signal.SIGTERM)
+            server.wait(timeout=60)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
@@ -371,6 +404,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_executor_options(p)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("sample", help="K programs per question from a policy, with pass rates",
+                       description="For each AceCode-87K record, generate K programs with the "
+                                   "policy (its chat template on context_messages), run each "
+                                   "on test_cases in the executor, and add them to "
+                                   "\"inferences\" with their pass rates. Resumable.")
+    p.add_argument("--input", required=True, metavar="IN.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--llm", default="local", metavar="URL|local",
+                   help="OpenAI-compatible API root or 'local' (default local)")
+    p.add_argument("--llm-model", default=None,
+                   help="policy model name (API) or checkpoint (local; default the embedded "
+                        "SmolLM2-135M-Instruct)")
+    p.add_argument("-k", type=int, default=8, help="samples per question (default 8)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=1024, help="tokens per sample")
+    p.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="executor service (default: start one here)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_executor_options(p)
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("pairs", help="preference pairs from AceCode-87K records (RM training)",
                        description="Build AceCodePair records {\"id\", \"instruction\", "

@@ -69,6 +69,8 @@ class FakeOpenAI:
         if "must pass tests like these" in body["messages"][-1]["content"]:
             await asyncio.sleep(0.05)
             return completion(PROXY_ANSWER)  # the proxy prompt: a solution
+        if script == "code":
+            return completion(PROXY_ANSWER if n % 2 else "def add(a, b):\n    return a * b\n")
         if script == "many":
             await asyncio.sleep(0.2)
             return completion(json.dumps(MANY_TESTS))

@@ -53,3 +53,30 @@ def test_synth_resumes_after_sigkill(tmp_path: Path, server) -> None:  # type: i
         assert "kept" in done.stderr and "rejected" in done.stderr and "proxy_failed" in done.stderr
     finally:
         fake.stop()
+
+
+def test_sample_fills_inferences_with_pass_rates(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeOpenAI().start()
+    try:
+        src = tmp_path / "acecode.jsonl"
+        rec = {"id": "q1", "source": "t", "question": "Write add. SCRIPT:code",
+               "test_cases": ["assert add(2, 3) == 5", "assert add(0, 0) == 0"],
+               "inferences": [], "context_messages": [
+                   {"role": "user", "content": "Write add. SCRIPT:code"}]}
+        src.write_text(json.dumps(rec) + "\n")
+        out = tmp_path / "sampled.jsonl"
+        cmd = [sys.executable, "-m", "acecoder.cli", "sample", "--input", str(src), "--output",
+               str(out), "--llm", fake.url, "--llm-model", "policy", "-k", "4",
+               "--executor", server.target, "--quiet"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        row = json.loads(out.read_text())
+        infs = row["inferences"]
+        assert [i["completion_id"] for i in infs] == [0, 1, 2, 3]
+        assert all(i["model_name"] == "policy" for i in infs)
+        # the fake alternates a right add (both pass) and a * b (only 0 * 0 == 0 passes)
+        assert sorted(i["pass_rate"] for i in infs) == [0.5, 0.5, 1.0, 1.0]
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "0 questions sampled, 1 already" in again.stderr
+    finally:
+        fake.stop()
