@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,24 @@ def cmd_hard(args: argparse.Namespace) -> int:
     return _offline("hard", job(), "{kept} of {questions} questions kept, {written} written")
 
 
+@contextlib.contextmanager
+def _executor_target(args: argparse.Namespace) -> Iterator[str]:
+    """--executor HOST:PORT, or an executor server started here for the command's duration."""
+    if args.executor is not None:
+        yield args.executor
+        return
+    import signal
+
+    from acecoder.executor.demo import start_server
+
+    server, target = start_server(args.workers, args.jail)
+    try:
+        yield target
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def _chat(where: str, model: str | None, max_tokens: int):  # type: ignore[no-untyped-def]
     if where == "local":
         from acecoder.server.synth.local_llm import TransformersChat
@@ -200,8 +220,6 @@ def _chat(where: str, model: str | None, max_tokens: int):  # type: ignore[no-un
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import signal as _signal
-
     from acecoder.clients import AsyncExecutorClient
     from acecoder.server.synth import pipeline
 
@@ -209,15 +227,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         Path(b) for b in args.benchmark))
     llm = _chat(args.llm, args.llm_model, args.max_tokens)
     proxy = _chat(args.proxy or args.llm, args.proxy_model or args.llm_model, args.max_tokens)
-    server = None
-    target = args.executor
-    if target is None:
-        from acecoder.executor.demo import start_server
-
-        server, target = start_server(args.workers, args.jail)
     report: dict[str, object] = {}
 
-    async def job() -> dict[str, int]:
+    async def job(target: str) -> dict[str, int]:
         async with AsyncExecutorClient(target, timeout=600) as ex:
             try:
                 report.update(await pipeline.run(
@@ -228,32 +240,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
                 await proxy.close()
         return {"kept": int(report.get("kept", 0))}  # type: ignore[call-overload]
 
-    try:
-        code = _offline("synth", job(), "{kept} questions kept")
-    finally:
-        if server is not None:
-            server.send_signal(_signal.SIGTERM)
-            server.wait(timeout=60)
+    with _executor_target(args) as target:
+        code = _offline("synth", job(target), "{kept} questions kept")
     if code == 0 and report:
         print(pipeline.format_report(report), file=sys.stderr)
     return code
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import signal as _signal
-
     from acecoder.clients import AsyncExecutorClient
     from acecoder.server.synth import sample
 
     policy = _chat(args.llm, args.llm_model, args.max_tokens)
-    server = None
-    target = args.executor
-    if target is None:
-        from acecoder.executor.demo import start_server
 
-        server, target = start_server(args.workers, args.jail)
-
-    async def job() -> dict[str, int]:
+    async def job(target: str) -> dict[str, int]:
         async with AsyncExecutorClient(target, timeout=600) as ex:
             try:
                 return await sample.run(
@@ -263,13 +263,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             finally:
                 await policy.close()
 
-    try:
-        return _offline("sample", job(), "{sampled} questions sampled, {skipped} already in "
-                        f"{args.output}")
-    finally:
-        if server is not None:
-            server.send_signal(_signal.SIGTERM)
-            server.wait(timeout=60)
+    with _executor_target(args) as target:
+        return _offline("sample", job(target), "{sampled} questions sampled, {skipped} already "
+                        f"in {args.output}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
