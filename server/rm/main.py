@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
-from acecoder.interceptor import ErrorInterceptor
-from acecoder.serving import GRPC_OPTIONS, ServerConfig, stop_on_signals
+from acecoder.grpc_server import GrpcServer
+from acecoder.serving import ServerConfig, stop_on_signals
 from acecoder.v1 import reward_pb2, reward_pb2_grpc
 
 from .config import RewardConfig
@@ -40,47 +37,34 @@ class RewardServerConfig(ServerConfig):
     used."""
 
 
-class RewardServer:
+class RewardServer(GrpcServer):
     """A running reward server. `await start()` binds the ports (health NOT_SERVING) and
     loads the model in the background; `ready` is set once it serves."""
+
+    service_name = SERVICE_NAME
+    what = "reward server"
 
     def __init__(self, config: RewardConfig, server_config: RewardServerConfig, *,
                  backend: Backend | None = None) -> None:
         self.config = config
-        self.server_config = server_config
-        self.metrics = RewardMetrics()
-        self.service = RewardService(config, metrics=self.metrics, backend=backend)
-        self.health = health.aio.HealthServicer()
-        self.server: grpc.aio.Server | None = None
-        self.port = 0
+        self.server_config: RewardServerConfig = server_config
+        metrics = RewardMetrics()
+        self.service: RewardService = RewardService(config, metrics=metrics, backend=backend)
+        super().__init__(server_config, metrics=metrics, registry=metrics.registry,
+                         service=self.service)
+        self.metrics: RewardMetrics = metrics
         self.http_port: int | None = None
-        self.metrics_port: int | None = None
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
         self._gateway: Any = None
-        self._metrics_server: Any = None
         self._loading: asyncio.Task[None] | None = None
-        self._stopped = asyncio.Event()
+
+    def add_servicers(self, server: grpc.aio.Server) -> None:
+        reward_pb2_grpc.add_RewardModelServicer_to_server(RewardServicer(self.service), server)
 
     async def start(self) -> None:
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)],
-                                 options=GRPC_OPTIONS)
-        reward_pb2_grpc.add_RewardModelServicer_to_server(RewardServicer(self.service), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        await super().start()
         sc = self.server_config
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(f"{sc.host}:{sc.port}")
-        if self.port == 0:
-            raise RuntimeError(f"could not listen on {sc.host}:{sc.port}")
-        await server.start()
-        self.server = server
-        if sc.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
-                sc.metrics_port, addr=sc.host, registry=self.metrics.registry)
-            self.metrics_port = self._metrics_server.server_port
         if sc.http_port is not None:
             from .gateway import Gateway
 
@@ -97,37 +81,19 @@ class RewardServer:
             self.failed = exc
             self.ready.set()
             return
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(True)
         d = self.service.description
         logger.info("serving %s (%s, %s, %s) on %s:%d", d.model_id, d.format, self.config.backend,
                     d.dtype, self.server_config.host, self.port)
         self.ready.set()
 
-    async def stop(self) -> None:
-        """Drain: health NOT_SERVING, refuse new work, finish admitted work within the grace."""
-        if self.server is None or self._stopped.is_set():
-            return
-        logger.info("draining (grace %.1fs)", self.server_config.grace)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.service.begin_drain()
-        await self.service.wait_idle(self.server_config.grace)
+    async def before_close(self) -> None:
         if self._gateway is not None:
             await self._gateway.stop()
-        await self.server.stop(grace=1.0)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
             with contextlib.suppress(BaseException):
                 await self._loading
-        await self.service.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-        self._stopped.set()
-        logger.info("reward server stopped")
-
-    async def wait(self) -> None:
-        await self._stopped.wait()
 
 
 async def serve(config: RewardConfig, server_config: RewardServerConfig) -> int:
