@@ -19,6 +19,8 @@ examples:
   acecoder serve executor --port 50051 --metrics-port 9090
   acecoder serve rm --model embedded:smollm2-135m --port 50052 --http-port 5000
   acecoder score --input pairs.jsonl --output scores.jsonl
+  acecoder serve synth --llm http://localhost:8000/v1 --llm-model gpt-4o-mini --port 50053
+  acecoder synth --input seeds.jsonl --output acecode.jsonl --llm local
   acecoder rerank --input candidates.jsonl --output ranked.jsonl --server localhost:50052
   acecoder rm convert --model ./AceCodeRM-7B --output ./AceCodeRM-7B-seqcls
   acecoder demo
@@ -50,6 +52,25 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
                    help="sandbox for the workers (default: the first that works here)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="address-space limit per program, MiB (default 1024)")
+
+
+def _add_synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", default="local", metavar="URL|local|vllm",
+                   help="OpenAI-compatible API root (e.g. http://localhost:8000/v1), 'local' "
+                        "(transformers in-process) or 'vllm' (vLLM in-process) (default local)")
+    p.add_argument("--llm-model", default=None,
+                   help="model name for the API, or the checkpoint for local/vllm (default: "
+                        "the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--proxy", default=None, metavar="URL|local|vllm",
+                   help="where the proxy model runs (default: same as --llm)")
+    p.add_argument("--proxy-model", default=None, help="proxy model (default: --llm-model)")
+    p.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="executor service (default: start one here)")
+    p.add_argument("--tests", type=int, default=20, help="tests to ask for per question")
+    p.add_argument("--max-tokens", type=int, default=2048, help="LLM answer limit, tokens")
+    p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
+                   help="more benchmark prompts to decontaminate against (repeatable)")
+    _add_executor_options(p)
 
 
 def _offline(command: str, job: Any, done: str) -> int:
@@ -133,6 +154,25 @@ def cmd_serve_rm(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, server))
 
 
+def cmd_serve_synth(args: argparse.Namespace) -> int:
+    from acecoder.server.synth.main import SynthServerConfig, serve
+    from acecoder.server.synth.service import SynthServiceConfig
+
+    try:
+        config = SynthServiceConfig(synth=_synth_config(args), state_dir=Path(args.state_dir),
+                                    data_dir=Path(args.data_dir),
+                                    max_running_jobs=args.max_jobs,
+                                    max_inflight=args.max_inflight, max_queue=args.max_queue)
+        server = SynthServerConfig(host=args.host, port=args.port,
+                                   metrics_port=args.metrics_port, grace=args.grace)
+        llm, proxy = _llm_and_proxy(args)
+    except ValueError as exc:
+        print(f"acecoder serve synth: {exc}", file=sys.stderr)
+        return 2
+    with _executor_target(args) as target:
+        return asyncio.run(serve(config, server, llm=llm, proxy=proxy, executor=target))
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from acecoder.server.rm import offline
 
@@ -208,25 +248,82 @@ def _executor_target(args: argparse.Namespace) -> Iterator[str]:
 
 
 def _chat(where: str, model: str | None, max_tokens: int):  # type: ignore[no-untyped-def]
-    if where == "local":
-        from acecoder.server.synth.local_llm import TransformersChat
+    from acecoder.server.synth.backends import make_chat
 
-        return TransformersChat(model or "embedded:smollm2-135m", max_tokens=max_tokens)
-    from acecoder.server.synth.llm import ChatClient, LLMConfig
+    return make_chat(where, model, max_tokens=max_tokens)
 
-    if not model:
-        raise ValueError(f"--llm {where} needs a model name (--llm-model / --proxy-model)")
-    return ChatClient(LLMConfig(base_url=where, model=model, max_tokens=max_tokens))
+
+def _llm_and_proxy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The rewrite LLM and the proxy: one object when they are the same model."""
+    llm = _chat(args.llm, args.llm_model, args.max_tokens)
+    if args.proxy in (None, args.llm) and args.proxy_model in (None, args.llm_model):
+        return llm, llm
+    return llm, _chat(args.proxy or args.llm, args.proxy_model or args.llm_model,
+                      args.max_tokens)
+
+
+def _synth_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from acecoder.server.synth import pipeline
+
+    return pipeline.SynthConfig(n_tests=args.tests,
+                                benchmark_files=tuple(Path(b) for b in args.benchmark))
+
+
+def _synth_on_server(args: argparse.Namespace) -> int:
+    """Submit the input as a job to `acecoder serve synth` and follow it to the end."""
+    import grpc
+
+    from acecoder.clients import SynthesisClient
+    from acecoder.clients.synthesis import state_name
+    from acecoder.jsonl import Progress
+    from acecoder.server.synth import pipeline
+
+    with SynthesisClient(args.server) as client:
+        try:
+            job = client.submit_job(args.input, args.output, job_id=args.job_id or "",
+                                    n_tests=args.tests)
+        except grpc.RpcError as exc:
+            print(f"acecoder synth: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 2
+        print(f"job {job.job_id} on {args.server}: {job.input_path} -> {job.output_path}",
+              file=sys.stderr)
+        bar: list[Progress] = []
+
+        def show(j: Any) -> None:
+            if j.seeds and not bar:
+                bar.append(Progress(j.seeds, not args.quiet, unit="q", what="questions"))
+            if bar and j.done > bar[0].done:
+                bar[0].update(j.done - bar[0].done)
+
+        try:
+            job = client.wait_job(job.job_id, on_update=show)
+        except KeyboardInterrupt:
+            print(f"\njob {job.job_id} goes on on the server; follow it again with "
+                  f"--job-id {job.job_id}", file=sys.stderr)
+            return 130
+        finally:
+            if bar:
+                bar[0].close()
+    state = state_name(job.state)
+    if state != "SUCCEEDED":
+        print(f"acecoder synth: job {job.job_id} {state}: {job.error}", file=sys.stderr)
+        return 1
+    report = {"seeds": job.seeds, "skipped": 0, "kept": job.kept, "dropped": dict(job.dropped),
+              "tests_in": job.tests_in, "tests_kept": job.tests_kept,
+              "tests_rejected": dict(job.tests_rejected)}
+    print(f"{job.kept} questions kept", file=sys.stderr)
+    print(pipeline.format_report(report), file=sys.stderr)
+    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from acecoder.clients import AsyncExecutorClient
     from acecoder.server.synth import pipeline
 
-    config = pipeline.SynthConfig(n_tests=args.tests, benchmark_files=tuple(
-        Path(b) for b in args.benchmark))
-    llm = _chat(args.llm, args.llm_model, args.max_tokens)
-    proxy = _chat(args.proxy or args.llm, args.proxy_model or args.llm_model, args.max_tokens)
+    if args.server is not None:
+        return _synth_on_server(args)
+    config = _synth_config(args)
+    llm, proxy = _llm_and_proxy(args)
     report: dict[str, object] = {}
 
     async def job(target: str) -> dict[str, int]:
@@ -345,6 +442,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(s)
     s.set_defaults(func=cmd_serve_rm)
 
+    s = services.add_parser(
+        "synth", help="the test-synthesis service (one-seed streams and resumable jobs)",
+        description="Serve acecoder.v1.Synthesis (with grpc health and reflection) until "
+                    "SIGTERM, then drain. Jobs read and write JSONL under --data-dir; their "
+                    "state lives in --state-dir, and jobs that were running when the server "
+                    "stopped (or was killed) resume when it starts again.")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=50053, help="gRPC port; 0 picks one (default 50053)")
+    s.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: off)")
+    s.add_argument("--state-dir", default=".acecoder-jobs", metavar="DIR",
+                   help="where job state is kept; put it on a persistent volume "
+                        "(default .acecoder-jobs)")
+    s.add_argument("--data-dir", default=".", metavar="DIR",
+                   help="jobs' input and output paths are relative to, and confined to, this "
+                        "directory (default: the current one)")
+    s.add_argument("--max-jobs", type=int, default=1, help="jobs that run at once (default 1)")
+    s.add_argument("--max-inflight", type=int, default=8,
+                   help="Synthesize calls that run at once (default 8)")
+    s.add_argument("--max-queue", type=int, default=64,
+                   help="Synthesize calls that may wait before RESOURCE_EXHAUSTED (default 64)")
+    s.add_argument("--grace", type=float, default=20.0,
+                   help="seconds to finish admitted calls after SIGTERM (default 20)")
+    _add_synth_options(s)
+    s.set_defaults(func=cmd_serve_synth)
+
     p = sub.add_parser("score", help="score a JSONL file of (question, response) records",
                        description="Score records with the reward model. Input lines: "
                                    "{\"id\", \"question\", \"response\"}. Output lines: "
@@ -382,23 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT.dropped.jsonl with the reason. Resumable.")
     p.add_argument("--input", required=True, metavar="IN.jsonl")
     p.add_argument("--output", required=True, metavar="OUT.jsonl")
-    p.add_argument("--llm", default="local", metavar="URL|local",
-                   help="OpenAI-compatible API root (e.g. http://localhost:8000/v1) or 'local' "
-                        "for an in-process model (default local)")
-    p.add_argument("--llm-model", default=None,
-                   help="model name for the API, or the local checkpoint (default: the "
-                        "embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--proxy", default=None, metavar="URL|local",
-                   help="where the proxy model runs (default: same as --llm)")
-    p.add_argument("--proxy-model", default=None, help="proxy model (default: --llm-model)")
-    p.add_argument("--executor", default=None, metavar="HOST:PORT",
-                   help="executor service (default: start one here)")
-    p.add_argument("--tests", type=int, default=20, help="tests to ask for per question")
-    p.add_argument("--max-tokens", type=int, default=2048, help="LLM answer limit, tokens")
-    p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
-                   help="more benchmark prompts to decontaminate against (repeatable)")
+    _add_synth_options(p)
+    p.add_argument("--server", default=None, metavar="HOST:PORT",
+                   help="run it as a job of this `acecoder serve synth` instead (paths are "
+                        "then the server's, relative to its --data-dir; the LLM options are "
+                        "the server's too)")
+    p.add_argument("--job-id", default=None,
+                   help="with --server: the job's id (submitting an existing one follows it, "
+                        "resuming it if it had stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_executor_options(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("sample", help="K programs per question from a policy, with pass rates",

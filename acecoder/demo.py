@@ -12,7 +12,6 @@ Both servers are stopped with SIGTERM at the end and must exit cleanly.
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 
 from acecoder.executor import demo as executor_demo
 from acecoder.executor.datasets import Problem, broken, load_mbpp
+from acecoder.serving import spawn_server
 
 
 def candidates(p: Problem) -> list[str]:
@@ -34,13 +34,8 @@ def candidates(p: Problem) -> list[str]:
 def _start_rm(executor: str) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0",
            "--executor", executor]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc, m = spawn_server(cmd, r"listening on (\S+)", "the RM server")
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (\S+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"the RM server did not start (said: {line!r})")
     print("RM server loading the embedded SmolLM2-135M AceCode-RM (the first run converts it "
           "from GGUF, about a minute) ...", flush=True)
     ready = proc.stdout.readline()

@@ -2,6 +2,8 @@
 
     AcecoderError                 (INTERNAL: our bug)
     ├── InvalidArgument           (INVALID_ARGUMENT: the request is malformed; say what to change)
+    ├── NotFound                  (NOT_FOUND: no such job or resource)
+    ├── FailedPrecondition        (FAILED_PRECONDITION: valid, but not in the current state)
     ├── ResourceExhausted         (RESOURCE_EXHAUSTED: queue full; retry later)
     ├── Unavailable               (UNAVAILABLE: starting, draining, or a backend lost)
     └── DeadlineExceeded          (DEADLINE_EXCEEDED: the caller's deadline passed first)
@@ -22,6 +24,14 @@ class AcecoderError(Exception):
 
 class InvalidArgument(AcecoderError, ValueError):
     grpc_code = "INVALID_ARGUMENT"
+
+
+class NotFound(AcecoderError):
+    grpc_code = "NOT_FOUND"
+
+
+class FailedPrecondition(AcecoderError):
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class ResourceExhausted(AcecoderError):

@@ -25,3 +25,5 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # one line per HTTP request (LLM calls) would drown the service's own log at INFO
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -83,3 +85,18 @@ def stop_on_signals(stop: Callable[[], Awaitable[None]]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig)
+
+
+def spawn_server(cmd: list[str], pattern: str, what: str
+                 ) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Start a server process and read its first line of stdout, which must match `pattern`
+    (every acecoder server prints "acecoder NAME listening on HOST:PORT ..." once bound)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(pattern, line)
+    if not m:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{what} did not start (said: {line!r})")
+    return proc, m

@@ -11,22 +11,15 @@ RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
 
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
 
-from .executor import RETRYABLE, RetryPolicy
+from .base import AsyncClient, BlockingClient, RetryPolicy
 
-_MAX_MESSAGE = 256 * 1024 * 1024
-_OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE),
-            ("grpc.max_send_message_length", _MAX_MESSAGE)]
 
 
 @dataclass(frozen=True)
@@ -80,46 +73,14 @@ def _ranked(reply: pb.RerankResponse) -> list[RankedCandidate]:
             for c in reply.ranked]
 
 
-class _Base:
-    def __init__(self, target: str, *, timeout: float = 120.0,
-                 retry: RetryPolicy | None = None) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0, got {timeout}")
-        self.target = target
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-
-
-class RewardClient(_Base):
+class RewardClient(BlockingClient):
     """Blocking client. Thread-safe; reuse one per process."""
+
+    stub_class = pb_grpc.RewardModelStub
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None) -> None:
         super().__init__(target, timeout=timeout, retry=retry)
-        self.channel = grpc.insecure_channel(target, options=_OPTIONS)
-        self.stub = pb_grpc.RewardModelStub(self.channel)
-
-    def __enter__(self) -> RewardClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
-        end = time.monotonic() + (deadline or self.timeout)
-        for attempt in range(self.retry.attempts):
-            try:
-                return fn(request, timeout=max(end - time.monotonic(), 0.001))
-            except grpc.RpcError as exc:
-                pause = self.retry.delay(attempt)
-                if (exc.code() not in RETRYABLE  # type: ignore[attr-defined]
-                        or attempt == self.retry.attempts - 1 or time.monotonic() + pause >= end):
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
 
     def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
               request_id: str = "", deadline: float | None = None) -> list[Score]:
@@ -139,36 +100,14 @@ class RewardClient(_Base):
         return self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)
 
 
-class AsyncRewardClient(_Base):
+class AsyncRewardClient(AsyncClient):
     """asyncio client; create and use it inside one event loop."""
+
+    stub_class = pb_grpc.RewardModelStub
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None) -> None:
         super().__init__(target, timeout=timeout, retry=retry)
-        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
-        self.stub = pb_grpc.RewardModelStub(self.channel)
-
-    async def __aenter__(self) -> AsyncRewardClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-    async def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
-        end = time.monotonic() + (deadline or self.timeout)
-        for attempt in range(self.retry.attempts):
-            try:
-                return await fn(request, timeout=max(end - time.monotonic(), 0.001))
-            except grpc.aio.AioRpcError as exc:
-                pause = self.retry.delay(attempt)
-                if (exc.code() not in RETRYABLE or attempt == self.retry.attempts - 1
-                        or time.monotonic() + pause >= end):
-                    raise
-                await asyncio.sleep(pause)
-        raise AssertionError("unreachable")
 
     async def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
                     request_id: str = "", deadline: float | None = None) -> list[Score]:

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from acecoder.clients.executor import ExecutorClient, Program
+from acecoder.serving import spawn_server
 
 from .datasets import broken
 from .types import Verdict
@@ -21,13 +22,8 @@ from .types import Verdict
 def start_server(workers: int, jail: str) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
            "--workers", str(workers), "--jail", jail, "--max-queue", "4096"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"the executor server did not start (said: {line!r})")
-    target = line.split("listening on", 1)[1].split()[0]
+    proc, m = spawn_server(cmd, r"listening on (\S+)", "the executor server")
+    target = m.group(1)
     with grpc.insecure_channel(target) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from acecoder.serving import spawn_server
+
 UID_BASE = 61000
 
 
@@ -27,13 +29,8 @@ class RunningServer:
 def start_server(*extra: str, workers: int = 2, jail: str = "auto") -> RunningServer:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
            "--workers", str(workers), "--jail", jail, "--metrics-port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (\S+) .*metrics on :(\d+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
+    proc, m = spawn_server(cmd, r"listening on (\S+) .*metrics on :(\d+)",
+                           "the executor server")
     return RunningServer(proc, m.group(1), int(m.group(2)), workers)
 
 

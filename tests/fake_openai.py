@@ -71,6 +71,11 @@ class FakeOpenAI:
             return completion(PROXY_ANSWER)  # the proxy prompt: a solution
         if script == "code":
             return completion(PROXY_ANSWER if n % 2 else "def add(a, b):\n    return a * b\n")
+        if script == "humaneval":  # a "rewrite" that is a benchmark item word for word
+            from acecoder.server.synth.decontam import humaneval_prompts
+
+            return completion(json.dumps({"question": humaneval_prompts()[0][1],
+                                          "tests": MANY_TESTS["tests"]}))
         if script == "many":
             await asyncio.sleep(0.2)
             return completion(json.dumps(MANY_TESTS))

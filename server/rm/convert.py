@@ -11,15 +11,61 @@ same rankings and the same differences).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from .models import HEAD_PREFIX, METADATA_FILE, detect_format, read_metadata, resolve
+from .embedded import locked
+from .models import (HEAD_PREFIX, METADATA_FILE, cache_dir, detect_format, read_metadata,
+                     resolve)
+
+logger = logging.getLogger(__name__)
 
 _COPY = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
          "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
          "generation_config.json", "added_tokens.json", "vocab.txt")
+
+
+def cached(model: str, kind: str, build: Callable[[str, Path], Path]) -> Path:
+    """`build(path, out)` run once per source checkpoint and kind (e.g. 'seqcls'), into the
+    cache next to the embedded models; rebuilt when the source's config.json is newer."""
+    path = resolve(model)
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    root = cache_dir() / "converted"
+    out = root / f"{path.name}-{key}-{kind}"
+    with locked(root / f".{key}-{kind}.lock"):
+        stale = (out / "config.json").is_file() and \
+            (out / "config.json").stat().st_mtime < (path / "config.json").stat().st_mtime
+        if stale:
+            shutil.rmtree(out)
+        if not (out / "config.json").is_file():
+            logger.info("converting %s (%s) into %s", model, kind, out)
+            build(str(path), out)
+    return out
+
+
+def to_causal_lm(source: str, output: Path) -> Path:
+    """The causal LM inside an AceCode-RM checkpoint, without the value head (for generation
+    engines such as vLLM, which refuse weights their model class does not have)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = resolve(source)
+    output.mkdir(parents=True, exist_ok=True)
+    weights = {}
+    for f in sorted(src.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                if not key.startswith(HEAD_PREFIX):
+                    weights[key] = st.get_tensor(key).contiguous()
+    save_file(weights, str(output / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", *_COPY):
+        if (src / name).is_file():
+            shutil.copy2(src / name, output / name)
+    return output
 
 
 def to_seq_cls(source: str, output: Path) -> Path:

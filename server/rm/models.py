@@ -172,6 +172,11 @@ def detect_format(path: Path) -> str:
                      "*ForSequenceClassification model")
 
 
+def has_value_head(path: Path) -> bool:
+    """Whether the checkpoint's safetensors hold AceCode-RM head weights (v_head.summary.*)."""
+    return any(n.startswith(HEAD_PREFIX) for n in _weight_names(path))
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     meta = path / METADATA_FILE
     return json.loads(meta.read_text()) if meta.is_file() else {}

@@ -8,7 +8,6 @@ transformers backend encodes them, so both backends score the same token ids.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 from . import convert, models
 from .config import RewardConfig
 from .models import BatchStats
-from .embedded import locked
 from .models import Encoded, ModelDescription, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -28,20 +26,7 @@ def seq_cls_checkpoint(model: str) -> tuple[Path, str]:
     fmt = models.detect_format(path)
     if fmt == "seq-cls":
         return path, fmt
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    root = models.cache_dir() / "converted"
-    out = root / f"{path.name}-{key}-seqcls"
-    with locked(root / f".{key}.lock"):
-        stale = (out / "config.json").is_file() and \
-            (out / "config.json").stat().st_mtime < (path / "config.json").stat().st_mtime
-        if stale:
-            import shutil
-
-            shutil.rmtree(out)
-        if not (out / "config.json").is_file():
-            logger.info("converting %s to a sequence classifier for vLLM in %s", model, out)
-            convert.to_seq_cls(str(path), out)
-    return out, fmt
+    return convert.cached(model, "seqcls", convert.to_seq_cls), fmt
 
 
 class VllmBackend:

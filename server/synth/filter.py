@@ -14,7 +14,7 @@ from typing import Any
 from acecoder.codeblocks import extract_program
 
 from . import prompts
-from .llm import Chat
+from .llm import Chat, ChatResult
 
 # Why a question is dropped: stable strings for reports and metrics.
 FEW_PASSED = "proxy_passed_too_few"
@@ -51,11 +51,17 @@ class Filtered:
         return self.drop_reason is None
 
 
-async def proxy_solution(client: Chat, question: str, tests: Sequence[str]) -> str | None:
-    """One greedy solution from the proxy model, or None if it gave no code."""
+async def proxy_chat(client: Chat, question: str, tests: Sequence[str]
+                     ) -> tuple[str | None, ChatResult]:
+    """One greedy solution from the proxy model (None if it gave no code), and the call."""
     chat = await client.chat(prompts.proxy(question, list(tests)), temperature=0.0, json=False)
     program = extract_program(chat.text).strip()
-    return program or None
+    return program or None, chat
+
+
+async def proxy_solution(client: Chat, question: str, tests: Sequence[str]) -> str | None:
+    """One greedy solution from the proxy model, or None if it gave no code."""
+    return (await proxy_chat(client, question, tests))[0]
 
 
 async def filter_tests(executor: Any, tests: Sequence[str], proxies: Sequence[str], *,

@@ -31,7 +31,7 @@ class TransformersChat:
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
-    def _load(self) -> None:
+    def load(self) -> None:
         if self._model is not None:
             return
         import torch
@@ -49,7 +49,7 @@ class TransformersChat:
 
         started = time.monotonic()
         with self._lock:
-            self._load()
+            self.load()
             tok = self._tokenizer
             ids = tok.apply_chat_template(list(messages), add_generation_prompt=True,
                                           return_tensors="pt", return_dict=True)

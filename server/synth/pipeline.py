@@ -15,6 +15,8 @@ import asyncio
 import collections
 import json
 import os
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ from typing import Any
 from acecoder.jsonl import Progress, done_ids, finish, read_records, staging_path, text_field
 
 from . import decontam
-from .filter import FilterRule, filter_tests, proxy_solution
-from .llm import Chat, LLMError
+from .filter import FilterRule, filter_tests, proxy_chat
+from .llm import Chat, ChatResult, LLMError
 from .rewrite import rewrite
 
 
@@ -59,8 +61,43 @@ def read_seeds(path: Path) -> list[Seed]:
     return read_records(path, parse)
 
 
+@dataclass(frozen=True)
+class RewriteDone:
+    """Stage 1 finished: the rewritten question (None when unreadable) and its tests."""
+    question: str | None
+    tests: list[str]
+    rejected: list[tuple[str, str]]
+    """(test, why) for each imagined test the parser refused."""
+    seconds: float
+    chat: ChatResult | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class DecontamDone:
+    match: decontam.Match | None
+    """The benchmark item the question overlaps too much, or None when clean."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ProxyDone:
+    program: str | None
+    seconds: float
+    chat: ChatResult | None
+
+
+@dataclass(frozen=True)
+class FilterDone:
+    kept: list[str]
+    dropped: list[tuple[str, str]]
+    """(test, the proxies' verdicts)."""
+    seconds: float
+
+
 @dataclass
 class Outcome:
+    """The last event of a seed: its AceCode-87K record, or why it was dropped."""
     record: dict[str, Any] | None
     reason: str | None
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -68,66 +105,136 @@ class Outcome:
     tests_kept: int = 0
 
 
-async def synthesize(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
-                     index: decontam.BenchmarkIndex, config: SynthConfig) -> Outcome:
+Event = RewriteDone | DecontamDone | ProxyDone | FilterDone | Outcome
+
+
+async def stages(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
+                 index: decontam.BenchmarkIndex, config: SynthConfig) -> AsyncIterator[Event]:
+    """One seed through stages 1-3, an event as each finishes; the last event is the Outcome."""
+    started = time.monotonic()
     stage1 = await rewrite(llm, question=seed.question or None, program=seed.program or None,
                            n_tests=config.n_tests)
     parsed = stage1.parsed
+    yield RewriteDone(parsed.question, list(parsed.tests),
+                      [(r.test, r.reason) for r in parsed.rejected],
+                      time.monotonic() - started, stage1.chat, stage1.error)
     out = Outcome(None, None, collections.Counter(r.reason for r in parsed.rejected),
                   len(parsed.tests) + len(parsed.rejected))
     if parsed.question is None:
         out.reason = f"rewrite_failed: {stage1.error or parsed.error or 'no question'}"
-        return out
+        yield out
+        return
     if not parsed.tests:
         out.reason = "no_usable_tests"
-        return out
+        yield out
+        return
+    started = time.monotonic()
     match = decontam.check(parsed.question, index, config.decontam_threshold)
+    yield DecontamDone(match, time.monotonic() - started)
     if match is not None:
         out.reason = f"contaminated:{match.benchmark}:{match.item_id}"
-        return out
+        yield out
+        return
+    started = time.monotonic()
     try:
-        program = await proxy_solution(proxy, parsed.question, parsed.tests)
+        program, chat = await proxy_chat(proxy, parsed.question, parsed.tests)
     except LLMError as exc:
+        yield ProxyDone(None, time.monotonic() - started, None)
         out.reason = "proxy_failed" if not exc.transient else "proxy_unavailable"
-        return out
+        yield out
+        return
+    yield ProxyDone(program, time.monotonic() - started, chat)
+    started = time.monotonic()
     filtered = await filter_tests(executor, parsed.tests, [program] if program else [],
                                   rule=config.rule)
+    yield FilterDone(list(filtered.kept), list(filtered.dropped), time.monotonic() - started)
     out.rejected["proxy_failed"] += len(filtered.dropped)
     out.tests_kept = len(filtered.kept)
     if not filtered.keep_question:
         out.reason = filtered.drop_reason
-        return out
+        yield out
+        return
     out.record = {
         "id": seed.id, "source": seed.source, "question": parsed.question,
         "test_cases": filtered.kept, "inferences": [],
         "context_messages": [{"role": "user", "content": parsed.question}],
     }
-    return out
+    yield out
+
+
+async def synthesize(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
+                     index: decontam.BenchmarkIndex, config: SynthConfig,
+                     on_event: Callable[[Event], None] | None = None) -> Outcome:
+    """One seed through stages 1-3; `on_event` sees every stage's event."""
+    async for event in stages(seed, llm=llm, proxy=proxy, executor=executor, index=index,
+                              config=config):
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, Outcome):
+            return event
+    raise AssertionError("stages() ends with an Outcome")
+
+
+def new_report(seeds: int = 0) -> dict[str, Any]:
+    """The counts a run keeps: seeds, done (before this run: skipped), kept, dropped by
+    reason, tests imagined / kept / rejected by reason."""
+    return {"seeds": seeds, "skipped": 0, "done": 0, "kept": 0,
+            "dropped": collections.Counter(), "tests_in": 0, "tests_kept": 0,
+            "tests_rejected": collections.Counter()}
+
+
+def count_done(output_path: Path, dropped_path: Path, report: dict[str, Any]) -> None:
+    """Count what a previous run wrote: kept questions and their tests, dropped by reason."""
+    if output_path.exists():
+        for line in output_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                report["kept"] += 1
+                report["tests_kept"] += len(json.loads(line).get("test_cases") or [])
+    if dropped_path.exists():
+        for line in dropped_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                report["dropped"][(json.loads(line).get("reason") or "?").split(":")[0]] += 1
+
+
+def dropped_path_of(output_path: Path) -> Path:
+    return output_path.with_name(output_path.name + ".dropped.jsonl")
 
 
 async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, executor: Any,
-              config: SynthConfig = SynthConfig(), progress: bool = True) -> dict[str, Any]:
+              config: SynthConfig = SynthConfig(), progress: bool = True,
+              report: dict[str, Any] | None = None,
+              on_event: Callable[[Event], None] | None = None,
+              index: decontam.BenchmarkIndex | None = None) -> dict[str, Any]:
+    """Synthesize every seed of `input_path` not yet in the outputs. `report` (see
+    `new_report`), when given, is updated as seeds finish, so a caller can watch it; kept,
+    dropped and tests kept count earlier runs' outcomes too, `skipped` says how many."""
     seeds = read_seeds(input_path)
     final_path, output_path = output_path, staging_path(output_path)
-    dropped_path = final_path.with_name(final_path.name + ".dropped.jsonl")
+    dropped_path = dropped_path_of(final_path)
     done = done_ids(output_path) | done_ids(dropped_path)
     todo = [s for s in seeds if s.id not in done]
-    report: dict[str, Any] = {"seeds": len(seeds), "skipped": len(seeds) - len(todo),
-                              "kept": 0, "dropped": collections.Counter(),
-                              "tests_in": 0, "tests_kept": 0, "tests_rejected": collections.Counter()}
+    if report is None:
+        report = new_report()
+    report.update(seeds=len(seeds), skipped=len(seeds) - len(todo), done=len(seeds) - len(todo))
+    count_done(output_path, dropped_path, report)
     if not todo:
         finish(final_path)
         return report
-    index = decontam.default_index(config.decontam_n, config.benchmark_files)
+    if index is None:
+        index = decontam.default_index(config.decontam_n, config.benchmark_files)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(todo), progress, unit="q", what="questions")
-    limit = asyncio.Semaphore(config.concurrency)
+    queue = iter(todo)
     with output_path.open("a", encoding="utf-8") as out, \
             dropped_path.open("a", encoding="utf-8") as dropped:
+        async def worker() -> None:
+            # a fixed pool pulling seeds: a million-seed input is not a million coroutines
+            for seed in queue:
+                await one(seed)
+
         async def one(seed: Seed) -> None:
-            async with limit:
-                outcome = await synthesize(seed, llm=llm, proxy=proxy, executor=executor,
-                                           index=index, config=config)
+            outcome = await synthesize(seed, llm=llm, proxy=proxy, executor=executor,
+                                       index=index, config=config, on_event=on_event)
             report["tests_in"] += outcome.tests_in
             report["tests_kept"] += outcome.tests_kept
             report["tests_rejected"].update(outcome.rejected)
@@ -139,10 +246,16 @@ async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, ex
                 report["dropped"][(outcome.reason or "?").split(":")[0]] += 1
                 dropped.write(json.dumps({"id": seed.id, "reason": outcome.reason}) + "\n")
                 dropped.flush()
+            report["done"] += 1
             bar.update()
 
         try:
-            await asyncio.gather(*(one(s) for s in todo))
+            try:
+                async with asyncio.TaskGroup() as group:  # one failure cancels the others
+                    for _ in range(min(config.concurrency, len(todo))):
+                        group.create_task(worker())
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
         finally:
             bar.close()
             os.fsync(out.fileno())
@@ -152,11 +265,11 @@ async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, ex
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"seeds {report['seeds']} (already done {report['skipped']}), "
+    lines = [f"seeds {report['seeds']} (done before this run {report['skipped']}), "
              f"kept {report['kept']}"]
     for reason, n in sorted(report["dropped"].items()):
         lines.append(f"  dropped {n:>6}  {reason}")
-    lines.append(f"tests imagined {report['tests_in']}, kept {report['tests_kept']}")
+    lines.append(f"tests imagined {report['tests_in']} (this run), kept {report['tests_kept']}")
     for reason, n in sorted(report["tests_rejected"].items()):
         lines.append(f"  rejected {n:>5}  {reason}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from acecoder.clients import RewardClient
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
+from acecoder.serving import spawn_server
 
 QUESTION = "Write a function add(a, b) that returns the sum of a and b."
 GOOD = "def add(a, b):\n    return a + b\n"
@@ -40,13 +41,9 @@ class RMServer:
 def start_rm(*extra: str) -> RMServer:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0", "--http-port", "0",
            "--metrics-port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc, m = spawn_server(cmd, r"listening on (\S+) .*http on :(\d+), metrics on :(\d+)",
+                           "the RM server")
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (\S+) .*http on :(\d+), metrics on :(\d+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
     with grpc.insecure_channel(m.group(1)) as ch:
         first = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
                                                      timeout=10).status
@@ -278,7 +275,7 @@ def test_the_demo_runs_both_steps_and_stops_cleanly() -> None:
     assert "step 1" in out and "step 2" in out and "mean pass rate of the pick" in out
     assert "RM server stopped cleanly" in out and "executor server stopped cleanly" in out
     assert re.search(r"tests\+RM 1\.00", out)  # tests always find the reference solution
-    assert "step 3" in out and re.search(r"seeds 1 \(already done 0\), kept [01]", out)
+    assert "step 3" in out and re.search(r"seeds 1 \(done before this run 0\), kept [01]", out)
 
 
 def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:

@@ -128,3 +128,19 @@ def test_rewrite_stage_parses_and_repairs(fake: FakeOpenAI) -> None:
         asyncio.run(run("", None))
     with pytest.raises(ValueError, match="base_url"):
         LLMConfig(base_url="localhost:8000", model="m")
+
+
+def test_chat_backends_by_name() -> None:
+    from acecoder.server.synth.backends import make_chat
+    from acecoder.server.synth.llm import ChatClient
+    from acecoder.server.synth.local_llm import TransformersChat
+    from acecoder.server.synth.vllm_llm import VllmChat
+
+    assert isinstance(make_chat("local", None, max_tokens=8), TransformersChat)
+    v = make_chat("vllm", None, max_tokens=8)
+    assert isinstance(v, VllmChat) and v._llm is None  # the engine starts on load(), not here
+    assert isinstance(make_chat("http://127.0.0.1:1/v1", "m", max_tokens=8), ChatClient)
+    with pytest.raises(ValueError, match="needs a model name"):
+        make_chat("http://127.0.0.1:1/v1", None, max_tokens=8)
+    with pytest.raises(ValueError, match="'local', 'vllm' or an http"):
+        make_chat("ftp://x", "m", max_tokens=8)

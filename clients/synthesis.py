@@ -1,0 +1,96 @@
+"""Typed client of the synthesis service (blocking).
+
+    with SynthesisClient("localhost:50053") as synth:
+        for event in synth.synthesize("q1", question="Write add(a, b)."):
+            print(event.WhichOneof("event"))          # rewritten, decontaminated, proxy, ...
+        job = synth.submit_job("seeds.jsonl", "acecode.jsonl")
+        job = synth.wait_job(job.job_id)              # polls until it ends
+        job.kept, dict(job.dropped)
+
+Unary calls retry only UNAVAILABLE and RESOURCE_EXHAUSTED, never past their deadline; a
+Synthesize stream is retried only when nothing has arrived yet. Paths of jobs are on the
+server, relative to its data directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+from acecoder.v1 import synthesis_pb2 as pb
+from acecoder.v1 import synthesis_pb2_grpc as pb_grpc
+
+from .base import BlockingClient, RetryPolicy, stream
+
+FINISHED = frozenset({pb.JOB_SUCCEEDED, pb.JOB_FAILED, pb.JOB_CANCELLED})
+
+
+def state_name(state: int) -> str:
+    """'RUNNING' for pb.JOB_RUNNING, and so on."""
+    return pb.JobState.Name(state).removeprefix("JOB_")
+
+
+def _options(**kw: Any) -> pb.SynthesisOptions:
+    return pb.SynthesisOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+class SynthesisClient(BlockingClient):
+    """Blocking client. Thread-safe; reuse one per process."""
+
+    stub_class = pb_grpc.SynthesisStub
+
+    def __init__(self, target: str, *, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry)
+
+    def synthesize(self, seed_id: str, *, question: str = "", program: str = "",
+                   source: str = "", n_tests: int | None = None, min_passed: int | None = None,
+                   min_kept: int | None = None, decontam_threshold: float | None = None,
+                   request_id: str = "", deadline: float = 600.0
+                   ) -> Iterator[pb.SynthesisEvent]:
+        """Stage events of one seed as they happen; the last one's `outcome` is the result."""
+        req = pb.SynthesizeRequest(
+            seed=pb.Seed(id=seed_id, question=question, program=program, source=source),
+            options=_options(n_tests=n_tests, min_passed=min_passed, min_kept=min_kept,
+                             decontam_threshold=decontam_threshold),
+            request_id=request_id)
+        yield from stream(self.stub.Synthesize, req, seconds=deadline, retry=self.retry)
+
+    def submit_job(self, input_path: str, output_path: str, *, job_id: str = "",
+                   n_tests: int | None = None, min_passed: int | None = None,
+                   min_kept: int | None = None, decontam_threshold: float | None = None,
+                   deadline: float | None = None) -> pb.Job:
+        """Start a job (or, with the id of one that exists, get it back, resumed if it had
+        failed or been cancelled)."""
+        req = pb.SubmitJobRequest(
+            input_path=input_path, output_path=output_path, job_id=job_id,
+            options=_options(n_tests=n_tests, min_passed=min_passed, min_kept=min_kept,
+                             decontam_threshold=decontam_threshold))
+        return self._call(self.stub.SubmitJob, req, deadline)
+
+    def get_job(self, job_id: str, *, deadline: float | None = None) -> pb.Job:
+        return self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), deadline)
+
+    def cancel_job(self, job_id: str, *, deadline: float | None = None) -> pb.Job:
+        return self._call(self.stub.CancelJob, pb.CancelJobRequest(job_id=job_id), deadline)
+
+    def list_jobs(self, *, deadline: float | None = None) -> list[pb.Job]:
+        return list(self._call(self.stub.ListJobs, pb.ListJobsRequest(), deadline).jobs)
+
+    def wait_job(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5,
+                 on_update: Any = None) -> pb.Job:
+        """Poll until the job ends (or `timeout` seconds pass: TimeoutError). `on_update(job)`
+        sees every poll."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.state in FINISHED:
+                return job
+            if end is not None and time.monotonic() >= end:
+                raise TimeoutError(f"job {job_id} is still {state_name(job.state)} after "
+                                   f"{timeout}s ({job.done}/{job.seeds} seeds done)")
+            time.sleep(poll)
