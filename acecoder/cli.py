@@ -61,12 +61,23 @@ def _add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-model", default=None,
                    help="model name for the API, or the checkpoint for local/vllm (default: "
                         "the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--proxy", default=None, metavar="URL|local|vllm",
-                   help="where the proxy model runs (default: same as --llm)")
+    p.add_argument("--proxy", default=None, metavar="URL|local|vllm|reference",
+                   help="where the proxy model runs (default: same as --llm); 'reference': "
+                        "each seed's own program is the proxy solution")
     p.add_argument("--proxy-model", default=None, help="proxy model (default: --llm-model)")
     p.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="executor service (default: start one here)")
     p.add_argument("--tests", type=int, default=20, help="tests to ask for per question")
+    p.add_argument("--stages", default="rewrite,decontaminate,filter", metavar="LIST",
+                   help="which of stages 1-3 run (default all: rewrite,decontaminate,filter); "
+                        "without rewrite, seeds bring their own \"tests\"")
+    p.add_argument("--min-passed", type=int, default=4,
+                   help="drop a question whose proxy passes fewer tests (default 4: AceCoder)")
+    p.add_argument("--min-kept", type=int, default=5,
+                   help="drop a question with fewer tests left (default 5: AceCoder)")
+    p.add_argument("--decontam-threshold", type=float, default=0.5, metavar="F",
+                   help="drop a question whose 10-gram overlap with a benchmark prompt exceeds "
+                        "this (default 0.5)")
     p.add_argument("--max-tokens", type=int, default=2048, help="LLM answer limit, tokens")
     p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
                    help="more benchmark prompts to decontaminate against (repeatable)")
@@ -170,7 +181,8 @@ def cmd_serve_synth(args: argparse.Namespace) -> int:
         print(f"acecoder serve synth: {exc}", file=sys.stderr)
         return 2
     with _executor_target(args) as target:
-        return asyncio.run(serve(config, server, llm=llm, proxy=proxy, executor=target))
+        return asyncio.run(serve(config, server, llm=llm, proxy=proxy, executor=target,
+                                 llm_name=args.llm_model or "embedded:smollm2-135m"))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -256,7 +268,7 @@ def _chat(where: str, model: str | None, max_tokens: int):  # type: ignore[no-un
 def _llm_and_proxy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The rewrite LLM and the proxy: one object when they are the same model."""
     llm = _chat(args.llm, args.llm_model, args.max_tokens)
-    if args.proxy in (None, args.llm) and args.proxy_model in (None, args.llm_model):
+    if args.proxy in (None, args.llm, "reference") and args.proxy_model in (None, args.llm_model):
         return llm, llm
     return llm, _chat(args.proxy or args.llm, args.proxy_model or args.llm_model,
                       args.max_tokens)
@@ -265,8 +277,18 @@ def _llm_and_proxy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _synth_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from acecoder.server.synth import pipeline
 
+    from acecoder.server.synth.filter import FilterRule
+
     return pipeline.SynthConfig(n_tests=args.tests,
-                                benchmark_files=tuple(Path(b) for b in args.benchmark))
+                                benchmark_files=tuple(Path(b) for b in args.benchmark),
+                                stages=_stages(args), proxy_reference=args.proxy == "reference",
+                                rule=FilterRule(min_passed=args.min_passed,
+                                                min_kept=args.min_kept),
+                                decontam_threshold=args.decontam_threshold)
+
+
+def _stages(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(s.strip() for s in args.stages.split(",") if s.strip())
 
 
 def _synth_on_server(args: argparse.Namespace) -> int:
@@ -281,7 +303,10 @@ def _synth_on_server(args: argparse.Namespace) -> int:
     with SynthesisClient(args.server) as client:
         try:
             job = client.submit_job(args.input, args.output, job_id=args.job_id or "",
-                                    n_tests=args.tests)
+                                    n_tests=args.tests, stages=_stages(args),
+                                    proxy_reference=True if args.proxy == "reference" else None,
+                                    min_passed=args.min_passed, min_kept=args.min_kept,
+                                    decontam_threshold=args.decontam_threshold)
         except grpc.RpcError as exc:
             print(f"acecoder synth: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
             return 2

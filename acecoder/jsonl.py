@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,6 +66,25 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+async def run_pool(items: Iterable[T], work: Callable[[T], Awaitable[None]],
+                   concurrency: int) -> None:
+    """`await work(item)` for every item, `concurrency` at a time: a fixed pool of tasks
+    pulling from the iterator (a million records are not a million coroutines). The first
+    failure cancels the rest and is raised as itself."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, concurrency)):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 class InputError(Exception):

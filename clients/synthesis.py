@@ -15,7 +15,7 @@ server, relative to its data directory.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -33,7 +33,8 @@ def state_name(state: int) -> str:
 
 
 def _options(**kw: Any) -> pb.SynthesisOptions:
-    return pb.SynthesisOptions(**{k: v for k, v in kw.items() if v is not None})
+    """Options of a request; None (and an empty stage list) leave the server's default."""
+    return pb.SynthesisOptions(**{k: v for k, v in kw.items() if v is not None and v != ()})
 
 
 class SynthesisClient(BlockingClient):
@@ -46,28 +47,37 @@ class SynthesisClient(BlockingClient):
         super().__init__(target, timeout=timeout, retry=retry)
 
     def synthesize(self, seed_id: str, *, question: str = "", program: str = "",
-                   source: str = "", n_tests: int | None = None, min_passed: int | None = None,
-                   min_kept: int | None = None, decontam_threshold: float | None = None,
-                   request_id: str = "", deadline: float = 600.0
-                   ) -> Iterator[pb.SynthesisEvent]:
-        """Stage events of one seed as they happen; the last one's `outcome` is the result."""
+                   source: str = "", tests: Sequence[str] = (), n_tests: int | None = None,
+                   min_passed: int | None = None, min_kept: int | None = None,
+                   decontam_threshold: float | None = None, stages: Sequence[str] = (),
+                   proxy_reference: bool | None = None, request_id: str = "",
+                   deadline: float = 600.0) -> Iterator[pb.SynthesisEvent]:
+        """Stage events of one seed as they happen; the last one's `outcome` is the result.
+        `stages` picks some of rewrite, decontaminate, filter (default all); without rewrite,
+        the seed's `tests` are used."""
         req = pb.SynthesizeRequest(
-            seed=pb.Seed(id=seed_id, question=question, program=program, source=source),
+            seed=pb.Seed(id=seed_id, question=question, program=program, source=source,
+                         tests=list(tests)),
             options=_options(n_tests=n_tests, min_passed=min_passed, min_kept=min_kept,
-                             decontam_threshold=decontam_threshold),
+                             decontam_threshold=decontam_threshold, stages=tuple(stages),
+                             proxy_reference=proxy_reference),
             request_id=request_id)
         yield from stream(self.stub.Synthesize, req, seconds=deadline, retry=self.retry)
 
-    def submit_job(self, input_path: str, output_path: str, *, job_id: str = "",
-                   n_tests: int | None = None, min_passed: int | None = None,
+    def submit_job(self, input_path: str, output_path: str, *, kind: str = "synth",
+                   job_id: str = "", n_tests: int | None = None, min_passed: int | None = None,
                    min_kept: int | None = None, decontam_threshold: float | None = None,
+                   stages: Sequence[str] = (), proxy_reference: bool | None = None,
+                   k: int | None = None, temperature: float | None = None,
                    deadline: float | None = None) -> pb.Job:
-        """Start a job (or, with the id of one that exists, get it back, resumed if it had
+        """Start a job: `kind` synth (stages 1-3), sample (4; `k`, `temperature`), pairs (5)
+        or hard (6). With the id of a job that exists, get it back instead (resumed if it had
         failed or been cancelled)."""
         req = pb.SubmitJobRequest(
-            input_path=input_path, output_path=output_path, job_id=job_id,
+            input_path=input_path, output_path=output_path, job_id=job_id, kind=kind,
             options=_options(n_tests=n_tests, min_passed=min_passed, min_kept=min_kept,
-                             decontam_threshold=decontam_threshold))
+                             decontam_threshold=decontam_threshold, stages=tuple(stages),
+                             proxy_reference=proxy_reference, k=k, temperature=temperature))
         return self._call(self.stub.SubmitJob, req, deadline)
 
     def get_job(self, job_id: str, *, deadline: float | None = None) -> pb.Job:

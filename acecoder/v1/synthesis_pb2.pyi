@@ -23,28 +23,38 @@ JOB_FAILED: JobState
 JOB_CANCELLED: JobState
 
 class Seed(_message.Message):
-    __slots__ = ("id", "question", "program", "source")
+    __slots__ = ("id", "question", "program", "source", "tests")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TESTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     question: str
     program: str
     source: str
-    def __init__(self, id: _Optional[str] = ..., question: _Optional[str] = ..., program: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    tests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., question: _Optional[str] = ..., program: _Optional[str] = ..., source: _Optional[str] = ..., tests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SynthesisOptions(_message.Message):
-    __slots__ = ("n_tests", "min_passed", "min_kept", "decontam_threshold")
+    __slots__ = ("n_tests", "min_passed", "min_kept", "decontam_threshold", "stages", "proxy_reference", "k", "temperature")
     N_TESTS_FIELD_NUMBER: _ClassVar[int]
     MIN_PASSED_FIELD_NUMBER: _ClassVar[int]
     MIN_KEPT_FIELD_NUMBER: _ClassVar[int]
     DECONTAM_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    PROXY_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     n_tests: int
     min_passed: int
     min_kept: int
     decontam_threshold: float
-    def __init__(self, n_tests: _Optional[int] = ..., min_passed: _Optional[int] = ..., min_kept: _Optional[int] = ..., decontam_threshold: _Optional[float] = ...) -> None: ...
+    stages: _containers.RepeatedScalarFieldContainer[str]
+    proxy_reference: bool
+    k: int
+    temperature: float
+    def __init__(self, n_tests: _Optional[int] = ..., min_passed: _Optional[int] = ..., min_kept: _Optional[int] = ..., decontam_threshold: _Optional[float] = ..., stages: _Optional[_Iterable[str]] = ..., proxy_reference: _Optional[bool] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("seed", "options", "request_id")
@@ -171,19 +181,21 @@ class SynthesisEvent(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., seconds: _Optional[float] = ..., rewritten: _Optional[_Union[Rewritten, _Mapping]] = ..., decontaminated: _Optional[_Union[Decontaminated, _Mapping]] = ..., proxy: _Optional[_Union[ProxySolved, _Mapping]] = ..., filtered: _Optional[_Union[Filtered, _Mapping]] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("input_path", "output_path", "options", "job_id")
+    __slots__ = ("input_path", "output_path", "options", "job_id", "kind")
     INPUT_PATH_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     input_path: str
     output_path: str
     options: SynthesisOptions
     job_id: str
-    def __init__(self, input_path: _Optional[str] = ..., output_path: _Optional[str] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    kind: str
+    def __init__(self, input_path: _Optional[str] = ..., output_path: _Optional[str] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "input_path", "output_path", "seeds", "done", "kept", "dropped", "tests_in", "tests_kept", "tests_rejected", "error", "created", "updated", "runs")
+    __slots__ = ("job_id", "state", "input_path", "output_path", "seeds", "done", "kept", "dropped", "tests_in", "tests_kept", "tests_rejected", "error", "created", "updated", "runs", "kind", "counts")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +204,13 @@ class Job(_message.Message):
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     class TestsRejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +232,8 @@ class Job(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     input_path: str
@@ -228,7 +249,9 @@ class Job(_message.Message):
     created: float
     updated: float
     runs: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., input_path: _Optional[str] = ..., output_path: _Optional[str] = ..., seeds: _Optional[int] = ..., done: _Optional[int] = ..., kept: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., tests_in: _Optional[int] = ..., tests_kept: _Optional[int] = ..., tests_rejected: _Optional[_Mapping[str, int]] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
+    kind: str
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., input_path: _Optional[str] = ..., output_path: _Optional[str] = ..., seeds: _Optional[int] = ..., done: _Optional[int] = ..., kept: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., tests_in: _Optional[int] = ..., tests_kept: _Optional[int] = ..., tests_rejected: _Optional[_Mapping[str, int]] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., runs: _Optional[int] = ..., kind: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 ACTIVE = frozenset({QUEUED, RUNNING})
+KINDS = ("synth", "sample", "pairs", "hard")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -41,6 +42,8 @@ class Job:
     input_path: str
     output_path: str
     options: dict[str, Any]
+    kind: str = "synth"
+    """synth (stages 1-3), sample (4), pairs (5) or hard (6)."""
     state: str = QUEUED
     error: str = ""
     created: float = field(default_factory=time.time)
@@ -125,7 +128,9 @@ class JobManager:
     # -- the API
 
     def submit(self, input_path: str, output_path: str, options: dict[str, Any],
-               job_id: str = "") -> Job:
+               job_id: str = "", kind: str = "synth") -> Job:
+        if kind not in KINDS:
+            raise InvalidArgument(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if job_id and not _JOB_ID.match(job_id):
             raise InvalidArgument(f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' "
                                   "or '-', starting with a letter or digit")
@@ -144,7 +149,7 @@ class JobManager:
             if other.state in ACTIVE and other.output_path == str(target):
                 raise FailedPrecondition(f"job {other.job_id} is already writing {output_path!r}; "
                                          "cancel it or wait for it")
-        job = Job(job_id or uuid.uuid4().hex[:12], str(source), str(target), options)
+        job = Job(job_id or uuid.uuid4().hex[:12], str(source), str(target), options, kind)
         self.jobs[job.job_id] = job
         self._save(job)
         self._start(job)

@@ -38,13 +38,14 @@ class SynthServer(GrpcServer):
     what = "synthesis server"
 
     def __init__(self, config: SynthServiceConfig, server_config: SynthServerConfig, *,
-                 llm: Chat, proxy: Chat, executor: str) -> None:
+                 llm: Chat, proxy: Chat, executor: str, llm_name: str = "llm") -> None:
         self.config = config
         self.executor_target = executor
         self.executor = AsyncExecutorClient(executor, timeout=600)
         metrics = SynthMetrics()
         self.service: SynthesisService = SynthesisService(
-            config, llm=llm, proxy=proxy, executor=self.executor, metrics=metrics)
+            config, llm=llm, proxy=proxy, executor=self.executor, metrics=metrics,
+            llm_name=llm_name)
         super().__init__(server_config, metrics=metrics, registry=metrics.registry,
                          service=self.service)
 
@@ -69,9 +70,10 @@ class SynthServer(GrpcServer):
 
 
 async def serve(config: SynthServiceConfig, server_config: SynthServerConfig, *, llm: Chat,
-                proxy: Chat, executor: str) -> int:
+                proxy: Chat, executor: str, llm_name: str = "llm") -> int:
     """Run until SIGTERM or SIGINT, then drain. Returns an exit status."""
-    server = SynthServer(config, server_config, llm=llm, proxy=proxy, executor=executor)
+    server = SynthServer(config, server_config, llm=llm, proxy=proxy, executor=executor,
+                         llm_name=llm_name)
     await server.start()
     stop_on_signals(server.stop)
     metrics = f", metrics on :{server.metrics_port}" if server.metrics_port is not None else ""

@@ -11,7 +11,6 @@ outcome exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
@@ -21,12 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acecoder.jsonl import Progress, done_ids, finish, read_records, staging_path, text_field
+from acecoder.jsonl import (Progress, done_ids, finish, read_records, run_pool, staging_path,
+                            text_field, text_list)
 
 from . import decontam
 from .filter import FilterRule, filter_tests, proxy_chat
 from .llm import Chat, ChatResult, LLMError
+from .parse import check_test
 from .rewrite import rewrite
+
+
+STAGES = ("rewrite", "decontaminate", "filter")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +45,21 @@ class SynthConfig:
     """Extra benchmark prompts (JSONL) to decontaminate against."""
     concurrency: int = 8
     """Seeds in flight at once."""
+    stages: tuple[str, ...] = STAGES
+    """Which of stages 1-3 run. Without 'rewrite' each seed brings its question and "tests"
+    (checked like imagined ones); without 'filter' the tests are kept as they are."""
+    proxy_reference: bool = False
+    """Use each seed's own program as the proxy solution instead of asking the proxy model."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown or not self.stages:
+            raise ValueError(f"stages must be some of {', '.join(STAGES)}; got "
+                             f"{', '.join(self.stages) or 'none'}")
+        if self.n_tests < 1:
+            raise ValueError(f"n_tests must be >= 1, got {self.n_tests}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,8 @@ class Seed:
     question: str
     program: str
     source: str
+    tests: tuple[str, ...] = ()
+    """The seed's own tests (used when the rewrite stage is off)."""
 
 
 def read_seeds(path: Path) -> list[Seed]:
@@ -56,7 +77,8 @@ def read_seeds(path: Path) -> list[Seed]:
         q, p = text_field(row, "question", ""), text_field(row, "program", "")
         if not q.strip() and not p.strip():
             raise ValueError("a seed needs a \"question\", a \"program\", or both")
-        return Seed(rid, q, p, text_field(row, "source", "seed"))
+        tests = text_list(row, "tests" if "tests" in row else "test_cases", [])
+        return Seed(rid, q, p, text_field(row, "source", "seed"), tuple(tests))
 
     return read_records(path, parse)
 
@@ -108,56 +130,86 @@ class Outcome:
 Event = RewriteDone | DecontamDone | ProxyDone | FilterDone | Outcome
 
 
+def given_tests(seed: Seed) -> RewriteDone:
+    """Stage 1 skipped: the seed's own question and tests, checked like imagined ones."""
+    seen: set[str] = set()
+    tests, rejected = [], []
+    for t in seed.tests:
+        reason = check_test(t, seen)
+        if reason is None:
+            tests.append(t.strip())
+        else:
+            rejected.append((t, reason))
+    question = seed.question.strip() or None
+    return RewriteDone(question, tests, rejected, 0.0, None,
+                       None if question else "the seed has no question (the rewrite stage is off)")
+
+
 async def stages(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
                  index: decontam.BenchmarkIndex, config: SynthConfig) -> AsyncIterator[Event]:
     """One seed through stages 1-3, an event as each finishes; the last event is the Outcome."""
     started = time.monotonic()
-    stage1 = await rewrite(llm, question=seed.question or None, program=seed.program or None,
-                           n_tests=config.n_tests)
-    parsed = stage1.parsed
-    yield RewriteDone(parsed.question, list(parsed.tests),
-                      [(r.test, r.reason) for r in parsed.rejected],
-                      time.monotonic() - started, stage1.chat, stage1.error)
-    out = Outcome(None, None, collections.Counter(r.reason for r in parsed.rejected),
-                  len(parsed.tests) + len(parsed.rejected))
-    if parsed.question is None:
-        out.reason = f"rewrite_failed: {stage1.error or parsed.error or 'no question'}"
+    if "rewrite" in config.stages:
+        stage1 = await rewrite(llm, question=seed.question or None,
+                               program=seed.program or None, n_tests=config.n_tests)
+        parsed = stage1.parsed
+        rewritten = RewriteDone(parsed.question, list(parsed.tests),
+                                [(r.test, r.reason) for r in parsed.rejected],
+                                time.monotonic() - started, stage1.chat,
+                                stage1.error or parsed.error)
+    else:
+        rewritten = given_tests(seed)
+    yield rewritten
+    question, tests = rewritten.question, rewritten.tests
+    out = Outcome(None, None, collections.Counter(r for _, r in rewritten.rejected),
+                  len(tests) + len(rewritten.rejected))
+    if question is None:
+        out.reason = f"rewrite_failed: {rewritten.error or 'no question'}"
         yield out
         return
-    if not parsed.tests:
+    if not tests:
         out.reason = "no_usable_tests"
         yield out
         return
-    started = time.monotonic()
-    match = decontam.check(parsed.question, index, config.decontam_threshold)
-    yield DecontamDone(match, time.monotonic() - started)
-    if match is not None:
-        out.reason = f"contaminated:{match.benchmark}:{match.item_id}"
-        yield out
-        return
-    started = time.monotonic()
-    try:
-        program, chat = await proxy_chat(proxy, parsed.question, parsed.tests)
-    except LLMError as exc:
-        yield ProxyDone(None, time.monotonic() - started, None)
-        out.reason = "proxy_failed" if not exc.transient else "proxy_unavailable"
-        yield out
-        return
-    yield ProxyDone(program, time.monotonic() - started, chat)
-    started = time.monotonic()
-    filtered = await filter_tests(executor, parsed.tests, [program] if program else [],
-                                  rule=config.rule)
-    yield FilterDone(list(filtered.kept), list(filtered.dropped), time.monotonic() - started)
-    out.rejected["proxy_failed"] += len(filtered.dropped)
-    out.tests_kept = len(filtered.kept)
-    if not filtered.keep_question:
-        out.reason = filtered.drop_reason
-        yield out
-        return
+    if "decontaminate" in config.stages:
+        started = time.monotonic()
+        match = decontam.check(question, index, config.decontam_threshold)
+        yield DecontamDone(match, time.monotonic() - started)
+        if match is not None:
+            out.reason = f"contaminated:{match.benchmark}:{match.item_id}"
+            yield out
+            return
+    kept = tests
+    if "filter" in config.stages:
+        started = time.monotonic()
+        if config.proxy_reference:
+            program, chat = seed.program.strip() or None, None
+        else:
+            try:
+                program, chat = await proxy_chat(proxy, question, tests)
+            except LLMError as exc:
+                yield ProxyDone(None, time.monotonic() - started, None)
+                out.reason = "proxy_failed" if not exc.transient else "proxy_unavailable"
+                yield out
+                return
+        yield ProxyDone(program, time.monotonic() - started, chat)
+        started = time.monotonic()
+        filtered = await filter_tests(executor, tests, [program] if program else [],
+                                      rule=config.rule)
+        yield FilterDone(list(filtered.kept), list(filtered.dropped),
+                         time.monotonic() - started)
+        out.rejected["proxy_failed"] += len(filtered.dropped)
+        out.tests_kept = len(filtered.kept)
+        if not filtered.keep_question:
+            out.reason = filtered.drop_reason
+            yield out
+            return
+        kept = filtered.kept
+    out.tests_kept = len(kept)
     out.record = {
-        "id": seed.id, "source": seed.source, "question": parsed.question,
-        "test_cases": filtered.kept, "inferences": [],
-        "context_messages": [{"role": "user", "content": parsed.question}],
+        "id": seed.id, "source": seed.source, "question": question,
+        "test_cases": kept, "inferences": [],
+        "context_messages": [{"role": "user", "content": question}],
     }
     yield out
 
@@ -224,14 +276,8 @@ async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, ex
         index = decontam.default_index(config.decontam_n, config.benchmark_files)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(todo), progress, unit="q", what="questions")
-    queue = iter(todo)
     with output_path.open("a", encoding="utf-8") as out, \
             dropped_path.open("a", encoding="utf-8") as dropped:
-        async def worker() -> None:
-            # a fixed pool pulling seeds: a million-seed input is not a million coroutines
-            for seed in queue:
-                await one(seed)
-
         async def one(seed: Seed) -> None:
             outcome = await synthesize(seed, llm=llm, proxy=proxy, executor=executor,
                                        index=index, config=config, on_event=on_event)
@@ -250,12 +296,7 @@ async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, ex
             bar.update()
 
         try:
-            try:
-                async with asyncio.TaskGroup() as group:  # one failure cancels the others
-                    for _ in range(min(config.concurrency, len(todo))):
-                        group.create_task(worker())
-            except BaseExceptionGroup as failed:
-                raise failed.exceptions[0] from None
+            await run_pool(todo, one, config.concurrency)
         finally:
             bar.close()
             os.fsync(out.fileno())

@@ -7,14 +7,14 @@ run, so the output is resumable by id like every other offline command.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from acecoder.codeblocks import extract_program
-from acecoder.jsonl import Progress, done_ids, finish, read_records, staging_path, text_list
+from acecoder.jsonl import (Progress, done_ids, finish, read_records, run_pool, staging_path,
+                            text_list)
 
 from .llm import Chat, LLMError
 
@@ -62,29 +62,31 @@ async def sample_one(record: dict[str, Any], *, policy: Chat, model_name: str, k
 
 async def run(input_path: Path, output_path: Path, *, policy: Chat, model_name: str, k: int,
               executor: Any, temperature: float = 1.0, concurrency: int = 4,
-              progress: bool = True) -> dict[str, int]:
+              progress: bool = True, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Sample every question not yet in the output. `counts`, when given, is updated as
+    questions finish (questions, skipped, sampled)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     records = read_questions(input_path)
     staged = staging_path(output_path)
     done = done_ids(staged)
     todo = [r for r in records if r["id"] not in done]
-    counts = {"questions": len(records), "skipped": len(records) - len(todo), "sampled": 0}
+    if counts is None:
+        counts = {}
+    counts.update(questions=len(records), skipped=len(records) - len(todo), sampled=0)
     staged.parent.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(todo), progress, unit="q", what="questions")
-    limit = asyncio.Semaphore(concurrency)
     with staged.open("a", encoding="utf-8") as out:
         async def one(record: dict[str, Any]) -> None:
-            async with limit:
-                row = await sample_one(record, policy=policy, model_name=model_name, k=k,
-                                       executor=executor, temperature=temperature)
+            row = await sample_one(record, policy=policy, model_name=model_name, k=k,
+                                   executor=executor, temperature=temperature)
             out.write(json.dumps(row) + "\n")
             out.flush()
             counts["sampled"] += 1
             bar.update()
 
         try:
-            await asyncio.gather(*(one(r) for r in todo))
+            await run_pool(todo, one, concurrency)
         finally:
             bar.close()
             os.fsync(out.fileno())

@@ -15,7 +15,7 @@ from typing import Any
 from acecoder.errors import InvalidArgument, ResourceExhausted, Unavailable
 from acecoder.serving import Admission
 
-from . import decontam, pipeline
+from . import decontam, offline, pipeline, sample
 from .filter import FilterRule
 from .jobs import Job, JobManager
 from .llm import Chat
@@ -61,10 +61,24 @@ def options(base: pipeline.SynthConfig, overrides: dict[str, Any]) -> pipeline.S
     rule = FilterRule(min_passed=overrides.get("min_passed", base.rule.min_passed),
                       min_kept=overrides.get("min_kept", base.rule.min_kept),
                       agreement=base.rule.agreement)
-    return dataclasses.replace(base, n_tests=n_tests, decontam_threshold=threshold, rule=rule)
+    stages = tuple(overrides.get("stages") or base.stages)
+    unknown = sorted(set(stages) - set(pipeline.STAGES))
+    if unknown:
+        raise InvalidArgument(f"unknown stage(s) {', '.join(unknown)}: choose from "
+                              f"{', '.join(pipeline.STAGES)}")
+    k = overrides.get("k", 8)
+    if not 1 <= k <= 1024:
+        raise InvalidArgument(f"k must be in [1, 1024], got {k}")
+    temperature = overrides.get("temperature", 1.0)
+    if not 0.0 <= temperature <= 2.0:
+        raise InvalidArgument(f"temperature must be in [0, 2], got {temperature}")
+    return dataclasses.replace(
+        base, n_tests=n_tests, decontam_threshold=threshold, rule=rule, stages=stages,
+        proxy_reference=overrides.get("proxy_reference", base.proxy_reference))
 
 
-def seed(seed_id: str, question: str, program: str, source: str) -> pipeline.Seed:
+def seed(seed_id: str, question: str, program: str, source: str,
+         tests: tuple[str, ...] = ()) -> pipeline.Seed:
     """A request's seed, validated."""
     if not seed_id:
         raise InvalidArgument("seed.id is empty: give the seed an id")
@@ -73,15 +87,17 @@ def seed(seed_id: str, question: str, program: str, source: str) -> pipeline.See
     for what, text in (("seed.question", question), ("seed.program", program)):
         if len(text.encode("utf-8", errors="surrogatepass")) > MAX_TEXT_BYTES:
             raise InvalidArgument(f"{what} is over {MAX_TEXT_BYTES} bytes")
-    return pipeline.Seed(seed_id, question, program, source or "seed")
+    return pipeline.Seed(seed_id, question, program, source or "seed", tests)
 
 
 class SynthesisService:
     """`start()` builds the benchmark index and resumes the jobs that were running."""
 
     def __init__(self, config: SynthServiceConfig, *, llm: Chat, proxy: Chat, executor: Any,
-                 metrics: SynthMetrics | None = None) -> None:
+                 metrics: SynthMetrics | None = None, llm_name: str = "llm") -> None:
         self.config = config
+        self.llm_name = llm_name
+        """The model name sample jobs record in their inferences."""
         self.llm = llm
         self.proxy = proxy
         self.executor = executor
@@ -137,18 +153,37 @@ class SynthesisService:
     # -- jobs
 
     def submit_job(self, input_path: str, output_path: str, overrides: dict[str, Any],
-                   job_id: str = "") -> Job:
+                   job_id: str = "", kind: str = "") -> Job:
         if self.admission.draining:
             raise Unavailable("the synthesis server is draining for shutdown; retry on "
                               "another replica")
         options(self.config.synth, overrides)  # refuse bad options now, not in the job
-        return self.jobs.submit(input_path, output_path, overrides, job_id)
+        return self.jobs.submit(input_path, output_path, overrides, job_id, kind or "synth")
 
     async def _run_job(self, job: Job) -> None:
-        await pipeline.run(Path(job.input_path), Path(job.output_path), llm=self.llm,
-                           proxy=self.proxy, executor=self.executor,
-                           config=options(self.config.synth, job.options), progress=False,
-                           report=job.report, on_event=self.metrics.observe, index=self.index)
+        source, target = Path(job.input_path), Path(job.output_path)
+        config = options(self.config.synth, job.options)
+        report = job.report
+        if job.kind == "synth":
+            await pipeline.run(source, target, llm=self.llm, proxy=self.proxy,
+                               executor=self.executor, config=config, progress=False,
+                               report=report, on_event=self.metrics.observe, index=self.index)
+            return
+        counts: dict[str, int] = {}
+        report["counts"] = counts
+        if job.kind == "sample":
+            await sample.run(source, target, policy=self.llm, model_name=self.llm_name,
+                             k=job.options.get("k", 8),
+                             temperature=job.options.get("temperature", 1.0),
+                             executor=self.executor, progress=False, counts=counts)
+            counts["done"] = counts["skipped"] + counts["sampled"]
+        elif job.kind == "pairs":
+            counts.update(await asyncio.to_thread(offline.run_pairs, source, target,
+                                                  progress=False))
+        else:
+            counts.update(await asyncio.to_thread(offline.run_hard, source, target,
+                                                  progress=False))
+        report["seeds"] = report["done"] = counts["questions"]
 
     # -- lifecycle
 

@@ -17,11 +17,15 @@ from .jobs import Job
 from .llm import ChatResult
 from .service import SynthesisService, seed
 
-_OPTION_FIELDS = ("n_tests", "min_passed", "min_kept", "decontam_threshold")
+_OPTION_FIELDS = ("n_tests", "min_passed", "min_kept", "decontam_threshold", "proxy_reference",
+                  "k", "temperature")
 
 
 def overrides(o: pb.SynthesisOptions) -> dict[str, Any]:
-    return {name: getattr(o, name) for name in _OPTION_FIELDS if o.HasField(name)}
+    out = {name: getattr(o, name) for name in _OPTION_FIELDS if o.HasField(name)}
+    if o.stages:
+        out["stages"] = list(o.stages)
+    return out
 
 
 def _llm(chat: ChatResult | None) -> pb.LlmCall | None:
@@ -76,8 +80,13 @@ _STATES = {"QUEUED": pb.JOB_QUEUED, "RUNNING": pb.JOB_RUNNING, "SUCCEEDED": pb.J
 
 def job_proto(job: Job) -> pb.Job:
     r = job.report
+    counts = r.get("counts", {})
+    seeds, done = r["seeds"], r["done"]
+    if job.kind == "sample" and counts:  # live while it runs
+        seeds, done = counts["questions"], counts["skipped"] + counts["sampled"]
     return pb.Job(job_id=job.job_id, state=_STATES[job.state], input_path=job.input_path,
-                  output_path=job.output_path, seeds=r["seeds"], done=r["done"],
+                  output_path=job.output_path, seeds=seeds, done=done, kind=job.kind,
+                  counts=counts,
                   kept=r["kept"], dropped=dict(r["dropped"]), tests_in=r["tests_in"],
                   tests_kept=r["tests_kept"], tests_rejected=dict(r["tests_rejected"]),
                   error=job.error, created=job.created, updated=job.updated, runs=job.runs)
@@ -92,14 +101,15 @@ class SynthesisServicer(pb_grpc.SynthesisServicer):
         request_id = request.request_id or uuid.uuid4().hex[:16]
         log.request_id.set(request_id)
         s = request.seed
-        one = seed(s.id, s.question, s.program, s.source)
+        one = seed(s.id, s.question, s.program, s.source, tuple(s.tests))
         async for event in self.service.synthesize(one, overrides(request.options)):
             yield event_proto(event, request_id)
 
     async def SubmitJob(self, request: pb.SubmitJobRequest,
                         context: grpc.aio.ServicerContext) -> pb.Job:
         return job_proto(self.service.submit_job(request.input_path, request.output_path,
-                                                 overrides(request.options), request.job_id))
+                                                 overrides(request.options), request.job_id,
+                                                 request.kind))
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         return job_proto(self.service.jobs.get(request.job_id))

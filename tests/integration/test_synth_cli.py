@@ -80,3 +80,37 @@ def test_sample_fills_inferences_with_pass_rates(tmp_path: Path, server) -> None
         assert again.returncode == 0 and "0 questions sampled, 1 already" in again.stderr
     finally:
         fake.stop()
+
+
+def test_stages_alone_on_mbpp_with_the_reference_as_proxy(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    """Filter and decontamination without any LLM: MbppBase's own tests, its reference
+    solution as the proxy (and a broken test added to each, which the filter must drop)."""
+    from acecoder.executor.datasets import load_mbpp
+
+    problems = [p for p in load_mbpp() if p.question and not p.setup][:4]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({
+        "id": p.task_id, "question": p.question, "program": p.program, "source": "mbpp",
+        "tests": [*p.tests, "assert False"]}) + "\n" for p in problems))
+
+    def synth(out: Path, stages: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "acecoder.cli", "synth", "--input", str(seeds), "--output",
+             str(out), "--stages", stages, "--proxy", "reference", "--min-passed", "3",
+             "--min-kept", "3", "--executor", server.target, "--quiet"],
+            capture_output=True, text=True, timeout=300)
+
+    filtered = synth(tmp_path / "f.jsonl", "filter")
+    assert filtered.returncode == 0, filtered.stderr
+    rows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(p.task_id for p in problems)
+    by_id = {p.task_id: p for p in problems}
+    assert all(r["test_cases"] == list(by_id[r["id"]].tests) for r in rows)
+    caught = synth(tmp_path / "d.jsonl", "decontaminate,filter")
+    assert caught.returncode == 0, caught.stderr
+    dropped = [json.loads(line) for line in
+               (tmp_path / "d.jsonl.dropped.jsonl").read_text().splitlines()]
+    assert len(dropped) == 4 and all(d["reason"].startswith("contaminated:mbpp:")
+                                     for d in dropped)
+    bad = synth(tmp_path / "x.jsonl", "rewrite,sampling")
+    assert bad.returncode == 2 and "stages must be some of" in bad.stderr

@@ -305,3 +305,62 @@ def test_the_synth_command_runs_a_job_on_the_server(synth: SynthServer, data: Pa
     (data / "cli-bad.jsonl").write_text("not json\n")
     failed = cli("--input", "cli-bad.jsonl", "--output", "cli-bad.out.jsonl")
     assert failed.returncode == 1 and "FAILED" in failed.stderr and "not valid JSON" in failed.stderr
+
+
+def test_stages_run_alone_with_the_seeds_own_tests(client: SynthesisClient,
+                                                    fake: FakeOpenAI) -> None:
+    program = "def add(a, b):\n    return a + b\n"
+    tests = [f"assert add({k}, 2) == {k + 2}" for k in range(5)] + [
+        "assert add(1, 1) == 3", "import os"]
+    calls = sum(fake.calls.values())
+    events = list(client.synthesize("own", question="Add two numbers a and b.", program=program,
+                                    tests=tests, stages=["filter"], proxy_reference=True))
+    assert sum(fake.calls.values()) == calls  # no LLM call: no rewrite, the reference as proxy
+    assert [e.WhichOneof("event") for e in events] == ["rewritten", "proxy", "filtered",
+                                                       "outcome"]
+    assert [(r.test, r.reason) for r in events[0].rewritten.rejected] == [("import os",
+                                                                          "imports")]
+    assert events[1].proxy.program == program.strip()
+    o = events[-1].outcome
+    assert o.kept and list(o.record.test_cases) == tests[:5] and o.record.question.startswith(
+        "Add two numbers")
+    only_decontam = list(client.synthesize("d", question="Anything at all here.",
+                                           tests=["assert 1 == 1"], stages=["decontaminate"]))
+    assert [e.WhichOneof("event") for e in only_decontam] == ["rewritten", "decontaminated",
+                                                              "outcome"]
+    assert only_decontam[-1].outcome.kept
+    with pytest.raises(grpc.RpcError) as err:
+        list(client.synthesize("x", question="q", stages=["rewrite", "sample"]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sample" in err.value.details()
+
+
+def test_sample_pairs_and_hard_run_as_jobs(client: SynthesisClient, data: Path) -> None:
+    records = [{"id": f"q{k}", "source": "t", "question": f"Write add {k}. SCRIPT:code",
+                "test_cases": ["assert add(2, 3) == 5", "assert add(0, 0) == 0"],
+                "inferences": [], "context_messages": [
+                    {"role": "user", "content": f"Write add {k}. SCRIPT:code"}]}
+               for k in range(3)]
+    (data / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    job = client.wait_job(client.submit_job("records.jsonl", "sampled.jsonl", kind="sample",
+                                            k=4, temperature=0.5).job_id, timeout=120)
+    assert state_name(job.state) == "SUCCEEDED", job.error
+    assert job.kind == "sample" and (job.seeds, job.done) == (3, 3)
+    assert dict(job.counts) == {"questions": 3, "skipped": 0, "sampled": 3, "done": 3}
+    rows = [json.loads(line) for line in (data / "sampled.jsonl").read_text().splitlines()]
+    assert all(len(r["inferences"]) == 4 for r in rows)
+    assert {i["model_name"] for r in rows for i in r["inferences"]} == {"fake"}
+    # the fake alternates a right add (pass rate 1) and a * b (0.5): pairs for each question
+    rates = sorted(i["pass_rate"] for r in rows for i in r["inferences"])
+    assert set(rates) == {0.5, 1.0}
+    job = client.wait_job(client.submit_job("sampled.jsonl", "pairs.jsonl", kind="pairs").job_id,
+                          timeout=60)
+    assert state_name(job.state) == "SUCCEEDED", job.error
+    assert job.counts["questions"] == 3 and job.counts["written"] == job.counts["pairs"] > 0
+    pair = json.loads((data / "pairs.jsonl").read_text().splitlines()[0])
+    assert set(pair) == {"id", "instruction", "input", "chosen", "rejected"}
+    job = client.wait_job(client.submit_job("sampled.jsonl", "hard.jsonl", kind="hard").job_id,
+                          timeout=60)
+    assert state_name(job.state) == "SUCCEEDED" and job.counts["questions"] == 3
+    with pytest.raises(grpc.RpcError) as err:
+        client.submit_job("records.jsonl", "x.jsonl", kind="train")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kind" in err.value.details()
