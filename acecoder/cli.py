@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,6 +391,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         f"in {args.output}")
 
 
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    from acecoder.trainer.recipes import rm_bt
+
+    config = rm_bt.RMTrainConfig.from_preset(
+        Path(args.preset) if args.preset else None, data=args.data, output=args.output,
+        model=args.model, eval_data=args.eval_data, eval_fraction=args.eval_fraction,
+        epochs=args.epochs, lr=args.lr, warmup_ratio=args.warmup_ratio,
+        global_batch=args.global_batch, micro_batch=args.micro_batch,
+        max_length=args.max_length, zero_stage=args.zero, dtype=args.dtype, device=args.device,
+        gradient_checkpointing=True if args.gradient_checkpointing else None,
+        eval_every=args.eval_every, seed=args.seed, deepspeed_config=args.deepspeed_config,
+        progress=not args.quiet)
+    for path in (config.data, config.eval_data):
+        if path is not None and not path.is_file():
+            print(f"acecoder train rm: no such file: {path}", file=sys.stderr)
+            return 2
+    try:
+        result = rm_bt.run(config)
+    except InputError as exc:
+        print(f"acecoder train rm: bad input:\n{exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        acc = result.get("accuracy/eval")
+        print(f"trained {result['steps']} steps in {result['seconds']:.0f} s; held-out pairwise "
+              f"accuracy {acc if acc is None else f'{acc:.3f}'} (chance 0.5); saved to "
+              f"{config.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
@@ -602,6 +632,48 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, metavar="PATH|ID", help="the AceCode-RM checkpoint")
     t.add_argument("--output", required=True, metavar="DIR", help="where to write (new directory)")
     t.set_defaults(func=cmd_rm_convert)
+
+    p = sub.add_parser("train", help="train a model",
+                       description="Trainers. Run them alone, or under torchrun / the deepspeed "
+                                   "launcher for several processes.")
+    trainers = p.add_subparsers(dest="trainer", metavar="TRAINER", required=True)
+    t = trainers.add_parser(
+        "rm", help="the Bradley-Terry reward-model trainer",
+        description="Train a reward model on preference pairs with -log sigmoid(r(x, y+) - "
+                    "r(x, y-)), on DeepSpeed (ZeRO 0-3; fp32 on CPU, bf16 on GPU), evaluate "
+                    "held-out pairwise accuracy, and save it where `acecoder serve rm --model "
+                    "DIR` loads it. Settings: defaults < --preset JSON < flags.",
+        epilog="AceCoder's GPU settings: --preset trainer/configs/rm_acecoder_gpu.json")
+    t.add_argument("--data", default=None, metavar="PAIRS.jsonl",
+                   help="AceCodePair records, or AceCode-87K records with inferences")
+    t.add_argument("--output", default=None, metavar="DIR", help="where the model goes")
+    t.add_argument("--preset", default=None, metavar="JSON", help="settings file")
+    t.add_argument("--model", default=None, metavar="PATH|ID",
+                   help="init: AceCode-RM, a one-label classifier or a causal LM (default "
+                        "embedded:smollm2-135m)")
+    t.add_argument("--eval-data", default=None, metavar="PAIRS.jsonl",
+                   help="held-out pairs (default: --eval-fraction of the questions)")
+    t.add_argument("--eval-fraction", type=float, default=None, help="default 0.1")
+    t.add_argument("--eval-every", type=int, default=None,
+                   help="evaluate every N steps (default: each epoch's end)")
+    t.add_argument("--epochs", type=int, default=None, help="default 1")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-5)")
+    t.add_argument("--warmup-ratio", type=float, default=None, help="default 0.1")
+    t.add_argument("--global-batch", type=int, default=None,
+                   help="pairs per optimizer step over all processes (default 128)")
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="pairs per forward per process (default 4)")
+    t.add_argument("--max-length", type=int, default=None, help="tokens per item (default 2048)")
+    t.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="ZeRO stage (default 0)")
+    t.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"])
+    t.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--deepspeed-config", default=None, metavar="JSON",
+                   help="DeepSpeed settings that win over the ones made here")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_rm)
 
     p = sub.add_parser("demo", help="the main job: executor and RM servers on MbppBase",
                        description="Start an executor server, run every MbppBase reference "

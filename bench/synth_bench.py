@@ -153,6 +153,9 @@ def main() -> int:
     ap.add_argument("--out", default="bench-synth-embedded", metavar="DIR",
                     help="with --embedded: where seeds and outputs go")
     args = ap.parse_args()
+    from acecoder import log
+
+    log.configure()  # progress lines of the long --embedded run
     proc, target = start_executor(args.workers)
     try:
         if args.embedded:

@@ -303,8 +303,9 @@ class RewardModel:
 
     # -- reference scoring ----------------------------------------------------------------
 
-    def forward_full(self, items: list[Encoded]) -> list[float]:
-        """Score items with plain right-padded forwards (no prefix reuse)."""
+    def pad(self, items: list[Encoded]) -> dict[str, Any]:
+        """Right-padded tensors of a batch (on the model's device): input_ids, attention_mask,
+        token_type_ids, and `last`, each item's last real position."""
         import torch
 
         device = self.description.device
@@ -318,16 +319,30 @@ class RewardModel:
             mask[i, :len(e.ids)] = 1
             if e.type_ids:
                 types[i, :len(e.type_ids)] = torch.tensor(e.type_ids)
-        ids, mask = ids.to(device), mask.to(device)
+        last = torch.tensor([len(e.ids) - 1 for e in items])
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                "token_type_ids": types.to(device), "last": last.to(device)}
+
+    def score_batch(self, batch: dict[str, Any]) -> Any:
+        """[B] scores of a padded batch, with autograd (the trainer's forward)."""
+        import torch
+
+        if not self.decoder:
+            out = self.full_model(input_ids=batch["input_ids"],
+                                  attention_mask=batch["attention_mask"],
+                                  token_type_ids=batch["token_type_ids"])
+            return out.logits[:, 0]
+        hidden = self.backbone(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.head(hidden[rows, batch["last"]]).squeeze(-1)
+
+    def forward_full(self, items: list[Encoded]) -> list[float]:
+        """Score items with plain right-padded forwards (no prefix reuse)."""
+        import torch
+
         with torch.inference_mode():
-            if not self.decoder:
-                out = self.full_model(input_ids=ids, attention_mask=mask,
-                                      token_type_ids=types.to(device))
-                return out.logits[:, 0].float().tolist()
-            hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-            last = torch.tensor([len(e.ids) - 1 for e in items], device=hidden.device)
-            picked = hidden[torch.arange(n, device=hidden.device), last]
-            return self.head(picked).squeeze(-1).float().tolist()
+            return self.score_batch(self.pad(items)).float().tolist()
 
 
 def load(model: str, *, dtype: str = "auto", device: str = "cpu",
@@ -364,7 +379,8 @@ def load(model: str, *, dtype: str = "auto", device: str = "cpu",
         score = getattr(clf, "score", None)
         if isinstance(score, torch.nn.Linear) and not config.is_encoder_decoder:
             # Decoder classifiers read the last real token: serve them like AceCode-RM.
-            backbone, head, decoder = clf.base_model, score, True
+            # (full_model keeps the whole classifier, for saving it after training.)
+            backbone, head, decoder, full_model = clf.base_model, score, True, clf
             bias = float(meta.get("score_bias", getattr(config, "score_bias", 0.0)) or 0.0)
             if bias and score.bias is None:  # a converted AceCode-RM head (see convert.py)
                 head = torch.nn.Linear(score.in_features, 1, bias=True)

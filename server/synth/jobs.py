@@ -145,6 +145,9 @@ class JobManager:
         target = self.resolve(output_path, "output_path")
         if not source.is_file():
             raise InvalidArgument(f"input_path {input_path!r}: no such file on the server")
+        if target.is_relative_to(self.state_dir.resolve()):
+            raise InvalidArgument(f"output_path {output_path!r} is in the server's job state "
+                                  "directory; write elsewhere")
         for other in self.jobs.values():
             if other.state in ACTIVE and other.output_path == str(target):
                 raise FailedPrecondition(f"job {other.job_id} is already writing {output_path!r}; "

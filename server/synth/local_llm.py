@@ -14,9 +14,25 @@ from typing import Any
 from .llm import ChatResult, LLMError
 
 
+JSON_PREFILL = '{"question": "'
+"""How a JSON answer is started for local models (JSON mode's stand-in): small models that
+wander into prose without it mostly stay in the object once it is begun."""
+
+
+def render(tokenizer: Any, messages: Sequence[dict[str, str]], json: bool | None) -> tuple[str, str]:
+    """(prompt text, prefill): the chat template with the assistant turn opened, and, when
+    JSON is wanted (`json` True, or None: the default of answer-shaped calls), the start of
+    the object the answer must be."""
+    prompt = str(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                               tokenize=False))
+    prefill = JSON_PREFILL if json is not False else ""
+    return prompt + prefill, prefill
+
+
 class TransformersChat:
     """Chat completions from a local causal LM. Generation runs in a worker thread, one at a
-    time (a CPU is saturated by one); `json` is accepted and ignored (no constrained decoding)."""
+    time (a CPU is saturated by one). JSON mode is emulated by starting the answer with
+    `JSON_PREFILL` (no constrained decoding)."""
 
     def __init__(self, model: str = "embedded:smollm2-135m", *, device: str = "cpu",
                  max_tokens: int = 512, temperature: float = 0.7, seed: int = 0) -> None:
@@ -44,15 +60,15 @@ class TransformersChat:
             str(self.path), dtype=torch.float32).to(self.device).eval()
 
     def _generate(self, messages: Sequence[dict[str, str]], temperature: float,
-                  max_tokens: int) -> ChatResult:
+                  max_tokens: int, json: bool | None) -> ChatResult:
         import torch
 
         started = time.monotonic()
         with self._lock:
             self.load()
             tok = self._tokenizer
-            ids = tok.apply_chat_template(list(messages), add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
+            prompt, prefill = render(tok, messages, json)
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt")
             input_ids = ids["input_ids"].to(self.device)
             kw: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id":
                                   tok.pad_token_id or tok.eos_token_id}
@@ -70,7 +86,7 @@ class TransformersChat:
         finished = eos is not None and eos in new
         if finished:
             new = new[:new.index(eos)]
-        text = tok.decode(new, skip_special_tokens=True)
+        text = prefill + tok.decode(new, skip_special_tokens=True)
         return ChatResult(text, "stop" if finished else "length", int(input_ids.shape[1]),
                           len(new), time.monotonic() - started, 1)
 
@@ -79,7 +95,7 @@ class TransformersChat:
         try:
             return await asyncio.to_thread(
                 self._generate, messages, self.temperature if temperature is None else temperature,
-                self.max_tokens if max_tokens is None else max_tokens)
+                self.max_tokens if max_tokens is None else max_tokens, json)
         except (RuntimeError, ValueError) as exc:
             raise LLMError(f"local generation failed: {exc}", transient=False) from None
 

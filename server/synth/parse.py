@@ -98,7 +98,7 @@ def repair_json(text: str) -> str:
     candidates += [text[:pos] + close for pos, close in reversed(cuts[-64:])]
     for candidate in candidates:
         try:
-            json.loads(candidate)
+            json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
         return candidate
@@ -142,11 +142,12 @@ def parse_answer(answer: str) -> Parsed:
         return Parsed(None, error="no JSON object in the answer")
     repaired = cut_in_list = False
     try:
-        data, _ = json.JSONDecoder().raw_decode(text)  # prose after the object is fine
+        # prose after the object is fine; so are raw newlines inside strings (strict=False)
+        data, _ = json.JSONDecoder(strict=False).raw_decode(text)
     except json.JSONDecodeError:
         fixed = repair_json(text)
         try:
-            data = json.loads(fixed)
+            data = json.loads(fixed, strict=False)
         except json.JSONDecodeError as exc:
             return Parsed(None, error=f"unreadable JSON even after repair ({exc.msg})")
         repaired = fixed != text

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .llm import ChatResult, LLMError
+from .local_llm import render
 
 # Same host defaults as the reward model's vLLM engine (see server/rm/vllm_engine.py).
 _ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
@@ -26,6 +27,7 @@ _ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
 @dataclass
 class _Call:
     messages: list[dict[str, str]]
+    json: bool | None
     temperature: float
     max_tokens: int
     future: asyncio.Future[ChatResult]
@@ -86,14 +88,19 @@ class VllmChat:
         params = [SamplingParams(temperature=c.temperature, max_tokens=c.max_tokens,
                                  seed=self.seed if c.temperature > 0 else None)
                   for c in calls]
-        outputs = self._llm.chat([c.messages for c in calls], params, use_tqdm=False)
+        tokenizer = self._llm.get_tokenizer()
+        rendered = [render(tokenizer, c.messages, c.json) for c in calls]
+        # token ids, tokenized as the transformers backend does (no extra special tokens)
+        prompts = [{"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]}
+                   for prompt, _ in rendered]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
         done = time.monotonic()
         self.batches.append(len(calls))
         results = []
-        for call, out in zip(calls, outputs, strict=True):
+        for call, out, (_, prefill) in zip(calls, outputs, rendered, strict=True):
             completion = out.outputs[0]
             results.append(ChatResult(
-                completion.text, str(completion.finish_reason or ""),
+                prefill + completion.text, str(completion.finish_reason or ""),
                 len(out.prompt_token_ids or ()), len(completion.token_ids),
                 done - call.queued, 1))
         return results
@@ -116,9 +123,10 @@ class VllmChat:
 
     async def chat(self, messages: Sequence[dict[str, str]], *, temperature: float | None = None,
                    max_tokens: int | None = None, json: bool | None = None) -> ChatResult:
-        """`json` is accepted and ignored (no constrained decoding: the parser repairs)."""
+        """JSON mode is emulated as in `local_llm` (the answer is started for the model)."""
         loop = asyncio.get_running_loop()
-        call = _Call(list(messages), self.temperature if temperature is None else temperature,
+        call = _Call(list(messages), json,
+                     self.temperature if temperature is None else temperature,
                      self.max_tokens if max_tokens is None else max_tokens,
                      loop.create_future(), time.monotonic())
         self._pending.append(call)

@@ -48,8 +48,9 @@ def test_greedy_answers_match_transformers(vllm_chat: Any, smol_dir: str) -> Non
 def test_concurrent_calls_share_one_batch(vllm_chat: Any) -> None:
     async def many() -> list[Any]:
         return await asyncio.gather(*(
-            vllm_chat.chat([{"role": "user", "content": f"Say the number {k}."}],
-                           max_tokens=4 + k) for k in range(4)))
+            vllm_chat.chat([{"role": "user", "content": f"Write a long story about the "
+                                                        f"number {k}."}],
+                           max_tokens=4 + k, json=False) for k in range(4)))
 
     before = len(vllm_chat.batches)
     results = asyncio.run(many())

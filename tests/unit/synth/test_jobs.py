@@ -105,6 +105,8 @@ def test_paths_are_confined_and_outputs_have_one_writer(tmp_path: Path) -> None:
             jobs.submit("in.jsonl", "sub/../../o.jsonl", {})
         with pytest.raises(InvalidArgument, match="empty"):
             jobs.submit("", "o.jsonl", {})
+        with pytest.raises(InvalidArgument, match="job state directory"):
+            jobs.submit("in.jsonl", "state/a.json", {})
         jobs.submit("in.jsonl", "o.jsonl", {})
         with pytest.raises(FailedPrecondition, match="already writing"):
             jobs.submit("in.jsonl", "./o.jsonl", {})

@@ -25,6 +25,13 @@ def test_whole_answers(answer: str) -> None:
         GOOD["question"], GOOD["tests"], [], False, None)
 
 
+def test_raw_newlines_inside_strings_are_read() -> None:
+    # small models write line breaks into JSON strings as they are
+    p = parse_answer('{"question": "Write f(x).\nReturn x + 1.", "tests": ["assert f(1) == 2"]}')
+    assert p.question == "Write f(x).\nReturn x + 1." and p.tests == ["assert f(1) == 2"]
+    assert p.error is None
+
+
 @pytest.mark.parametrize(("cut", "tests", "rejected"), [
     pytest.param('"tests": ["assert f(1) == 2", "assert f(-1', ["assert f(1) == 2"],
                  [parse.TRUNCATED], id="inside-a-test"),

@@ -1,0 +1,267 @@
+"""`acecoder train rm`: the Bradley-Terry reward-model trainer, on DeepSpeed.
+
+Reads top to bottom: setup (data, model, engine), train (epochs of micro-batches; the loss
+is -log sigmoid(r(x, y+) - r(x, y-))), evaluate (held-out pairwise accuracy), save (the
+format the RM server loads, with a model card). One process, or many under torchrun / the
+deepspeed launcher; ZeRO 0-3 from the config; fp32 on CPU, bf16 on GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acecoder.jsonl import Progress
+from acecoder.trainer import distributed, rm_data, rm_model
+from acecoder.trainer.losses import bradley_terry_loss, cosine_with_warmup, pairwise_accuracy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RMTrainConfig:
+    data: Path
+    """Pairs (AceCodePair JSONL) or AceCode-87K records with inferences (paired on the fly)."""
+    output: Path
+    """Where the trained reward model goes (served with `acecoder serve rm --model DIR`)."""
+    model: str = "embedded:smollm2-135m"
+    """Init: AceCode-RM, a one-label classifier, or a causal LM (gets a new head)."""
+    eval_data: Path | None = None
+    """Held-out pairs; without it, `eval_fraction` of the questions are held out."""
+    eval_fraction: float = 0.1
+    epochs: int = 1
+    lr: float = 1e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    global_batch: int = 128
+    """Pairs per optimizer step, over all processes (micro-batches are accumulated)."""
+    micro_batch: int = 4
+    """Pairs per forward pass per process."""
+    max_length: int = 2048
+    zero_stage: int = 0
+    dtype: str = "auto"
+    """'auto': bfloat16 on GPU, float32 on CPU."""
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    """Evaluate every N optimizer steps (0: at the end of each epoch)."""
+    seed: int = 0
+    deepspeed_config: Path | None = None
+    """A DeepSpeed JSON whose values win over the ones made here (batch sizes excepted)."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "global_batch", "micro_batch", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+
+    @classmethod
+    def from_preset(cls, preset: Path | None, **kw: Any) -> RMTrainConfig:
+        """A preset JSON's values, then `kw` (None values ignored) on top."""
+        values: dict[str, Any] = json.loads(preset.read_text()) if preset else {}
+        values.update({k: v for k, v in kw.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}"
+                             + (f" in {preset}" if preset else ""))
+        missing = [n for n in ("data", "output") if values.get(n) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} must be given (flags or preset)")
+        for name in ("data", "output", "eval_data", "deepspeed_config"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        return cls(**values)
+
+
+class RMTrainer:
+    def __init__(self, config: RMTrainConfig) -> None:
+        self.config = config
+        self.metrics_file: Any = None
+        self.tb: Any = None
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import deepspeed
+
+        c = self.config
+        self.rank, self.world, local = distributed.ensure_env()
+        device = c.device
+        if device == "auto":
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        dtype = c.dtype if c.dtype != "auto" else ("bfloat16" if device != "cpu" else "float32")
+        torch.manual_seed(c.seed)
+
+        pairs = rm_data.read_pairs(c.data)
+        if c.eval_data is not None:
+            train, held = pairs, rm_data.read_pairs(c.eval_data)
+        else:
+            train, held = rm_data.split(pairs, c.eval_fraction)
+        per_step = c.micro_batch * self.world
+        if len(train) < per_step:
+            raise ValueError(f"{len(train)} training pairs in {c.data}: fewer than one "
+                             f"micro-batch per process ({c.micro_batch} x {self.world})")
+        self.grad_accum = max(1, c.global_batch // per_step)
+        self.rm = rm_model.load_for_training(
+            c.model, max_length=c.max_length, device=device, dtype="float32",
+            gradient_checkpointing=c.gradient_checkpointing, seed=c.seed)
+        self.train_pairs = rm_data.encode(self.rm, train)
+        self.held_pairs = rm_data.encode(self.rm, held)
+        micro_steps = rm_data.steps_per_epoch(len(train), c.micro_batch, self.world)
+        self.total_steps = max(1, c.epochs * micro_steps // self.grad_accum)
+        warmup = int(c.warmup_ratio * self.total_steps)
+
+        module = rm_model.TrainableRM(self.rm)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, total=self.total_steps, warmup=warmup))
+        ds = distributed.ds_config(micro_batch=c.micro_batch, grad_accum=self.grad_accum,
+                                   world=self.world, zero_stage=c.zero_stage,
+                                   bf16=dtype == "bfloat16", grad_clip=c.grad_clip,
+                                   overrides=c.deepspeed_config)
+        self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
+                                                    lr_scheduler=schedule, config=ds)
+        if self.rank == 0:
+            c.output.mkdir(parents=True, exist_ok=True)
+            self.metrics_file = (c.output / "metrics.jsonl").open("a", encoding="utf-8")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(c.output / "tensorboard"))
+            logger.info("training %s on %d pairs (%d held out), %d optimizer steps of %d "
+                        "pairs, %d process(es), ZeRO %d, %s", c.model, len(train), len(held),
+                        self.total_steps, per_step * self.grad_accum, self.world,
+                        c.zero_stage, dtype)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _scores(self, batch: list[rm_data.EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [p.chosen for p in batch] + [p.rejected for p in batch]
+        padded = self.rm.pad(items)
+        scores = self.engine(**padded).float()
+        return scores[:len(batch)], scores[len(batch):]
+
+    def train(self) -> dict[str, Any]:
+        c = self.config
+        started = time.monotonic()
+        history: list[dict[str, Any]] = []
+        bar = Progress(self.total_steps, c.progress and self.rank == 0, unit="step",
+                       what="optimizer steps")
+        losses: list[float] = []
+        accs: list[float] = []
+        last_eval: dict[str, Any] = {}
+        try:
+            for epoch in range(c.epochs):
+                for batch in rm_data.batches(self.train_pairs, c.micro_batch, seed=c.seed,
+                                             epoch=epoch, rank=self.rank, world=self.world):
+                    if self.engine.global_steps >= self.total_steps:
+                        break
+                    self.engine.train()
+                    chosen, rejected = self._scores(batch)
+                    loss = bradley_terry_loss(chosen, rejected)
+                    self.engine.backward(loss)
+                    boundary = self.engine.is_gradient_accumulation_boundary()
+                    self.engine.step()
+                    losses.append(float(loss.detach()))
+                    accs.append(pairwise_accuracy(chosen.detach(), rejected.detach()))
+                    if not boundary:
+                        continue
+                    step = self.engine.global_steps
+                    row = {"step": step, "epoch": epoch, "loss/train": sum(losses) / len(losses),
+                           "accuracy/train": sum(accs) / len(accs),
+                           "lr": self.engine.get_lr()[0], "time/elapsed": time.monotonic() - started}
+                    losses, accs = [], []
+                    if c.eval_every and step % c.eval_every == 0:
+                        last_eval = self.evaluate()
+                        row.update(last_eval)
+                    self._log(row)
+                    history.append(row)
+                    bar.update()
+                if not c.eval_every:
+                    last_eval = self.evaluate()
+                    self._log({"step": self.engine.global_steps, "epoch": epoch, **last_eval})
+        finally:
+            bar.close()
+        return {"steps": self.engine.global_steps, "history": history, **last_eval,
+                "seconds": time.monotonic() - started}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out loss and pairwise accuracy (every process scores all held-out pairs: with
+        ZeRO-3 each forward needs all of them)."""
+        if not self.held_pairs:
+            return {}
+        self.engine.eval()
+        chosen, rejected = [], []
+        size = self.config.micro_batch
+        for k in range(0, len(self.held_pairs), size):
+            c, r = self._scores(self.held_pairs[k:k + size])
+            chosen.append(c)
+            rejected.append(r)
+        cs, rs = torch.cat(chosen), torch.cat(rejected)
+        return {"loss/eval": float(bradley_terry_loss(cs, rs)),
+                "accuracy/eval": pairwise_accuracy(cs, rs), "eval/pairs": len(cs),
+                "eval/margin": float((cs - rs).mean())}
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+        for key, value in row.items():
+            if isinstance(value, float) and math.isfinite(value) and "/" in key:
+                self.tb.add_scalar(key, value, row["step"])
+
+    # -- save -------------------------------------------------------------------------------
+
+    def save(self, result: dict[str, Any]) -> Path | None:
+        """Rank 0 writes the model (ZeRO-3's partitioned weights gathered first)."""
+        import deepspeed
+
+        c = self.config
+        card = {"data": str(c.data), "pairs (train)": len(self.train_pairs),
+                "pairs (held out)": len(self.held_pairs), "optimizer steps": result["steps"],
+                "pairs per step": c.micro_batch * self.world * self.grad_accum,
+                "lr": c.lr, "epochs": c.epochs, "max length": c.max_length,
+                "held-out pairwise accuracy": result.get("accuracy/eval"),
+                "held-out loss": result.get("loss/eval")}
+        params = list(self.engine.module.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=c.zero_stage == 3):
+            if self.rank == 0:
+                return rm_model.save(self.rm, c.output, card=card)
+        return None
+
+    def cleanup(self) -> None:
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+        if self.tb is not None:
+            self.tb.close()
+        self.engine.destroy() if hasattr(self.engine, "destroy") else None
+
+
+def run(config: RMTrainConfig) -> dict[str, Any]:
+    trainer = RMTrainer(config)
+    trainer.setup()
+    try:
+        result = trainer.train()
+        trainer.save(result)
+    finally:
+        trainer.cleanup()
+    return result
