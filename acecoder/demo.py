@@ -18,17 +18,14 @@ import sys
 import time
 
 from acecoder.executor import demo as executor_demo
-from acecoder.executor.datasets import Problem, broken, load_mbpp
+from acecoder.executor.datasets import Problem, load_mbpp, wrong_variants
 from acecoder.serving import spawn_server
 
 
 def candidates(p: Problem) -> list[str]:
     """The reference solution (shuffled in) and three wrong ones, as a policy might write."""
-    wrong_op = next((p.program.replace(a, b, 1) for a, b in
-                     ((" + ", " - "), (" < ", " > "), (" == ", " != "), ("return ", "return not "))
-                     if a in p.program), p.program + "\n    return None\n")
-    return [f"```python\n{wrong_op}```", p.program, broken(p),
-            f"def {p.entry_point}(*args):\n    return None\n"]
+    wrong_op, perturbed, stub = wrong_variants(p)
+    return [f"```python\n{wrong_op}```", p.program, perturbed, stub]
 
 
 def _start_rm(executor: str) -> tuple[subprocess.Popen[str], str]:

@@ -61,7 +61,8 @@ class Progress:
         elif time.monotonic() - self.last_log > 10:
             self.last_log = time.monotonic()
             rate = self.done / (self.last_log - self.started)
-            logger.info("%d/%d %s (%.1f/s)", self.done, self.total, self.what, rate)
+            pace = f"{rate:.1f}/s" if rate >= 1 else f"{1 / rate:.1f} s each"
+            logger.info("%d/%d %s (%s)", self.done, self.total, self.what, pace)
 
     def close(self) -> None:
         if self.bar is not None:

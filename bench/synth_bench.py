@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from acecoder.clients import AsyncExecutorClient, Program
-from acecoder.executor.datasets import broken, load_mbpp
+from acecoder.executor.datasets import load_mbpp, wrong_variants
 from acecoder.server.synth import decontam
 from acecoder.server.synth import filter as stage2
 from acecoder.server.synth.pairs import hard_subset, make_pairs
@@ -83,10 +83,7 @@ async def embedded(target: str, n: int, max_tokens: int, out_dir: Path) -> dict:
 
 
 def samples(p) -> list[str]:  # type: ignore[no-untyped-def]
-    wrong = next((p.program.replace(a, b, 1) for a, b in ((" + ", " - "), (" < ", " > "),
-                                                          (" == ", " != ")) if a in p.program),
-                 p.program + "\n    return None\n")
-    return [p.program, broken(p), wrong, f"def {p.entry_point}(*args):\n    return None\n"]
+    return [p.program, *wrong_variants(p)]
 
 
 async def run(target: str) -> list[tuple[str, int, int, float, str]]:

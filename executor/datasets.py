@@ -94,3 +94,12 @@ def broken(problem: Problem) -> str:
     """The reference solution with the entry point's result perturbed: a plausible wrong
     program that loads, runs and returns a value of (mostly) the same type."""
     return problem.program + _PERTURB.replace("{name}", problem.entry_point)
+
+
+def wrong_variants(problem: Problem) -> list[str]:
+    """Three wrong programs a policy might write: one operator flipped (often passes some
+    tests), the result perturbed (`broken`), and a stub."""
+    wrong_op = next((problem.program.replace(a, b, 1) for a, b in
+                     ((" + ", " - "), (" < ", " > "), (" == ", " != "), ("return ", "return not "))
+                     if a in problem.program), problem.program + "\n    return None\n")
+    return [wrong_op, broken(problem), f"def {problem.entry_point}(*args):\n    return None\n"]

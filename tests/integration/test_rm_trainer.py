@@ -153,3 +153,26 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown setting(s) learning_rate" in bad.stderr
     zero = run("--data", "x", "--output", "y", "--lr", "0")
     assert zero.returncode == 2 and "lr must be > 0" in zero.stderr
+
+
+def test_mbpp_pairs_put_the_reference_above_its_wrong_variants(server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from acecoder.clients import AsyncExecutorClient
+    from acecoder.executor.datasets import load_mbpp, wrong_variants
+    from acecoder.trainer import mbpp_pairs
+
+    problems = [p for p in load_mbpp() if p.question][:6]
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with AsyncExecutorClient(server.target, timeout=300) as ex:
+            return await mbpp_pairs.build(ex, problems)
+
+    pairs, counts = asyncio.run(main())
+    assert counts["problems"] == 6 and counts["reference_fails"] == 0
+    assert counts["variants"] == 18 and counts["pairs"] == 18 - counts["too_close"] > 6
+    by_id = {p.task_id: p for p in problems}
+    for pair in pairs:
+        p = by_id[pair["id"].rsplit("/", 1)[0]]
+        assert pair["chosen"] == p.program and pair["instruction"] == p.question
+        assert pair["rejected"] in wrong_variants(p)
