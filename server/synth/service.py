@@ -50,8 +50,9 @@ class SynthServiceConfig:
 
 
 def options(base: pipeline.SynthConfig, overrides: dict[str, Any]) -> pipeline.SynthConfig:
-    """`base` with a request's overrides (n_tests, min_passed, min_kept, decontam_threshold),
-    or InvalidArgument saying which value is wrong."""
+    """`base` with a request's or job's overrides (n_tests, min_passed, min_kept,
+    decontam_threshold, stages, proxy_reference; k and temperature are checked here and read
+    by sample jobs), or InvalidArgument saying which value is wrong."""
     n_tests = overrides.get("n_tests", base.n_tests)
     if not 1 <= n_tests <= 100:
         raise InvalidArgument(f"n_tests must be in [1, 100], got {n_tests}")
