@@ -55,6 +55,17 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
                    help="address-space limit per program, MiB (default 1024)")
 
 
+def _add_listen_options(p: argparse.ArgumentParser, *, port: int) -> None:
+    """What every `acecoder serve` command takes: where to listen, metrics, drain time."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=port,
+                   help=f"gRPC port; 0 picks one (default {port})")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: off)")
+    p.add_argument("--grace", type=float, default=20.0,
+                   help="seconds to finish admitted work after SIGTERM (default 20)")
+
+
 def _add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", default="local", metavar="URL|local|vllm",
                    help="OpenAI-compatible API root (e.g. http://localhost:8000/v1), 'local' "
@@ -455,16 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = services.add_parser("executor", help="the sandboxed test-execution service",
                             description="Serve acecoder.v1.Executor (with grpc health and "
                                         "reflection) until SIGTERM, then drain.")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks one (default 50051)")
-    s.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus metrics on this port (default: off)")
+    _add_listen_options(s, port=50051)
     s.add_argument("--max-queue", type=int, default=None,
                    help="requests that may wait for a worker before RESOURCE_EXHAUSTED (default 256)")
     s.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="default time limit per test, seconds (default 3)")
-    s.add_argument("--grace", type=float, default=20.0,
-                   help="seconds to finish admitted work after SIGTERM (default 20)")
     _add_executor_options(s)
     s.set_defaults(func=cmd_serve_executor)
 
@@ -473,12 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve acecoder.v1.RewardModel (with grpc health and reflection), and "
                     "optionally the OpenRLHF-compatible HTTP gateway (POST /get_reward), until "
                     "SIGTERM, then drain. Health stays NOT_SERVING while the model loads.")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=50052, help="gRPC port; 0 picks one (default 50052)")
+    _add_listen_options(s, port=50052)
     s.add_argument("--http-port", type=int, default=None,
                    help="serve the OpenRLHF gateway on this port (default: off)")
-    s.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus metrics on this port (default: off)")
     s.add_argument("--policy-template", default="auto", metavar="auto|chatml|llama3|DIR",
                    help="how the gateway splits a policy's query into question and response "
                         "(default auto: ChatML, then Llama-3)")
@@ -492,8 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items that may wait before RESOURCE_EXHAUSTED (default 4096)")
     s.add_argument("--prefix-cache-mb", type=int, default=None,
                    help="memory for reused prompt prefixes, MiB (default 256; 0 turns it off)")
-    s.add_argument("--grace", type=float, default=20.0,
-                   help="seconds to finish admitted work after SIGTERM (default 20)")
     _add_model_options(s)
     s.set_defaults(func=cmd_serve_rm)
 
@@ -503,10 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "SIGTERM, then drain. Jobs read and write JSONL under --data-dir; their "
                     "state lives in --state-dir, and jobs that were running when the server "
                     "stopped (or was killed) resume when it starts again.")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=50053, help="gRPC port; 0 picks one (default 50053)")
-    s.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus metrics on this port (default: off)")
+    _add_listen_options(s, port=50053)
     s.add_argument("--state-dir", default=".acecoder-jobs", metavar="DIR",
                    help="where job state is kept; put it on a persistent volume "
                         "(default .acecoder-jobs)")
@@ -518,8 +516,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Synthesize calls that run at once (default 8)")
     s.add_argument("--max-queue", type=int, default=64,
                    help="Synthesize calls that may wait before RESOURCE_EXHAUSTED (default 64)")
-    s.add_argument("--grace", type=float, default=20.0,
-                   help="seconds to finish admitted calls after SIGTERM (default 20)")
     _add_synth_options(s)
     s.set_defaults(func=cmd_serve_synth)
 

@@ -253,7 +253,9 @@ class RMTrainer:
             self.metrics_file.close()
         if self.tb is not None:
             self.tb.close()
-        self.engine.destroy() if hasattr(self.engine, "destroy") else None
+        destroy = getattr(self.engine, "destroy", None)
+        if destroy is not None:  # frees DeepSpeed's hooks and buffers
+            destroy()
 
 
 def run(config: RMTrainConfig) -> dict[str, Any]:
