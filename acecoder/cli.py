@@ -431,6 +431,42 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_rl(args: argparse.Namespace) -> int:
+    from acecoder.trainer.recipes import reinforce_pp
+
+    config = reinforce_pp.RLTrainConfig.from_preset(
+        Path(args.preset) if args.preset else None, data=args.data, output=args.output,
+        model=args.model, limit=args.limit, reward=args.reward, binary=args.binary,
+        rm_weight=args.rm_weight, executor=args.executor, rm=args.rm,
+        reward_deadline=args.reward_deadline, test_timeout=args.test_timeout, steps=args.steps,
+        rollout_batch=args.rollout_batch, samples_per_prompt=args.samples_per_prompt,
+        train_batch=args.train_batch, micro_batch=args.micro_batch,
+        generate_batch=args.generate_batch, max_prompt_length=args.max_prompt_length,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, lr=args.lr,
+        warmup_ratio=args.warmup_ratio, kl_coef=args.kl_coef, kl_estimator=args.kl_estimator,
+        estimator=args.estimator, eps_clip=args.eps_clip, update_epochs=args.update_epochs,
+        zero_stage=args.zero, dtype=args.dtype, device=args.device,
+        gradient_checkpointing=True if args.gradient_checkpointing else None,
+        overlap=False if args.no_overlap else None, save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints, resume=False if args.no_resume else None,
+        seed=args.seed, deepspeed_config=args.deepspeed_config,
+        progress=False if args.quiet else None)
+    try:
+        result = reinforce_pp.run(config)
+    except InputError as exc:
+        print(f"acecoder train rl: bad input:\n{exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = result["history"][-1] if result["history"] else {}
+        totals = result["totals"]
+        print(f"{result['steps']} steps done ({len(result['history'])} this run, "
+              f"{result['seconds']:.0f} s); last reward {last.get('reward/mean', float('nan')):.3f}, "
+              f"pass rate {last.get('reward/pass_rate', float('nan')):.3f}; "
+              f"{totals['dropped']} samples dropped (no reward), {totals['hacked']} flagged as "
+              f"reward hacks; metrics in {config.output / 'metrics.jsonl'}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
@@ -670,6 +706,82 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_rm)
+
+    t = trainers.add_parser(
+        "rl", help="the REINFORCE++ policy trainer, rewards from the services",
+        description="REINFORCE++ on DeepSpeed: sample responses to the prompts with the policy, "
+                    "score them over gRPC (executor: pass rate or all-pass; RM server; or a "
+                    "mix) while generating, subtract a per-token KL penalty against the frozen "
+                    "starting policy, whiten the returns over the batch and take PPO-clipped "
+                    "steps. Checkpoints resume exactly: run the same command again after a "
+                    "crash. Settings: defaults < --preset JSON < flags.",
+        epilog="AceCoder's GPU settings: --preset trainer/configs/rl_acecoder_gpu.json; a "
+               "short CPU run: --preset trainer/configs/rl_cpu_tiny.json")
+    t.add_argument("--data", default=None, metavar="PROMPTS.jsonl",
+                   help="AceCode-87K records (context_messages/question, test_cases), or "
+                        "embedded:mbpp")
+    t.add_argument("--output", default=None, metavar="DIR",
+                   help="metrics.jsonl, tensorboard/, checkpoints/, policy/")
+    t.add_argument("--preset", default=None, metavar="JSON", help="settings file")
+    t.add_argument("--model", default=None, metavar="PATH|ID",
+                   help="the policy to start from (default embedded:smollm2-135m)")
+    t.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    t.add_argument("--reward", default=None, choices=["rule", "rm", "mix"],
+                   help="rule: the executor's verdicts; rm: the RM server's score; mix: both "
+                        "(default rule)")
+    t.add_argument("--binary", default=None, action=argparse.BooleanOptionalAction,
+                   help="rule reward 1.0 only when every test passes (AceCoder's, the "
+                        "default); --no-binary: the pass rate")
+    t.add_argument("--rm-weight", type=float, default=None,
+                   help="mix: the RM score's weight (default 0.5)")
+    t.add_argument("--executor", default=None, metavar="HOST:PORT",
+                   help="`acecoder serve executor` (rule, mix)")
+    t.add_argument("--rm", default=None, metavar="HOST:PORT", help="`acecoder serve rm` (rm, mix)")
+    t.add_argument("--reward-deadline", type=float, default=None,
+                   help="seconds for one chunk's reward calls, retries included (default 120)")
+    t.add_argument("--test-timeout", type=float, default=None, help="seconds per test")
+    t.add_argument("--steps", type=int, default=None, help="rollout steps (default 80)")
+    t.add_argument("--rollout-batch", type=int, default=None,
+                   help="prompts per step over all processes (default 256)")
+    t.add_argument("--samples-per-prompt", type=int, default=None, help="default 8")
+    t.add_argument("--train-batch", type=int, default=None,
+                   help="samples per optimizer step over all processes (default 128)")
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="samples per forward per process (default 4)")
+    t.add_argument("--generate-batch", type=int, default=None,
+                   help="prompts per generate call per process (default 16)")
+    t.add_argument("--max-prompt-length", type=int, default=None,
+                   help="longer prompts are left out (default 1024 tokens)")
+    t.add_argument("--max-new-tokens", type=int, default=None, help="default 1024")
+    t.add_argument("--temperature", type=float, default=None, help="default 1.0")
+    t.add_argument("--lr", type=float, default=None, help="default 5e-7")
+    t.add_argument("--warmup-ratio", type=float, default=None, help="default 0")
+    t.add_argument("--kl-coef", type=float, default=None, help="default 0.01")
+    t.add_argument("--kl-estimator", default=None, choices=["k1", "k2", "k3"],
+                   help="default k1")
+    t.add_argument("--estimator", default=None, choices=["reinforce", "baseline"],
+                   help="reinforce (REINFORCE++, default) or baseline (minus the mean reward "
+                        "of the prompt's samples)")
+    t.add_argument("--eps-clip", type=float, default=None, help="default 0.2")
+    t.add_argument("--update-epochs", type=int, default=None,
+                   help="passes over each rollout (default 1)")
+    t.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="ZeRO stage (default 0)")
+    t.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"])
+    t.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--no-overlap", action="store_true",
+                   help="wait for each chunk's rewards before going on (for measuring)")
+    t.add_argument("--save-every", type=int, default=None,
+                   help="checkpoint every N steps (default 10; always after the last)")
+    t.add_argument("--keep-checkpoints", type=int, default=None, help="default 2")
+    t.add_argument("--no-resume", action="store_true",
+                   help="start over even if --output holds a checkpoint")
+    t.add_argument("--deepspeed-config", default=None, metavar="JSON",
+                   help="DeepSpeed settings that win over the ones made here")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_rl)
 
     p = sub.add_parser("demo", help="the main job: executor and RM servers on MbppBase",
                        description="Start an executor server, run every MbppBase reference "

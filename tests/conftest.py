@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,33 @@ def tiny_acecode_rm(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir
 
     out = tmp_path_factory.mktemp("acecode-rm")
     return out, make_acecode_rm(out, smol_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def rm_target(tiny_acecode_rm) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """HOST:PORT of a real RM server (a subprocess) serving the tiny AceCode-RM."""
+    init, _ = tiny_acecode_rm
+    proc, m = spawn_server([sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0",
+                            "--model", str(init)], r"listening on (\S+)", "the RM server")
+    assert proc.stdout is not None and "ready" in proc.stdout.readline()
+    yield m.group(1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: str) -> Path:
+    """A tiny random Qwen2 causal LM with SmolLM2's tokenizer and chat template (a policy
+    that trains in seconds)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    from tests.rm_checkpoints import tiny_config
+
+    out = tmp_path_factory.mktemp("tiny-policy")
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(tiny_config(len(tok), pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

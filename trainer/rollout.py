@@ -42,8 +42,11 @@ def chat_prompts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, samples: int,
-             temperature: float, max_new_tokens: int, seed: int) -> Rollout:
-    """`samples` responses per prompt, sampled at `temperature` (greedy at 0)."""
+             temperature: float, max_new_tokens: int, seed: int,
+             synced_gpus: bool = False) -> Rollout:
+    """`samples` responses per prompt, sampled at `temperature` (greedy at 0).
+    `synced_gpus`: every process runs the same number of forwards (ZeRO-3 gathers weights
+    in each one), however early its own sequences finish."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = [p for p in prompts for _ in range(samples)]
     width = max(len(p) for p in rows)
@@ -54,7 +57,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, samples: i
         mask[i, width - len(p):] = 1
     device = next(model.parameters()).device
     kw: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad,
-                          "eos_token_id": tokenizer.eos_token_id}
+                          "eos_token_id": tokenizer.eos_token_id, "synced_gpus": synced_gpus}
     if temperature > 0:
         torch.manual_seed(seed)
         kw.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
@@ -87,3 +90,27 @@ def response_logprobs(model: Any, rollout: Rollout, *, with_logits: bool = False
     scoring = logits[:, p - 1:-1].float()  # the logits that predict each response token
     logps = torch.log_softmax(scoring, dim=-1).gather(-1, seq[:, p:].unsqueeze(-1)).squeeze(-1)
     return logps, (scoring if with_logits else None)
+
+
+def split(rollout: Rollout) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) of each row, padding removed."""
+    p = rollout.prompt_len
+    out = []
+    for seq, att, resp in zip(rollout.sequences, rollout.attention_mask,
+                              rollout.response_mask, strict=True):
+        out.append((seq[:p][att[:p].bool()].tolist(), seq[p:][resp.bool()].tolist()))
+    return out
+
+
+def collate(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> Rollout:
+    """The inverse of `split` for any rows: prompts left-padded to one width, responses
+    right-padded to another (training micro-batches mix rows of different generations)."""
+    width = max(len(p) for p, _ in rows)
+    length = max(1, max(len(r) for _, r in rows))
+    seq = torch.full((len(rows), width + length), pad, dtype=torch.long)
+    att = torch.zeros_like(seq)
+    for i, (p, r) in enumerate(rows):
+        seq[i, width - len(p):width] = torch.tensor(p, dtype=torch.long)
+        seq[i, width:width + len(r)] = torch.tensor(r, dtype=torch.long)
+        att[i, width - len(p):width + len(r)] = 1
+    return Rollout(seq, att, width, att[:, width:].clone(), [], [])

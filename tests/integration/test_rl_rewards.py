@@ -3,30 +3,15 @@ an unreachable service gives no reward (None, with the reason), never 0."""
 
 from __future__ import annotations
 
-import signal
-import sys
-from collections.abc import Iterator
 
 import pytest
 
-from acecoder.serving import spawn_server
 from acecoder.trainer.rewards import RewardClient, RewardSpec, Sample
 
 TESTS = ("assert add(1, 2) == 3", "assert add(0, 0) == 0")
 GOOD = "Here:\n```python\ndef add(a, b):\n    return a + b\n```"
 HALF = "def add(a, b):\n    return a * b\n"  # 0 * 0 == 0 passes, 1 * 2 == 3 fails
 DODGE = "import sys\nsys.exit(0)\n"
-
-
-@pytest.fixture(scope="module")
-def rm_target(tiny_acecode_rm) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    init, _ = tiny_acecode_rm
-    proc, m = spawn_server([sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0",
-                            "--model", str(init)], r"listening on (\S+)", "the RM server")
-    assert proc.stdout is not None and "ready" in proc.stdout.readline()
-    yield m.group(1)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
 
 
 def samples() -> list[Sample]:

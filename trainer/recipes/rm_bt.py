@@ -8,10 +8,7 @@ deepspeed launcher; ZeRO 0-3 from the config; fp32 on CPU, bf16 on GPU.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +18,7 @@ import torch
 
 from acecoder.jsonl import Progress
 from acecoder.trainer import distributed, rm_data, rm_model
+from acecoder.trainer.recipes import base
 from acecoder.trainer.losses import bradley_terry_loss, cosine_with_warmup, pairwise_accuracy
 
 logger = logging.getLogger(__name__)
@@ -73,27 +71,14 @@ class RMTrainConfig:
     @classmethod
     def from_preset(cls, preset: Path | None, **kw: Any) -> RMTrainConfig:
         """A preset JSON's values, then `kw` (None values ignored) on top."""
-        values: dict[str, Any] = json.loads(preset.read_text()) if preset else {}
-        values.update({k: v for k, v in kw.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}"
-                             + (f" in {preset}" if preset else ""))
-        missing = [n for n in ("data", "output") if values.get(n) is None]
-        if missing:
-            raise ValueError(f"{' and '.join(missing)} must be given (flags or preset)")
-        for name in ("data", "output", "eval_data", "deepspeed_config"):
-            if values.get(name) is not None:
-                values[name] = Path(values[name])
-        return cls(**values)
+        return cls(**base.preset_values(cls, preset, kw, paths=(
+            "data", "output", "eval_data", "deepspeed_config")))
 
 
 class RMTrainer:
     def __init__(self, config: RMTrainConfig) -> None:
         self.config = config
-        self.metrics_file: Any = None
-        self.tb: Any = None
+        self.log: base.MetricsLog | None = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -102,11 +87,8 @@ class RMTrainer:
 
         c = self.config
         self.rank, self.world, local = distributed.ensure_env()
-        device = c.device
-        if device == "auto":
-            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        device, dtype = base.placement(c.device, c.dtype, local)
         self.device = device
-        dtype = c.dtype if c.dtype != "auto" else ("bfloat16" if device != "cpu" else "float32")
         torch.manual_seed(c.seed)
 
         pairs = rm_data.read_pairs(c.data)
@@ -139,12 +121,8 @@ class RMTrainer:
                                    overrides=c.deepspeed_config)
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
                                                     lr_scheduler=schedule, config=ds)
+        self.log = base.MetricsLog(c.output, self.rank)
         if self.rank == 0:
-            c.output.mkdir(parents=True, exist_ok=True)
-            self.metrics_file = (c.output / "metrics.jsonl").open("a", encoding="utf-8")
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(c.output / "tensorboard"))
             logger.info("training %s on %d pairs (%d held out), %d optimizer steps of %d "
                         "pairs, %d process(es), ZeRO %d, %s", c.model, len(train), len(held),
                         self.total_steps, per_step * self.grad_accum, self.world,
@@ -162,6 +140,7 @@ class RMTrainer:
         c = self.config
         started = time.monotonic()
         history: list[dict[str, Any]] = []
+        assert self.log is not None
         bar = Progress(self.total_steps, c.progress and self.rank == 0, unit="step",
                        what="optimizer steps")
         losses: list[float] = []
@@ -191,12 +170,12 @@ class RMTrainer:
                     if c.eval_every and step % c.eval_every == 0:
                         last_eval = self.evaluate()
                         row.update(last_eval)
-                    self._log(row)
+                    self.log.write(row)
                     history.append(row)
                     bar.update()
                 if not c.eval_every:
                     last_eval = self.evaluate()
-                    self._log({"step": self.engine.global_steps, "epoch": epoch, **last_eval})
+                    self.log.write({"step": self.engine.global_steps, "epoch": epoch, **last_eval})
         finally:
             bar.close()
         return {"steps": self.engine.global_steps, "history": history, **last_eval,
@@ -220,15 +199,6 @@ class RMTrainer:
                 "accuracy/eval": pairwise_accuracy(cs, rs), "eval/pairs": len(cs),
                 "eval/margin": float((cs - rs).mean())}
 
-    def _log(self, row: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        self.metrics_file.write(json.dumps(row) + "\n")
-        self.metrics_file.flush()
-        for key, value in row.items():
-            if isinstance(value, float) and math.isfinite(value) and "/" in key:
-                self.tb.add_scalar(key, value, row["step"])
-
     # -- save -------------------------------------------------------------------------------
 
     def save(self, result: dict[str, Any]) -> Path | None:
@@ -249,13 +219,9 @@ class RMTrainer:
         return None
 
     def cleanup(self) -> None:
-        if self.metrics_file is not None:
-            self.metrics_file.close()
-        if self.tb is not None:
-            self.tb.close()
-        destroy = getattr(self.engine, "destroy", None)
-        if destroy is not None:  # frees DeepSpeed's hooks and buffers
-            destroy()
+        if self.log is not None:
+            self.log.close()
+        base.destroy(getattr(self, "engine", None))
 
 
 def run(config: RMTrainConfig) -> dict[str, Any]:
