@@ -471,7 +471,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from acecoder import demo
 
     return demo.main(workers=args.workers, jail=args.jail, limit=args.limit,
-                     rm_problems=args.rm_problems, synth_questions=args.synth_questions)
+                     rm_problems=args.rm_problems, synth_questions=args.synth_questions,
+                     rl_steps=args.rl_steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -675,11 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "r(x, y-)), on DeepSpeed (ZeRO 0-3; fp32 on CPU, bf16 on GPU), evaluate "
                     "held-out pairwise accuracy, and save it where `acecoder serve rm --model "
                     "DIR` loads it. Settings: defaults < --preset JSON < flags.",
-        epilog="AceCoder's GPU settings: --preset trainer/configs/rm_acecoder_gpu.json")
+        epilog="AceCoder's GPU settings: --preset rm_acecoder_gpu (trainer/configs/)")
     t.add_argument("--data", default=None, metavar="PAIRS.jsonl",
                    help="AceCodePair records, or AceCode-87K records with inferences")
     t.add_argument("--output", default=None, metavar="DIR", help="where the model goes")
-    t.add_argument("--preset", default=None, metavar="JSON", help="settings file")
+    t.add_argument("--preset", default=None, metavar="JSON|NAME",
+                   help="settings file, or a bundled one: rm_cpu_tiny, rm_acecoder_gpu")
     t.add_argument("--model", default=None, metavar="PATH|ID",
                    help="init: AceCode-RM, a one-label classifier or a causal LM (default "
                         "embedded:smollm2-135m)")
@@ -715,14 +717,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "starting policy, whiten the returns over the batch and take PPO-clipped "
                     "steps. Checkpoints resume exactly: run the same command again after a "
                     "crash. Settings: defaults < --preset JSON < flags.",
-        epilog="AceCoder's GPU settings: --preset trainer/configs/rl_acecoder_gpu.json; a "
-               "short CPU run: --preset trainer/configs/rl_cpu_tiny.json")
+        epilog="AceCoder's GPU settings: --preset rl_acecoder_gpu; a short CPU run: --preset "
+               "rl_cpu_tiny (trainer/configs/)")
     t.add_argument("--data", default=None, metavar="PROMPTS.jsonl",
                    help="AceCode-87K records (context_messages/question, test_cases), or "
                         "embedded:mbpp")
     t.add_argument("--output", default=None, metavar="DIR",
                    help="metrics.jsonl, tensorboard/, checkpoints/, policy/")
-    t.add_argument("--preset", default=None, metavar="JSON", help="settings file")
+    t.add_argument("--preset", default=None, metavar="JSON|NAME",
+                   help="settings file, or a bundled one: rl_cpu_tiny, rl_acecoder_gpu")
     t.add_argument("--model", default=None, metavar="PATH|ID",
                    help="the policy to start from (default embedded:smollm2-135m)")
     t.add_argument("--limit", type=int, default=None, help="only the first N prompts")
@@ -788,12 +791,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "solution and a broken variant of each through it, print "
                                    "verdicts and throughput; then start the RM server and rank "
                                    "four candidates per problem for a few problems by RM score "
-                                   "and by tests; stop both servers.")
+                                   "and by tests; synthesize tests for a few questions; run a "
+                                   "few REINFORCE++ steps with rewards from the executor; stop "
+                                   "both servers.")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
     p.add_argument("--rm-problems", type=int, default=6,
                    help="problems for the reward-model reranking step (default 6)")
     p.add_argument("--synth-questions", type=int, default=3,
                    help="questions for the synthesis step (default 3; 0 skips it)")
+    p.add_argument("--rl-steps", type=int, default=2,
+                   help="REINFORCE++ steps for the RL step (default 2; 0 skips it)")
     _add_executor_options(p)
     p.set_defaults(func=cmd_demo)
     return ap

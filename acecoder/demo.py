@@ -7,6 +7,9 @@
    and by tests-then-RM; print the table and the pass rate of each pick.
 3. Synthesis: a handful of MbppBase questions through stages 1-3 with the embedded
    SmolLM2-135M-Instruct as both rewriter and proxy (its tests are poor; the filter shows it).
+4. RL: a few REINFORCE++ steps (`acecoder train rl`, DeepSpeed on CPU) of the embedded
+   SmolLM2-135M-Instruct on the warm-up prompts, rewards from the executor server over gRPC;
+   prints each step's metrics.
 Both servers are stopped with SIGTERM at the end and must exit cleanly.
 """
 
@@ -121,14 +124,43 @@ def synth_step(executor: str, problems: list[Problem], max_tokens: int = 384) ->
           f"{out}, dropped ones (with reasons) in {out}.dropped.jsonl")
 
 
+def rl_step(executor: str, steps: int) -> int:
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    out = Path(tempfile.mkdtemp(prefix="acecoder-demo-rl-"))
+    cmd = [sys.executable, "-m", "acecoder.cli", "train", "rl", "--preset", "rl_cpu_tiny",
+           "--output", str(out), "--executor", executor, "--steps", str(steps),
+           "--save-every", str(steps)]
+    started = time.perf_counter()
+    code = subprocess.run(cmd, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"}).returncode
+    if code != 0:
+        print(f"acecoder train rl exited with code {code}")
+        return code
+    print(f"\n{'step':>4} {'reward':>7} {'pass rate':>9} {'KL':>8} {'entropy':>8} "
+          f"{'resp len':>8} {'clip':>5} {'step s':>7} {'reward wait':>11}")
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        print(f"{r['step']:>4} {r['reward/mean']:>7.3f} {r['reward/pass_rate']:>9.3f} "
+              f"{r['policy/kl']:>8.4f} {r['policy/entropy']:>8.3f} {r['response/length']:>8.1f} "
+              f"{r['policy/clip_fraction']:>5.2f} {r['time/step']:>7.1f} "
+              f"{100 * r['time/reward_wait_share']:>10.1f}%")
+    print(f"{steps} RL steps in {time.perf_counter() - started:.0f} s; metrics, TensorBoard logs, "
+          f"the checkpoint and the trained policy in {out}")
+    return 0
+
+
 def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
-         rm_problems: int = 6, synth_questions: int = 3) -> int:
+         rm_problems: int = 6, synth_questions: int = 3, rl_steps: int = 2) -> int:
     problems = load_mbpp()[:limit]
     print(f"acecoder demo, step 1: {len(problems)} MbppBase problems through the executor, "
           "reference + broken solution each")
     proc, target = executor_demo.start_server(workers, jail)
     print(f"executor server up at {target} (pid {proc.pid})")
     rm_code = 1
+    rl_code = 0
     try:
         executor_demo.run(target, problems)
         chosen = [p for p in problems if p.question][:rm_problems]
@@ -141,9 +173,13 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
                   "embedded SmolLM2-135M-Instruct (rewrite, imagine tests, proxy-filter in the "
                   "executor, decontaminate)")
             synth_step(target, seeds)
+        if rl_steps:
+            print(f"\nacecoder demo, step 4: {rl_steps} REINFORCE++ steps of the embedded "
+                  "SmolLM2-135M-Instruct on DeepSpeed (CPU), rewards from the executor server")
+            rl_code = rl_step(target, rl_steps)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     print(f"executor server stopped cleanly (exit code {code})" if code == 0
           else f"executor server exited with code {code}")
-    return 0 if code == 0 and rm_code == 0 else 1
+    return 0 if code == 0 and rm_code == 0 and rl_code == 0 else 1

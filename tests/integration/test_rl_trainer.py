@@ -62,6 +62,7 @@ def rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.timeout(900)
 def test_smollm2_on_two_processes_learns_logs_and_resumes(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     """The CPU run that matters: the embedded SmolLM2-135M-Instruct as the policy, pass-rate
     rewards from the executor server, two DeepSpeed processes."""
@@ -111,6 +112,7 @@ def one_at_a_time_rm(tiny_acecode_rm) -> Iterator[str]:  # type: ignore[no-untyp
     assert proc.wait(timeout=60) == 0
 
 
+@pytest.mark.timeout(900)
 def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(
         tmp_path: Path, server, one_at_a_time_rm: str, tiny_policy: Path) -> None:  # type: ignore[no-untyped-def]
     """ZeRO-3 on two processes, the mixed reward (executor + RM server). Killed with SIGKILL

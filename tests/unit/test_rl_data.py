@@ -88,3 +88,14 @@ def test_the_gpu_preset_holds_acecoders_settings(tmp_path: Path) -> None:
     tiny = RLTrainConfig.from_preset(ROOT / "trainer/configs/rl_cpu_tiny.json",
                                      output=tmp_path, executor="exec:50051")
     assert tiny.data == rl_data.EMBEDDED_WARMUP and tiny.save_every == 1
+
+
+def test_presets_by_name(tmp_path: Path) -> None:
+    from acecoder.trainer.recipes.base import find_preset
+
+    assert find_preset("rl_cpu_tiny") == find_preset(ROOT / "trainer/configs/rl_cpu_tiny.json")
+    c = RLTrainConfig.from_preset(Path("rl_acecoder_gpu"), data="d", output=tmp_path,
+                                  executor="e:1")
+    assert c.lr == 5e-7
+    with pytest.raises(ValueError, match="rl_cpu_tiny"):  # says which ones exist
+        find_preset("rl_nope")

@@ -14,11 +14,30 @@ from typing import Any
 import torch
 
 
+def find_preset(name: str | Path) -> Path:
+    """A preset file: a path, or the name of one that ships with acecoder (`rl_cpu_tiny`,
+    `rm_acecoder_gpu`, ...; see trainer/configs/)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    from importlib import resources
+
+    bundled = resources.files("acecoder.trainer").joinpath(f"configs/{path.stem}.json")
+    if path.parent == Path(".") and bundled.is_file():
+        return Path(str(bundled))
+    names = sorted(p.name.removesuffix(".json")
+                   for p in resources.files("acecoder.trainer").joinpath("configs").iterdir()
+                   if p.name.endswith(".json"))
+    raise ValueError(f"no preset {name}: give a JSON file, or one of {', '.join(names)}")
+
+
 def preset_values(cls: type, preset: Path | None, kw: dict[str, Any], *,
                   paths: Iterable[str]) -> dict[str, Any]:
     """A preset JSON's values, then `kw` (None values ignored) on top; unknown names and a
     missing data/output are errors; `paths` become Paths. A preset's keys that start with
     "_" are notes and are dropped."""
+    if preset is not None:
+        preset = find_preset(preset)
     values: dict[str, Any] = json.loads(preset.read_text()) if preset else {}
     values = {k: v for k, v in values.items() if not k.startswith("_")}
     values.update({k: v for k, v in kw.items() if v is not None})
