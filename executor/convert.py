@@ -20,7 +20,7 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
         ],
         pass_rate=r.pass_rate, all_passed=r.all_passed, stdout=r.stdout, stderr=r.stderr,
         stdout_truncated=r.stdout_truncated, stderr_truncated=r.stderr_truncated,
-        duration_seconds=r.duration, jail=r.jail,
+        duration_seconds=r.duration, jail=r.jail, flags=list(r.flags),
     )
 
 
@@ -35,6 +35,7 @@ def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
         ),
         stdout=m.stdout, stderr=m.stderr, stdout_truncated=m.stdout_truncated,
         stderr_truncated=m.stderr_truncated, duration=m.duration_seconds, jail=m.jail,
+        flags=tuple(m.flags),
     )
 
 

@@ -279,6 +279,7 @@ class WorkerPool:
             stdout_truncated=bool(raw["stdout_truncated"]),
             stderr_truncated=bool(raw["stderr_truncated"]),
             duration=float(raw["duration"]), jail=self.jail,
+            flags=tuple(str(f) for f in raw.get("flags", ())),
         )
 
     def _lost_result(self, req: ExecutionRequest) -> ExecutionResult:

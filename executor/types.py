@@ -27,6 +27,13 @@ class ProgramStatus(str, enum.Enum):
     SETUP_ERROR = "SETUP_ERROR"
 
 
+class Flag(str, enum.Enum):
+    """Attempts to game the tests, seen and defeated (a flag never changes a verdict)."""
+    EXITED_EARLY = "EXITED_EARLY"
+    FORGED_OUTPUT = "FORGED_OUTPUT"
+    OVERRIDDEN_EQUALITY = "OVERRIDDEN_EQUALITY"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionRequest:
     """One program and its tests, validated (see `service.validate`)."""
@@ -62,6 +69,8 @@ class ExecutionResult:
     jail: str = ""
     index: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    """`Flag` values: what the program tried (see `Flag`)."""
 
     @property
     def verdicts(self) -> list[Verdict]:

@@ -22,8 +22,6 @@ from typing import Any
 from acecoder.codeblocks import extract_program
 
 KINDS = ("rule", "rm", "mix")
-# Program statuses that mean the program tried to game the harness rather than be tested.
-HACK_STATUSES = frozenset({"EXITED_EARLY"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +69,14 @@ class Reward:
     pass_rate: float | None = None
     all_passed: bool | None = None
     rm_score: float | None = None
-    hacked: bool = False
-    """The executor flagged the program (e.g. it exited early to dodge its tests)."""
+    flags: tuple[str, ...] = ()
+    """What the executor saw the program try (EXITED_EARLY, FORGED_OUTPUT,
+    OVERRIDDEN_EQUALITY): reward hacks, defeated, counted by the trainer."""
     error: str | None = None
+
+    @property
+    def hacked(self) -> bool:
+        return bool(self.flags)
 
 
 def _why(exc: BaseException) -> str:
@@ -126,10 +129,10 @@ class RewardClient:
         if error is not None:
             return Reward(None, error=error)
         pass_rate = all_passed = None
-        hacked = False
+        flags: tuple[str, ...] = ()
         rule_value = 0.0
         if rule is not None:
-            pass_rate, all_passed, hacked = rule
+            pass_rate, all_passed, flags = rule
             rule_value = (1.0 if all_passed else 0.0) if spec.binary else pass_rate
         if spec.kind == "rule":
             value = rule_value
@@ -137,10 +140,10 @@ class RewardClient:
             value = score
         else:
             value = spec.rm_weight * score + (1 - spec.rm_weight) * rule_value
-        return Reward(value, pass_rate, all_passed, score, hacked)
+        return Reward(value, pass_rate, all_passed, score, flags)
 
     async def _rule(self, samples: list[Sample]) -> list[Any]:
-        """(pass rate, all passed, hacked) per sample, or an error string."""
+        """(pass rate, all passed, flags) per sample, or an error string."""
         from acecoder.clients import Program
 
         programs = [Program(extract_program(s.response), list(s.tests), setup=s.setup,
@@ -153,8 +156,10 @@ class RewardClient:
         try:
             async for r in self._executor.execute_batch([programs[i] for i in runnable],
                                                         deadline=self.spec.deadline):
-                results[runnable[r.index]] = (r.pass_rate, r.all_passed,
-                                              r.status.value in HACK_STATUSES)
+                flags = set(r.flags)
+                if r.status.value == "EXITED_EARLY":  # an executor from before flags
+                    flags.add("EXITED_EARLY")
+                results[runnable[r.index]] = (r.pass_rate, r.all_passed, tuple(sorted(flags)))
         except Exception as exc:  # the executor is gone or too slow: no reward, not 0
             reason = f"executor: {_why(exc)}"
             results = [reason if r == pending else r for r in results]

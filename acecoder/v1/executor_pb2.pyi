@@ -84,7 +84,7 @@ class TestResult(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail")
+    __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail", "flags")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class ExecuteResponse(_message.Message):
     STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     JAIL_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     index: int
     status: ProgramStatus
@@ -111,7 +112,8 @@ class ExecuteResponse(_message.Message):
     stderr_truncated: bool
     duration_seconds: float
     jail: str
-    def __init__(self, request_id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ProgramStatus, str]] = ..., status_detail: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., pass_rate: _Optional[float] = ..., all_passed: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., jail: _Optional[str] = ...) -> None: ...
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ProgramStatus, str]] = ..., status_detail: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., pass_rate: _Optional[float] = ..., all_passed: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., jail: _Optional[str] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -39,6 +39,8 @@ class _Conn:
         self.lost = False
         # Set once a reply was malformed: the stream is out of step, every later call fails.
         self.broken = ""
+        # Attempts to fool a test seen since the last report (see `Flag` in executor.types).
+        self.flags: set[str] = set()
 
     def gone(self) -> PeerLost:
         self.lost = True
@@ -70,6 +72,19 @@ class _Conn:
 
     def ask(self, req: tuple[Any, ...]) -> Any:
         return self.decode(self.request(req))
+
+    def check_claim(self, hid: int, op: str, other: Any) -> None:
+        """The program's object was compared with plain data, which the trusted check decides
+        without it. Ask whether the object's own __eq__/__ne__ (code the program wrote) claims
+        the comparison holds: if so, the program tried to fool the test; flag it."""
+        try:
+            claimed = self.ask(("claims", hid, op, other))
+        except PeerLost:
+            raise
+        except Exception:  # unpicklable test data, a program that raised: nothing to flag
+            return
+        if claimed is True:
+            self.flags.add("OVERRIDDEN_EQUALITY")
 
     def decode(self, reply: Any) -> Any:
         if not isinstance(reply, tuple) or not reply:
@@ -186,6 +201,8 @@ class Remote:
     def _cmp(self, op: str, other: Any) -> Any:
         if isinstance(other, Remote) and other._conn is self._conn:
             return _typed(self._ask("cmp", op, other._hid), bool)
+        if op in ("eq", "ne"):
+            self._conn.check_claim(self._hid, op, other)
         return NotImplemented
 
     def __eq__(self, other: Any) -> Any:  # type: ignore[override]
@@ -435,6 +452,9 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
             return "lost"
         sys.stdout.flush()
         sys.stderr.flush()
+        for flag in sorted(conn.flags):
+            wire.send(ctrl, ("flag", flag))
+        conn.flags.clear()
         wire.send(ctrl, ("done", i, verdict, etype, emsg))
         if stop_on_first_failure and verdict != "PASSED":
             break

@@ -140,6 +140,11 @@ class _Host:
             fn = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
                   "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b}
             return ("value", bool(fn[req[2]](obj, other)))
+        if op == "claims":  # only for a flag: the verdict never depends on the answer
+            method = getattr(type(obj), "__eq__" if req[2] == "eq" else "__ne__", None)
+            if not isinstance(method, types.FunctionType):  # a builtin comparison claims nothing
+                return ("value", False)
+            return ("value", bool(obj == req[3] if req[2] == "eq" else obj != req[3]))
         if op in ("int", "float", "index"):
             conv = {"int": int, "float": float, "index": lambda v: v.__index__()}[op]
             return self.encode(conv(obj))

@@ -41,6 +41,26 @@ _PREIMPORT = (
 _ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
 _TESTER_REUSE = 500  # programs one test process may serve before it is replaced
+# Flags the test process may report (the others the worker decides itself).
+HARNESS_FLAGS = frozenset({"OVERRIDDEN_EQUALITY"})
+_forged: Any = None
+
+
+def forged_output(data: bytes) -> bool:
+    """Does the program's output carry test-result markers ("all tests passed", a line that
+    starts with PASSED, a JSON verdict)? Verdicts never come from output, so this only flags
+    the attempt."""
+    global _forged
+    if not data:
+        return False
+    if _forged is None:
+        import re
+
+        _forged = re.compile(
+            rb"(?i:\b(?:all\s+)?tests?\s+(?:have\s+)?passed\b)"
+            rb"|(?m:^\s*(?:PASSED|PASS|ALL PASSED)\b)"
+            rb"|(?i:[\"'](?:verdict|status|result)[\"']\s*:\s*[\"'](?:passed|pass|ok|accepted)[\"'])")
+    return bool(_forged.search(bytes(data)))
 
 
 # --------------------------------------------------------------------------- zygotes
@@ -239,7 +259,8 @@ class Worker:
         n = len(job["tests"])
         verdicts: list[list[Any] | None] = [None] * n
         state: dict[str, Any] = {"status": "OK", "detail": "", "out": bytearray(),
-                                 "err": bytearray(), "out_trunc": False, "err_trunc": False}
+                                 "err": bytearray(), "out_trunc": False, "err_trunc": False,
+                                 "flags": set()}
         self.seq += 1
         tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
         os.mkdir(tmp, 0o700)
@@ -259,11 +280,16 @@ class Worker:
         for i, v in enumerate(verdicts):
             if v is None:
                 verdicts[i] = ["SKIPPED", 0.0, "", ""]
+        flags: set[str] = state["flags"]
+        if state["status"] == "EXITED_EARLY":
+            flags.add("EXITED_EARLY")
+        if forged_output(state["out"]) or forged_output(state["err"]):
+            flags.add("FORGED_OUTPUT")
         return {
             "status": state["status"], "detail": state["detail"], "verdicts": verdicts,
             "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
-            "duration": time.monotonic() - started,
+            "duration": time.monotonic() - started, "flags": sorted(flags),
         }
 
     def _cleanup(self) -> None:
@@ -388,6 +414,9 @@ class Worker:
                         current = int(msg[1]) + 1
                         t_start = now
                         deadline = now + timeout
+                    elif kind == "flag":
+                        if msg[1] in HARNESS_FLAGS:
+                            state["flags"].add(msg[1])
                     elif kind == "end":
                         outcome = "end"
                     elif kind == "lost":

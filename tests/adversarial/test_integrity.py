@@ -151,3 +151,43 @@ def test_entry_point_named_like_a_builtin_is_tested(client) -> None:  # type: ig
     program = "def sum(a, b):\n    return a * b\n"
     result = client.execute(program, ["assert sum(2, 3) == 6", "assert sum(4, 5) == 20"])
     assert result.all_passed, result
+
+
+FAKE_MARKERS = ("import sys\nprint('PASSED ' * 10)\nprint('all tests passed', file=sys.stderr)\n"
+                "def f(x):\n    print('{\"verdict\": \"PASSED\"}')\n    return 0\n")
+
+
+@pytest.mark.parametrize("program, flag", [
+    pytest.param("import sys\nsys.exit(0)\ndef f(x): return 0\n", "EXITED_EARLY", id="exit-at-load"),
+    pytest.param("import os\ndef f(x):\n    os._exit(0)\n", "EXITED_EARLY", id="exit-in-test"),
+    pytest.param(FAKE_MARKERS, "FORGED_OUTPUT", id="fake-markers"),
+    pytest.param("def f(x):\n    print('All tests passed!')\n    return 0\n", "FORGED_OUTPUT",
+                 id="fake-marker-in-test"),
+    pytest.param(ALWAYS_EQUAL, "OVERRIDDEN_EQUALITY", id="always-equal-object"),
+    pytest.param("class N:\n    def __ne__(s, o): return False\n"
+                 "    def __eq__(s, o): return not s.__ne__(o)\ndef f(x): return N()\n",
+                 "OVERRIDDEN_EQUALITY", id="ne-never-true"),
+    pytest.param("class B:\n    def __bool__(s): return True\n    def __eq__(s, o): return B()\n"
+                 "def f(x): return B()\n", "OVERRIDDEN_EQUALITY", id="eq-returns-truthy-object"),
+])
+def test_attempts_are_flagged_for_reward_hack_counters(client, program: str, flag: str) -> None:  # type: ignore[no-untyped-def]
+    """The executor defeats these (test_hostile_program_never_passes) and also says what it
+    saw, so that an RL trainer can count reward hacking."""
+    result = client.execute(program, TESTS, timeout=3.0)
+    assert flag in result.flags, result
+    assert Verdict.PASSED not in result.verdicts
+
+
+def test_honest_programs_are_not_flagged(client) -> None:  # type: ignore[no-untyped-def]
+    for program, tests in [
+        ("def f(x):\n    return 3 * x + 1\n", TESTS),
+        ("def f(x):\n    print('computing f of', x, '- passed in as an int')\n"
+         "    return 3 * x + 1\n", TESTS),
+        # a class with its own __eq__, compared with another of its objects: honest
+        ("class P:\n    def __init__(s, v): s.v = v\n"
+         "    def __eq__(s, o): return isinstance(o, P) and s.v == o.v\n"
+         "def f(x): return P(3 * x + 1)\n", ["assert f(2) == f(2)", "assert not (f(2) == f(3))"]),
+        ("def f(x):\n    return 0\n", TESTS),  # wrong, but not a hack
+    ]:
+        result = client.execute(program, tests, timeout=3.0)
+        assert result.flags == (), (program, result)

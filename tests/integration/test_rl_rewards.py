@@ -29,6 +29,7 @@ def test_rule_rewards_pass_rate_and_binary(server) -> None:  # type: ignore[no-u
         assert [r.value for r in got[:3]] == want
         assert [r.pass_rate for r in got[:3]] == [1.0, 0.5, 0.0]
         assert [r.hacked for r in got[:3]] == [False, False, True]  # exited to dodge its tests
+        assert got[2].flags == ("EXITED_EARLY",)
         assert got[3].value is None and got[3].error == "the sample has no tests"
 
 

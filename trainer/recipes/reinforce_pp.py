@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from acecoder.executor.types import Flag
 from acecoder.jsonl import Progress
 from acecoder.trainer import distributed, reinforce, rl_data, rollout
 from acecoder.trainer.losses import cosine_with_warmup
@@ -46,6 +47,7 @@ from acecoder.trainer.rewards import Reward, RewardClient, RewardSpec, Sample
 logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("reinforce", "baseline")
+FLAGS = tuple(f.value for f in Flag)  # the reward-hack kinds the executor flags
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"  # the name DeepSpeed's load_checkpoint reads the tag from
 STATE = "trainer_state.json"  # step, totals and settings of a checkpoint
@@ -184,7 +186,7 @@ class RLTrainer:
         self.log: base.MetricsLog | None = None
         self.rewards: RewardClient | None = None
         self.engine: Any = None
-        self.totals = {"dropped": 0, "hacked": 0, "samples": 0}
+        self.totals: dict[str, int] = {"dropped": 0, "hacked": 0, "samples": 0}
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -478,11 +480,13 @@ class RLTrainer:
                  len(rates), sum(alls), sum(bool(it.reward and it.reward.hacked) for it in items),
                  sum(len(it.response) for it in items), sums["kl"], sums["tokens"], upd["loss"],
                  upd["clip"], upd["entropy"], upd["micro"], times["reward_wait"] / times["step"],
-                 times["step"], times["generate"], times["reward_wait"], times["update"]]
+                 times["step"], times["generate"], times["reward_wait"], times["update"],
+                 *(sum(flag in it.reward.flags for it in items if it.reward) for flag in FLAGS)]
         t = torch.tensor(local, dtype=torch.float64)
         dist.all_reduce(t)
         (n, n_kept, r_sum, r_sq, rate_sum, n_rates, all_sum, hacked, length, kl, tokens, loss,
-         clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s) = (float(x) for x in t)
+         clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, *per_flag) = (
+            float(x) for x in t)
         w = self.world
         self.step += 1
         dropped = int(n - n_kept)
@@ -502,6 +506,7 @@ class RLTrainer:
             "reward/dropped_total": self.totals["dropped"],
             "reward/hacked": int(hacked),
             "reward/hacked_total": self.totals["hacked"],
+            **{f"hacks/{flag.lower()}": int(c) for flag, c in zip(FLAGS, per_flag, strict=True)},
             "policy/kl": kl / tokens if tokens else 0.0,
             "policy/entropy": ent / micro,
             "policy/loss": loss / micro,
