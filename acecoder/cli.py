@@ -412,8 +412,8 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
         global_batch=args.global_batch, micro_batch=args.micro_batch,
         max_length=args.max_length, zero_stage=args.zero, dtype=args.dtype, device=args.device,
         gradient_checkpointing=True if args.gradient_checkpointing else None,
-        eval_every=args.eval_every, seed=args.seed, deepspeed_config=args.deepspeed_config,
-        progress=not args.quiet)
+        head_only=True if args.head_only else None, eval_every=args.eval_every,
+        seed=args.seed, deepspeed_config=args.deepspeed_config, progress=not args.quiet)
     for path in (config.data, config.eval_data):
         if path is not None and not path.is_file():
             print(f"acecoder train rm: no such file: {path}", file=sys.stderr)
@@ -447,7 +447,8 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
         estimator=args.estimator, eps_clip=args.eps_clip, update_epochs=args.update_epochs,
         zero_stage=args.zero, dtype=args.dtype, device=args.device,
         gradient_checkpointing=True if args.gradient_checkpointing else None,
-        overlap=False if args.no_overlap else None, save_every=args.save_every,
+        overlap=False if args.no_overlap else None, rollout_engine=args.rollout_engine,
+        save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints, resume=False if args.no_resume else None,
         seed=args.seed, deepspeed_config=args.deepspeed_config,
         progress=False if args.quiet else None)
@@ -459,9 +460,10 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         last = result["history"][-1] if result["history"] else {}
         totals = result["totals"]
+        reward = last.get("reward/mean", float("nan"))
+        rate = last.get("reward/pass_rate", float("nan"))
         print(f"{result['steps']} steps done ({len(result['history'])} this run, "
-              f"{result['seconds']:.0f} s); last reward {last.get('reward/mean', float('nan')):.3f}, "
-              f"pass rate {last.get('reward/pass_rate', float('nan')):.3f}; "
+              f"{result['seconds']:.0f} s); last reward {reward:.3f}, pass rate {rate:.3f}; "
               f"{totals['dropped']} samples dropped (no reward), {totals['hacked']} flagged as "
               f"reward hacks; metrics in {config.output / 'metrics.jsonl'}", file=sys.stderr)
     return 0
@@ -703,6 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"])
     t.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
     t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--head-only", action="store_true",
+                   help="train the scalar head alone on the frozen backbone's features")
     t.add_argument("--deepspeed-config", default=None, metavar="JSON",
                    help="DeepSpeed settings that win over the ones made here")
     t.add_argument("--seed", type=int, default=None)
@@ -775,6 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--no-overlap", action="store_true",
                    help="wait for each chunk's rewards before going on (for measuring)")
+    t.add_argument("--rollout-engine", default=None, choices=["auto", "transformers", "vllm"],
+                   help="what generates: vllm (the policy's weights pushed after each update) "
+                        "or transformers; auto (default): vllm on GPU when installed")
     t.add_argument("--save-every", type=int, default=None,
                    help="checkpoint every N steps (default 10; always after the last)")
     t.add_argument("--keep-checkpoints", type=int, default=None, help="default 2")

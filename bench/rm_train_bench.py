@@ -8,6 +8,12 @@ and trains the embedded SmolLM2-135M AceCode-RM (its head starts untrained) with
 training, against chance (0.5), and the training time.
 
     python bench/rm_train_bench.py [--problems 120] [--epochs 1] [--out bench-rm-train]
+
+With --head-only the backbone stays frozen and only the value head learns (minutes, not
+hours, on a CPU). That is how the embedded model's shipped head was made:
+
+    python bench/rm_train_bench.py --problems 400 --head-only --epochs 4 --lr 1e-3 \
+        --export-head server/rm/heads/smollm2-135m.safetensors
 """
 
 from __future__ import annotations
@@ -43,6 +49,19 @@ def held_out_accuracy(model: str, pairs_path: Path, fraction: float) -> tuple[fl
     return right / max(1, len(held)), len(held)
 
 
+def _without_out(argv: list[str]) -> list[str]:
+    """The command line minus --out DIR (a scratch directory says nothing about the head)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            out.append(a)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +72,10 @@ def main() -> int:
     ap.add_argument("--eval-fraction", type=float, default=0.2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="bench-rm-train", metavar="DIR")
+    ap.add_argument("--head-only", action="store_true",
+                    help="train the value head alone on the frozen backbone")
+    ap.add_argument("--export-head", default=None, metavar="FILE.safetensors",
+                    help="write the trained v_head (and a JSON card next to it) here")
     args = ap.parse_args()
     log.configure()
     out = Path(args.out)
@@ -85,7 +108,7 @@ def main() -> int:
     result = rm_bt.run(rm_bt.RMTrainConfig(
         data=pairs_path, output=out / "model", model="embedded:smollm2-135m",
         eval_fraction=args.eval_fraction, epochs=args.epochs, lr=args.lr, global_batch=16,
-        micro_batch=4, max_length=args.max_length, progress=False))
+        micro_batch=4, max_length=args.max_length, head_only=args.head_only, progress=False))
     seconds = time.perf_counter() - started
     after, _ = held_out_accuracy(str(out / "model"), pairs_path, args.eval_fraction)
 
@@ -93,11 +116,36 @@ def main() -> int:
                             text=True).stdout.strip()
     print(f"\nmachine: {platform.machine()}, {platform.processor() or '?'}; commit {commit}")
     print(f"{'model':<34} {'held-out pairs':>14} {'accuracy':>9} {'vs chance':>10}")
-    print(f"{'SmolLM2-135M, untrained head':<34} {n_held:>14} {before:>9.3f} {before / 0.5:>9.2f}x")
-    print(f"{'SmolLM2-135M, trained (BT)':<34} {n_held:>14} {after:>9.3f} {after / 0.5:>9.2f}x")
+    from acecoder.server.rm import models
+
+    start = ("shipped head" if models.load("embedded:smollm2-135m").description.head_trained
+             else "untrained head")
+    print(f"{'SmolLM2-135M, ' + start:<34} {n_held:>14} {before:>9.3f} {before / 0.5:>9.2f}x")
+    label = "SmolLM2-135M, head trained (BT)" if args.head_only else "SmolLM2-135M, trained (BT)"
+    print(f"{label:<34} {n_held:>14} {after:>9.3f} {after / 0.5:>9.2f}x")
     print(f"trained {result['steps']} steps on {len(pairs) - n_held} pairs in {seconds:.0f} s "
           f"({seconds / max(1, result['steps']):.1f} s/step); accuracy ratio trained/untrained "
           f"{after / max(before, 1e-9):.2f}x; model in {out / 'model'}")
+    if args.export_head:
+        from safetensors.torch import load_file, save_file
+
+        from acecoder.server.rm.models import HEAD_PREFIX
+
+        weights = load_file(str(out / "model" / "model.safetensors"))
+        head = {k: v.contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIX)}
+        target = Path(args.export_head)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_file(head, str(target), metadata={"format": "pt"})
+        card = {"trained": "v_head only, backbone frozen" if args.head_only else "all weights",
+                "data": f"MbppBase pairs: {len(pairs)} from {counts['problems']} problems "
+                        "(reference solution vs wrong variants, pass rates from the executor)",
+                "held-out pairs": n_held, f"held-out accuracy ({start})": round(before, 4),
+                "held-out accuracy (trained)": round(after, 4), "epochs": args.epochs,
+                "lr": args.lr, "optimizer steps": result["steps"], "commit": commit,
+                "made by": " ".join(["python bench/rm_train_bench.py",
+                                     *_without_out(sys.argv[1:])])}
+        target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        print(f"head written to {target} (card: {target.with_suffix('.json')})")
     return 0
 
 

@@ -132,16 +132,17 @@ def rm_target(tiny_acecode_rm) -> Iterator[str]:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def tiny_policy(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: str) -> Path:
     """A tiny random Qwen2 causal LM with SmolLM2's tokenizer and chat template (a policy
-    that trains in seconds)."""
+    that trains in seconds). Heads of 64 dimensions: vLLM's CPU attention needs that."""
     import torch
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
-
-    from tests.rm_checkpoints import tiny_config
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     out = tmp_path_factory.mktemp("tiny-policy")
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     torch.manual_seed(0)
-    Qwen2ForCausalLM(tiny_config(len(tok), pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)).save_pretrained(str(out))
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=4096, tie_word_embeddings=False,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out

@@ -44,8 +44,9 @@ class TrainableRM(torch.nn.Module):
 
 def load_for_training(model: str, *, max_length: int | None = None, device: str = "cpu",
                       dtype: str = "float32", gradient_checkpointing: bool = False,
-                      seed: int = 0) -> RewardModel:
-    """The model with every parameter trainable, in training mode."""
+                      seed: int = 0, head_only: bool = False) -> RewardModel:
+    """The model in training mode, every parameter trainable; `head_only`: only the scalar
+    head (the backbone frozen, a feature extractor)."""
     path = models.resolve(model)
     try:
         models.detect_format(path)
@@ -55,8 +56,15 @@ def load_for_training(model: str, *, max_length: int | None = None, device: str 
                             seed=seed)
     for m in (rm.backbone, rm.head, rm.full_model):
         if m is not None:
-            m.requires_grad_(True)
+            m.requires_grad_(not head_only)
             m.train()
+    if head_only:
+        head = rm.head if rm.decoder else next(
+            (getattr(rm.full_model, n) for n in ("classifier", "score")
+             if hasattr(rm.full_model, n)), None)
+        if head is None:
+            raise ValueError(f"{model}: no scalar head found to train alone")
+        head.requires_grad_(True)
     if gradient_checkpointing:
         target = rm.full_model if rm.full_model is not None else rm.backbone
         target.gradient_checkpointing_enable(

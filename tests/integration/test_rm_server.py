@@ -82,7 +82,7 @@ def reference():  # type: ignore[no-untyped-def]
     return models.load("embedded:smollm2-135m")
 
 
-def test_health_waits_for_the_model_and_info_says_the_head_is_untrained(
+def test_health_waits_for_the_model_and_info_says_the_head_is_trained(
         rm: RMServer, rm_client: RewardClient) -> None:
     assert rm.first_health == health_pb2.HealthCheckResponse.NOT_SERVING
     with grpc.insecure_channel(rm.target) as ch:
@@ -92,7 +92,8 @@ def test_health_waits_for_the_model_and_info_says_the_head_is_untrained(
     info = rm_client.model_info()
     assert (info.model_id, info.format, info.backend, info.dtype) == (
         "embedded:smollm2-135m", "acecode-rm", "transformers", "float32")
-    assert not info.head_trained and "UNTRAINED" in info.warning
+    # the embedded model's shipped head, trained on MbppBase pairs (server/rm/heads/)
+    assert info.head_trained and not info.warning
 
 
 def test_scores_match_the_reference_forward_under_concurrency(rm_client: RewardClient,
@@ -191,7 +192,7 @@ def test_metrics(rm: RMServer, rm_client: RewardClient) -> None:
                  "acecoder_rm_tokens_total", "acecoder_rm_batch_tokens_per_second",
                  "acecoder_rm_prefix_cache_total", "acecoder_rm_queue_wait_seconds_bucket"):
         assert name in text, name
-    assert 'head_trained="false"' in text
+    assert 'head_trained="true"' in text
     assert _metric(rm, "acecoder_rm_requests_total", '{code="OK",method="Score"}') >= 1
 
 
@@ -293,4 +294,4 @@ def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:
     scores, order, trained = asyncio.run(main())
     want = [s.score for s in rm_client.score([(QUESTION, GOOD), (QUESTION, BAD)])]
     assert scores == pytest.approx(want, abs=1e-4)
-    assert order == [1, 0] and trained is False
+    assert order == [1, 0] and trained is True

@@ -47,6 +47,7 @@ from acecoder.trainer.rewards import Reward, RewardClient, RewardSpec, Sample
 logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("reinforce", "baseline")
+ROLLOUT_ENGINES = ("auto", "transformers", "vllm")
 FLAGS = tuple(f.value for f in Flag)  # the reward-hack kinds the executor flags
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"  # the name DeepSpeed's load_checkpoint reads the tag from
@@ -107,6 +108,9 @@ class RLTrainConfig:
     grad_clip: float = 1.0
     overlap: bool = True
     """Score rewards while generating (off: generate, then wait for the scores)."""
+    rollout_engine: str = "auto"
+    """transformers, vllm (weights pushed after each update), or auto: vllm on GPU when it
+    is installed, else transformers."""
     save_every: int = 10
     """Checkpoint every N steps (and after the last)."""
     keep_checkpoints: int = 2
@@ -138,6 +142,9 @@ class RLTrainConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.save_every < 0:
             raise ValueError(f"save_every must be >= 0, got {self.save_every}")
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            raise ValueError(f"rollout_engine must be one of {', '.join(ROLLOUT_ENGINES)}, "
+                             f"got {self.rollout_engine!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         samples = self.rollout_batch * self.samples_per_prompt
@@ -185,6 +192,7 @@ class RLTrainer:
         self.step = 0
         self.log: base.MetricsLog | None = None
         self.rewards: RewardClient | None = None
+        self.vllm: Any = None
         self.engine: Any = None
         self.totals: dict[str, int] = {"dropped": 0, "hacked": 0, "samples": 0}
 
@@ -255,10 +263,12 @@ class RLTrainer:
         else:
             self.reference = reference
         self.rewards = RewardClient(c.reward_spec())
+        self.vllm = self._start_vllm(path, dtype, device)
 
         self.ckpt_dir = c.output / CHECKPOINTS
         if c.resume and (self.ckpt_dir / LATEST).is_file():
             self._resume()
+            self.sync_rollout_weights()
         elif self.ckpt_dir.exists():
             import torch.distributed as dist
 
@@ -273,10 +283,45 @@ class RLTrainer:
         if self.rank == 0:
             logger.info("REINFORCE++ on %s: %d prompts (%d too long, left out), %d steps of %d "
                         "prompts x %d samples, %d optimizer step(s) per rollout, %d "
-                        "process(es), ZeRO %d, %s, rewards: %s%s", c.model, len(self.prompts),
-                        self.too_long, c.steps, c.rollout_batch, c.samples_per_prompt, updates,
-                        self.world, c.zero_stage, dtype, c.reward,
+                        "process(es), ZeRO %d, %s, rollouts on %s, rewards: %s%s", c.model,
+                        len(self.prompts), self.too_long, c.steps, c.rollout_batch,
+                        c.samples_per_prompt, updates, self.world, c.zero_stage, dtype,
+                        self.rollout_engine, c.reward,
                         f"; resuming after step {self.step}" if self.step else "")
+
+    def _start_vllm(self, path: str, dtype: str, device: str) -> Any:
+        import importlib.util
+
+        c = self.config
+        engine = c.rollout_engine
+        if engine == "auto":
+            engine = ("vllm" if device != "cpu" and importlib.util.find_spec("vllm") else
+                      "transformers")
+        self.rollout_engine = engine
+        if engine != "vllm":
+            return None
+        from acecoder.server.rm import convert, models
+        from acecoder.trainer.vllm_rollout import VllmRollout
+
+        if models.has_value_head(Path(path)):  # an AceCode-RM checkpoint: vLLM wants the LM
+            path = str(convert.cached(path, "lm", convert.to_causal_lm))
+        return VllmRollout(path, dtype=dtype, seed=c.seed + self.rank,
+                           max_model_len=c.max_prompt_length + c.max_new_tokens)
+
+    def sync_rollout_weights(self) -> float:
+        """Push the policy's current weights into the vLLM engine (no-op on transformers);
+        the seconds it took."""
+        if self.vllm is None:
+            return 0.0
+        import deepspeed
+
+        started = time.monotonic()
+        module = self.engine.module
+        with deepspeed.zero.GatheredParameters(list(module.parameters()),
+                                               enabled=self.config.zero_stage == 3):
+            self.vllm.sync(module.named_parameters(),
+                           self.config.output / ".rollout-weights" / f"rank{self.rank}")
+        return time.monotonic() - started
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -353,12 +398,18 @@ class RLTrainer:
         for j in range(0, len(mine), c.generate_batch):
             chunk = mine[j:j + c.generate_batch]
             started = time.monotonic()
-            roll = rollout.generate(
-                self.engine.module, self.tokenizer, [self.prompt_ids[i] for i in chunk],
-                samples=c.samples_per_prompt, temperature=c.temperature,
-                max_new_tokens=c.max_new_tokens,
-                seed=(c.seed * 1_000_003 + self.step) * 1009 + self.rank * 101 + j,
-                synced_gpus=c.zero_stage == 3 and self.world > 1)
+            seed = (c.seed * 1_000_003 + self.step) * 1009 + self.rank * 101 + j
+            ids = [self.prompt_ids[i] for i in chunk]
+            if self.vllm is not None:
+                roll = self.vllm.generate(ids, samples=c.samples_per_prompt,
+                                          temperature=c.temperature,
+                                          max_new_tokens=c.max_new_tokens, seed=seed,
+                                          pad=self.pad)
+            else:
+                roll = rollout.generate(
+                    self.engine.module, self.tokenizer, ids, samples=c.samples_per_prompt,
+                    temperature=c.temperature, max_new_tokens=c.max_new_tokens, seed=seed,
+                    synced_gpus=c.zero_stage == 3 and self.world > 1)
             times["generate"] += time.monotonic() - started
             groups = [chunk[k] for k in roll.prompt_index]
             samples = [Sample(self.prompts[g].question, text, self.prompts[g].tests,
@@ -366,7 +417,7 @@ class RLTrainer:
                                                                           strict=True)]
             future = self.rewards.submit(samples)
             if not c.overlap:
-                future = self._wait(future, times)
+                future = self._wait(future, times, len(samples))
             started = time.monotonic()
             rows = rollout.split(roll)
             old, ref = self._logprobs(rows)
@@ -376,16 +427,22 @@ class RLTrainer:
             items.extend(chunk_items)
             pending.append((chunk_items, future))
         for chunk_items, future in pending:
-            for item, reward in zip(chunk_items, self._wait(future, times), strict=True):
+            for item, reward in zip(chunk_items, self._wait(future, times, len(chunk_items)),
+                                    strict=True):
                 item.reward = reward
         return items, times
 
-    def _wait(self, future: Any, times: dict[str, float]) -> list[Reward]:
+    def _wait(self, future: Any, times: dict[str, float], n: int) -> list[Reward]:
+        """A chunk's rewards; when the scoring itself failed or hung, none (each sample
+        dropped and counted), never a crash of the run."""
         if isinstance(future, list):
             return future
         started = time.monotonic()
         try:
             return list(future.result(timeout=self.config.reward_deadline * 2 + 30))
+        except Exception as exc:
+            logger.warning("no rewards for %d samples: %s", n, exc or type(exc).__name__)
+            return [Reward(None, error=f"scoring failed: {exc or type(exc).__name__}")] * n
         finally:
             times["reward_wait"] += time.monotonic() - started
 
@@ -471,6 +528,7 @@ class RLTrainer:
         t_update = time.monotonic()
         upd = self.update(items)
         times["update"] = time.monotonic() - t_update
+        times["sync"] = self.sync_rollout_weights()
         times["step"] = time.monotonic() - started
         kept = [it for it in items if it.kept]
         values = [float(it.reward.value) for it in kept]  # type: ignore[union-attr,arg-type]
@@ -481,11 +539,12 @@ class RLTrainer:
                  sum(len(it.response) for it in items), sums["kl"], sums["tokens"], upd["loss"],
                  upd["clip"], upd["entropy"], upd["micro"], times["reward_wait"] / times["step"],
                  times["step"], times["generate"], times["reward_wait"], times["update"],
+                 times["sync"],
                  *(sum(flag in it.reward.flags for it in items if it.reward) for flag in FLAGS)]
         t = torch.tensor(local, dtype=torch.float64)
         dist.all_reduce(t)
         (n, n_kept, r_sum, r_sq, rate_sum, n_rates, all_sum, hacked, length, kl, tokens, loss,
-         clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, *per_flag) = (
+         clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, sync_s, *per_flag) = (
             float(x) for x in t)
         w = self.world
         self.step += 1
@@ -517,6 +576,7 @@ class RLTrainer:
             "time/generate": gen_s / w,
             "time/reward_wait": wait_s / w,
             "time/update": upd_s / w,
+            "time/weight_sync": sync_s / w,
             "time/reward_wait_share": wait_share / w,
         }
         assert self.log is not None
@@ -564,6 +624,9 @@ class RLTrainer:
     def cleanup(self) -> None:
         if self.rewards is not None:
             self.rewards.close()
+        if self.vllm is not None:
+            self.vllm.close()
+            shutil.rmtree(self.config.output / ".rollout-weights", ignore_errors=True)
         if self.log is not None:
             self.log.close()
         base.destroy(self.engine, getattr(self, "reference", None))

@@ -49,6 +49,9 @@ class RMTrainConfig:
     """'auto': bfloat16 on GPU, float32 on CPU."""
     device: str = "auto"
     gradient_checkpointing: bool = False
+    head_only: bool = False
+    """Train the scalar head alone on the frozen backbone's features (fast: no backward
+    through the backbone)."""
     grad_clip: float = 1.0
     eval_every: int = 0
     """Evaluate every N optimizer steps (0: at the end of each epoch)."""
@@ -73,6 +76,25 @@ class RMTrainConfig:
         """A preset JSON's values, then `kw` (None values ignored) on top."""
         return cls(**base.preset_values(cls, preset, kw, paths=(
             "data", "output", "eval_data", "deepspeed_config")))
+
+
+@dataclass(frozen=True)
+class FeaturePair:
+    """A pair as the frozen backbone's features at each item's scoring token."""
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+class HeadOnly(torch.nn.Module):
+    """The value head alone, on cached features (decoders with `head_only`): the backbone
+    runs once per distinct item instead of once per item per epoch."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).squeeze(-1)
 
 
 class RMTrainer:
@@ -103,14 +125,18 @@ class RMTrainer:
         self.grad_accum = max(1, c.global_batch // per_step)
         self.rm = rm_model.load_for_training(
             c.model, max_length=c.max_length, device=device, dtype="float32",
-            gradient_checkpointing=c.gradient_checkpointing, seed=c.seed)
-        self.train_pairs = rm_data.encode(self.rm, train)
-        self.held_pairs = rm_data.encode(self.rm, held)
+            gradient_checkpointing=c.gradient_checkpointing, seed=c.seed,
+            head_only=c.head_only)
+        self.train_pairs: list[Any] = rm_data.encode(self.rm, train)
+        self.held_pairs: list[Any] = rm_data.encode(self.rm, held)
+        self.cached = c.head_only and self.rm.decoder
+        if self.cached:
+            self.train_pairs, self.held_pairs = self._features(self.train_pairs, self.held_pairs)
         micro_steps = rm_data.steps_per_epoch(len(train), c.micro_batch, self.world)
         self.total_steps = max(1, c.epochs * micro_steps // self.grad_accum)
         warmup = int(c.warmup_ratio * self.total_steps)
 
-        module = rm_model.TrainableRM(self.rm)
+        module = HeadOnly(self.rm.head) if self.cached else rm_model.TrainableRM(self.rm)
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -130,10 +156,44 @@ class RMTrainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _scores(self, batch: list[rm_data.EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [p.chosen for p in batch] + [p.rejected for p in batch]
-        padded = self.rm.pad(items)
-        scores = self.engine(**padded).float()
+    @torch.no_grad()
+    def _features(self, *sets: list[rm_data.EncodedPair]) -> list[list[FeaturePair]]:
+        """Each pair set as FeaturePairs: the backbone once per distinct item, shortest first
+        (little padding), a progress bar for the long part."""
+        distinct: dict[tuple[int, ...], Any] = {}
+        for pairs in sets:
+            for p in pairs:
+                for item in (p.chosen, p.rejected):
+                    distinct.setdefault(item.ids, item)
+        keys = sorted(distinct, key=len)
+        feats: dict[tuple[int, ...], torch.Tensor] = {}
+        size = max(1, self.config.micro_batch * 2)
+        bar = Progress(len(keys), self.config.progress and self.rank == 0, unit="item",
+                       what="items through the frozen backbone")
+        backbone = self.rm.backbone
+        backbone.eval()
+        try:
+            for k in range(0, len(keys), size):
+                chunk = keys[k:k + size]
+                batch = self.rm.pad([distinct[key] for key in chunk])
+                hidden = backbone(input_ids=batch["input_ids"],
+                                  attention_mask=batch["attention_mask"]).last_hidden_state
+                rows = torch.arange(hidden.shape[0], device=hidden.device)
+                for key, f in zip(chunk, hidden[rows, batch["last"]], strict=True):
+                    feats[key] = f.clone()
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        return [[FeaturePair(feats[p.chosen.ids], feats[p.rejected.ids])
+                 for p in pairs] for pairs in sets]
+
+    def _scores(self, batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cached:
+            scores = self.engine(torch.stack([p.chosen for p in batch]
+                                             + [p.rejected for p in batch])).float()
+        else:
+            padded = self.rm.pad([p.chosen for p in batch] + [p.rejected for p in batch])
+            scores = self.engine(**padded).float()
         return scores[:len(batch)], scores[len(batch):]
 
     def train(self) -> dict[str, Any]:
@@ -209,6 +269,7 @@ class RMTrainer:
         card = {"data": str(c.data), "pairs (train)": len(self.train_pairs),
                 "pairs (held out)": len(self.held_pairs), "optimizer steps": result["steps"],
                 "pairs per step": c.micro_batch * self.world * self.grad_accum,
+                "trained": "the head alone (backbone frozen)" if c.head_only else "all weights",
                 "lr": c.lr, "epochs": c.epochs, "max length": c.max_length,
                 "held-out pairwise accuracy": result.get("accuracy/eval"),
                 "held-out loss": result.get("loss/eval")}

@@ -162,10 +162,26 @@ def test_the_embedded_minilm_cross_encoder() -> None:
     assert model.tokenizer.decode(long.ids).endswith("def f ( ) : pass [SEP]")
 
 
-def test_the_embedded_smollm2_is_a_real_untrained_acecode_rm(smol_dir: str) -> None:
+def test_the_embedded_smollm2_is_a_real_acecode_rm_with_the_shipped_head(smol_dir: str) -> None:
     model = models.load("embedded:smollm2-135m")
     d = model.description
-    assert (d.format, d.decoder, d.head_trained) == ("acecode-rm", True, False)
+    assert (d.format, d.decoder, d.head_trained) == ("acecode-rm", True, True)
+    # the shipped head is the one that was trained: it orders held-out MbppBase pairs as its
+    # card says (the card's accuracy is over all held-out pairs; these are a sample)
+    import json
+
+    from acecoder.executor.datasets import load_mbpp, wrong_variants
+    from acecoder.trainer import rm_data
+
+    meta = json.loads((Path(d.path) / "acecoder_rm.json").read_text())
+    assert meta["head"]["held-out accuracy (trained)"] >= 0.8
+    pairs = [rm_data.Pair(f"{p.task_id}/{k}", p.question, p.program, w)
+             for p in load_mbpp() if p.question for k, w in enumerate(wrong_variants(p)[:1])]
+    _, held = rm_data.split(pairs, 0.2)
+    sample = held[:12]
+    chosen = model.forward_full([model.encode(x.question, x.chosen) for x in sample])
+    rejected = model.forward_full([model.encode(x.question, x.rejected) for x in sample])
+    assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 9
     assert Path(d.path) == Path(smol_dir)
     assert model.backbone.config.num_hidden_layers == 30  # the real 135M model, not a toy
     enc = [model.encode(q, r) for q, r in ITEMS[:3]]
