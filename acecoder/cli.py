@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "execution, reward-model scoring, test synthesis and trainers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    # The deepspeed launcher puts --local_rank=N before everything else (torchrun uses env).
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                    help=argparse.SUPPRESS)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("exec", help="run a JSONL file of programs and tests, write verdicts",
@@ -815,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     from acecoder import log
 
     log.configure(logging.DEBUG if args.verbose else logging.INFO)

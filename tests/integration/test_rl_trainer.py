@@ -199,3 +199,17 @@ def test_vllm_rollouts_see_each_update(tmp_path: Path, server, one_at_a_time_rm:
         assert b["response/length"] == a["response/length"]
     assert vl[0]["time/weight_sync"] > 0 and hf[0]["time/weight_sync"] == 0
     assert not (tmp_path / "vllm" / ".rollout-weights").exists()  # cleaned up
+
+
+def test_the_deepspeed_launcher_runs_it(tmp_path: Path, server, tiny_policy: Path) -> None:  # type: ignore[no-untyped-def]
+    """`deepspeed` passes --local_rank=N ahead of the command's own arguments."""
+    out = tmp_path / "run"
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
+                "--master_port", str(free_port()), "--module"]
+    cmd = [*launcher, "acecoder.cli", "train", "rl", "--preset", "rl_cpu_tiny", "--output",
+           str(out), "--quiet", "--model", str(tiny_policy), "--executor", server.target,
+           "--steps", "1", "--save-every", "0", "--no-resume"]
+    done = run(cmd)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "2 process(es)" in done.stderr + done.stdout
+    assert [r["samples"] for r in rows(out)] == [4]
