@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from acecoder.trainer.rewards import RewardClient, RewardSpec, Sample
+from acecoder.clients.rewards import RewardScorer, RewardSpec, Sample
 
 TESTS = ("assert add(1, 2) == 3", "assert add(0, 0) == 0")
 GOOD = "Here:\n```python\ndef add(a, b):\n    return a + b\n```"
@@ -21,7 +21,7 @@ def samples() -> list[Sample]:
 
 def test_rule_rewards_pass_rate_and_binary(server) -> None:  # type: ignore[no-untyped-def]
     for binary, want in ((False, [1.0, 0.5, 0.0]), (True, [1.0, 0.0, 0.0])):
-        client = RewardClient(RewardSpec(kind="rule", binary=binary, executor=server.target))
+        client = RewardScorer(RewardSpec(kind="rule", binary=binary, executor=server.target))
         try:
             got = client.submit(samples()).result(timeout=120)  # a future: scoring overlaps
         finally:
@@ -34,8 +34,8 @@ def test_rule_rewards_pass_rate_and_binary(server) -> None:  # type: ignore[no-u
 
 
 def test_rm_and_mixed_rewards(server, rm_target: str) -> None:  # type: ignore[no-untyped-def]
-    rm = RewardClient(RewardSpec(kind="rm", rm=rm_target))
-    mix = RewardClient(RewardSpec(kind="mix", rm=rm_target, executor=server.target,
+    rm = RewardScorer(RewardSpec(kind="rm", rm=rm_target))
+    mix = RewardScorer(RewardSpec(kind="mix", rm=rm_target, executor=server.target,
                                   rm_weight=0.25))
     try:
         by_rm = rm.submit(samples()[:3]).result(timeout=120)
@@ -52,7 +52,7 @@ def test_rm_and_mixed_rewards(server, rm_target: str) -> None:  # type: ignore[n
 def test_an_unreachable_service_gives_no_reward() -> None:
     from acecoder.trainer.distributed import free_port
 
-    client = RewardClient(RewardSpec(kind="rule", executor=f"127.0.0.1:{free_port()}",
+    client = RewardScorer(RewardSpec(kind="rule", executor=f"127.0.0.1:{free_port()}",
                                      deadline=1.0))
     try:
         got = client.submit(samples()[:2]).result(timeout=60)

@@ -42,7 +42,7 @@ from acecoder.jsonl import Progress
 from acecoder.trainer import distributed, reinforce, rl_data, rollout
 from acecoder.trainer.losses import cosine_with_warmup
 from acecoder.trainer.recipes import base
-from acecoder.trainer.rewards import Reward, RewardClient, RewardSpec, Sample
+from acecoder.clients.rewards import Reward, RewardScorer, RewardSpec, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class RLTrainer:
         self.config = config
         self.step = 0
         self.log: base.MetricsLog | None = None
-        self.rewards: RewardClient | None = None
+        self.rewards: RewardScorer | None = None
         self.vllm: Any = None
         self.engine: Any = None
         self.totals: dict[str, int] = {"dropped": 0, "hacked": 0, "samples": 0}
@@ -262,7 +262,7 @@ class RLTrainer:
             self.reference.eval()
         else:
             self.reference = reference
-        self.rewards = RewardClient(c.reward_spec())
+        self.rewards = RewardScorer(c.reward_spec())
         self.vllm = self._start_vllm(path, dtype, device)
 
         self.ckpt_dir = c.output / CHECKPOINTS

@@ -1,4 +1,5 @@
-"""Rewards for the RL trainer, over the network.
+"""Rewards over the network, for our RL trainer and the adapters of other people's
+(`acecoder.clients.verl`, `.openrlhf`, `.trl`).
 
 `rule`: the executor runs the program extracted from the response on the question's tests:
 the pass rate, or (`binary`) 1.0 only when every test passes (AceCoder's RL reward). `rm`: the
@@ -8,12 +9,19 @@ Calls run on an event loop of their own (a background thread), so that a trainer
 batch and goes on generating while it is scored (`submit` returns a future). Every call has a
 deadline and transient failures are retried by the clients; a sample whose reward could not
 be had comes back with `value=None` and the reason, to be dropped and counted, never scored 0.
+
+`spec_from_env` reads the settings of processes that only hand us samples (a reward file a
+trainer imports): ACECODER_REWARD (rule|rm|mix), ACECODER_BINARY (1|0), ACECODER_RM_WEIGHT,
+ACECODER_EXECUTOR, ACECODER_RM (HOST:PORT), ACECODER_DEADLINE, ACECODER_TEST_TIMEOUT,
+ACECODER_CONCURRENCY. `shared(spec)` is one scorer per setting per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +48,8 @@ class RewardSpec:
     """Seconds for one batch's calls, retries included."""
     test_timeout: float | None = None
     """Per-test time limit (the executor's default when None)."""
+    concurrency: int = 64
+    """Samples scored at once per scorer (the rest wait their turn, client side)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -52,6 +62,8 @@ class RewardSpec:
             raise ValueError(f"rm_weight must be in [0, 1], got {self.rm_weight}")
         if self.deadline <= 0:
             raise ValueError(f"deadline must be > 0, got {self.deadline}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,18 @@ class Reward:
     def hacked(self) -> bool:
         return bool(self.flags)
 
+    def record(self) -> dict[str, Any]:
+        """The per-sample record the adapters hand to a trainer's logs: every key always
+        present with one type (frameworks stack them into arrays). `score` is the value, or
+        0.0 when there is none, and then `ok` is False and `error` says why."""
+        return {"score": 0.0 if self.value is None else float(self.value),
+                "ok": self.value is not None,
+                "pass_rate": -1.0 if self.pass_rate is None else float(self.pass_rate),
+                "all_passed": bool(self.all_passed),
+                "rm_score": float("nan") if self.rm_score is None else float(self.rm_score),
+                "hacked": self.hacked, "flags": ",".join(self.flags),
+                "error": self.error or ""}
+
 
 def _why(exc: BaseException) -> str:
     details = getattr(exc, "details", None)
@@ -85,7 +109,7 @@ def _why(exc: BaseException) -> str:
     return str(text or exc or type(exc).__name__)
 
 
-class RewardClient:
+class RewardScorer:
     """`submit(samples)` -> a future of one Reward per sample; `close()` when done."""
 
     def __init__(self, spec: RewardSpec) -> None:
@@ -109,7 +133,24 @@ class RewardClient:
     def submit(self, samples: Sequence[Sample]) -> concurrent.futures.Future[list[Reward]]:
         return asyncio.run_coroutine_threadsafe(self.score(list(samples)), self._loop)
 
+    def score_now(self, samples: Sequence[Sample]) -> list[Reward]:
+        """Blocking `submit`: one Reward per sample, whatever happens (a failure of the whole
+        call gives every sample value=None with the reason)."""
+        try:
+            return self.submit(samples).result(timeout=self.spec.deadline * 2 + 30)
+        except Exception as exc:
+            why = f"scoring failed: {_why(exc)}"
+            return [Reward(None, error=why) for _ in samples]
+
     async def score(self, samples: list[Sample]) -> list[Reward]:
+        """Chunks of `concurrency` samples, one after another."""
+        out: list[Reward] = []
+        step = self.spec.concurrency
+        for k in range(0, len(samples), step):
+            out.extend(await self._score(samples[k:k + step]))
+        return out
+
+    async def _score(self, samples: list[Sample]) -> list[Reward]:
         spec = self.spec
         rule_task = rm_task = None
         if spec.kind in ("rule", "mix"):
@@ -182,3 +223,113 @@ class RewardClient:
         asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def spec_from_env(**overrides: Any) -> RewardSpec:
+    """RewardSpec from ACECODER_* variables; `overrides` (None ignored) win."""
+    env = os.environ
+
+    def number(name: str, kind: type, default: Any) -> Any:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+    values: dict[str, Any] = {
+        "kind": env.get("ACECODER_REWARD", "rule"),
+        "binary": _flag("ACECODER_BINARY", False),
+        "rm_weight": number("ACECODER_RM_WEIGHT", float, 0.5),
+        "executor": env.get("ACECODER_EXECUTOR") or None,
+        "rm": env.get("ACECODER_RM") or None,
+        "deadline": number("ACECODER_DEADLINE", float, 120.0),
+        "test_timeout": number("ACECODER_TEST_TIMEOUT", float, None),
+        "concurrency": number("ACECODER_CONCURRENCY", int, 64),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RewardSpec(**values)
+
+
+_shared: dict[RewardSpec, RewardScorer] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(spec: RewardSpec) -> RewardScorer:
+    """One scorer (channels, event loop) per setting per process, closed at exit."""
+    with _shared_lock:
+        scorer = _shared.get(spec)
+        if scorer is None:
+            scorer = _shared[spec] = RewardScorer(spec)
+        return scorer
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _shared_lock:
+        scorers = list(_shared.values())
+        _shared.clear()
+    for scorer in scorers:
+        try:
+            scorer.close()
+        except Exception:  # the interpreter is going away; nothing to report to
+            pass
+
+
+def parse_tests(raw: Any) -> tuple[tuple[str, ...], str]:
+    """(tests, setup) from what trainers carry as a label: a list of asserts, a JSON string of
+    one, or an object {"tests"|"test_cases": [...], "setup"|"imports": ...}."""
+    import json
+
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith(("[", "{")):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("tests: not valid JSON") from None
+        else:
+            raw = [line for line in text.splitlines() if line.strip()]
+    setup = ""
+    if isinstance(raw, dict):
+        setup = raw.get("setup") or raw.get("imports") or ""
+        if isinstance(setup, list):
+            setup = "\n".join(str(x) for x in setup)
+        raw = raw.get("tests", raw.get("test_cases"))
+    if hasattr(raw, "tolist"):  # numpy arrays, as parquet datasets hand them over
+        raw = raw.tolist()
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(t, str) for t in raw):
+        raise ValueError("tests must be a list of strings (asserts)")
+    return tuple(raw), str(setup)
+
+
+def score_labeled(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
+                  what: str = "label") -> list[Reward]:
+    """(question, response, tests as a trainer carries them) rows -> one Reward each,
+    blocking. A row whose tests cannot be read gets value None and says why (`what` names
+    the field in the message)."""
+    samples: list[Sample | None] = []
+    problems: dict[int, str] = {}
+    for i, (question, response, label) in enumerate(rows):
+        try:
+            tests, setup = parse_tests(label)
+        except ValueError as exc:
+            problems[i] = f"{what}: {exc}"
+            samples.append(None)
+            continue
+        samples.append(Sample(question, response, tests, setup))
+    scored = iter(scorer.score_now([s for s in samples if s is not None]))
+    return [next(scored) if s is not None else Reward(None, error=problems[i])
+            for i, s in enumerate(samples)]

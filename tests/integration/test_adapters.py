@@ -1,0 +1,82 @@
+"""The reward adapters for verl, OpenRLHF and TRL against real executor and RM servers:
+the calling conventions of each framework, and a per-sample error record (never an
+exception) when a sample cannot be scored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from acecoder.trainer.distributed import free_port
+
+TESTS = ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
+GOOD = "Here:\n```python\ndef add(a, b):\n    return a + b\n```"
+HALF = "def add(a, b):\n    return a * b\n"
+DODGE = "import sys\nsys.exit(0)\n"
+
+
+def test_verl_compute_score_and_batch(server) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.clients.verl import compute_score, compute_score_batch
+
+    one = compute_score("acecode", GOOD, TESTS, {"question": "add"}, executor=server.target)
+    assert one["score"] == 1.0 and one["ok"] and one["pass_rate"] == 1.0 and one["all_passed"]
+    # ground truth as verl datasets carry it: a JSON string, or an object with setup
+    got = compute_score_batch(
+        data_sources=["a"] * 5, solution_strs=[GOOD, HALF, DODGE, GOOD, GOOD],
+        ground_truths=[json.dumps(TESTS), {"tests": TESTS}, TESTS,
+                       {"tests": ["assert sqrt(4) == 2"], "setup": "from math import sqrt"},
+                       42],
+        extra_infos=None, executor=server.target, binary=True)
+    assert [g["score"] for g in got] == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert [g["pass_rate"] for g in got[:3]] == [1.0, 0.5, 0.0]
+    assert got[2]["hacked"] and got[2]["flags"] == "EXITED_EARLY"
+    assert got[3]["all_passed"]  # the setup ran: sqrt is defined for the test
+    assert not got[4]["ok"] and "ground_truth" in got[4]["error"]  # a record, not a raise
+    assert len({tuple(sorted(g)) for g in got}) == 1  # every record has the same keys
+
+
+def test_verl_with_the_rm_and_an_unreachable_executor(server, rm_target: str) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.clients.verl import compute_score
+
+    mixed = compute_score("acecode", GOOD, TESTS, {"question": "Write add(a, b)."},
+                          executor=server.target, rm=rm_target, reward="mix", rm_weight=0.5)
+    assert mixed["ok"] and mixed["score"] == pytest.approx(0.5 * mixed["rm_score"] + 0.5)
+    gone = compute_score("acecode", GOOD, TESTS, executor=f"127.0.0.1:{free_port()}",
+                         deadline=2)
+    assert not gone["ok"] and gone["score"] == 0.0 and "executor" in gone["error"]
+    bad = compute_score("acecode", GOOD, TESTS, reward="rm")  # no RM address
+    assert not bad["ok"] and "RM server" in bad["error"]
+
+
+def test_openrlhf_reward_func(server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.clients.openrlhf import reward_func
+
+    monkeypatch.setenv("ACECODER_EXECUTOR", server.target)
+    prompt = "<|im_start|>user\nWrite add(a, b).<|im_end|>\n<|im_start|>assistant\n"
+    queries = [prompt + r for r in (GOOD, HALF, DODGE, GOOD)]
+    labels = [json.dumps(TESTS)] * 3 + ["not tests"]
+    out = reward_func(queries, [prompt] * 4, labels)
+    assert out["rewards"].tolist() == [1.0, 0.5, 0.0, 0.0]
+    assert out["scores"].tolist() == [1.0, 0.5, 0.0, 0.0]
+    assert float(out["extra_logs"]["acecoder/hacked"]) == 1.0
+    # "not tests" is one line that is no assert: the executor calls it an error, not a pass
+    monkeypatch.setenv("ACECODER_BINARY", "1")
+    assert reward_func(queries[:2], [prompt] * 2, labels[:2])["rewards"].tolist() == [1.0, 0.0]
+
+
+def test_trl_async_reward_function(server) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.clients.trl import make_reward
+
+    reward = make_reward(executor=server.target)
+    prompts = [[{"role": "user", "content": "Write add(a, b)."}]] * 4
+    completions = [[{"role": "assistant", "content": c}] for c in (GOOD, HALF, DODGE, GOOD)]
+    got = asyncio.run(reward(prompts=prompts, completions=completions,
+                             tests=[TESTS, TESTS, TESTS, None]))
+    assert got == [1.0, 0.5, 0.0, None]  # None: no tests for that row, no reward
+    plain = asyncio.run(reward(prompts=["Write add."], completions=[GOOD],
+                               test_cases=[json.dumps(TESTS)]))
+    assert plain == [1.0]
+    gone = make_reward(executor=f"127.0.0.1:{free_port()}", deadline=2)
+    assert asyncio.run(gone(prompts=["p"], completions=[GOOD], tests=[TESTS])) == [None]
