@@ -9,6 +9,8 @@ column named by --label_key (here the tests: a list of asserts, a JSON string of
 dynamic filtering) and `extra_logs` (logged). A sample that could not be scored gets reward
 0.0 and is counted in extra_logs["acecoder/failed"]; nothing raises into the training loop.
 
+OpenRLHF loads the file by path, outside any package: its imports are absolute.
+
 Settings: the ACECODER_* environment (see `clients.rewards`), e.g. ACECODER_EXECUTOR and
 ACECODER_BINARY=1 for AceCoder's reward. For the HTTP path (--remote_rm_url http://...),
 `acecoder serve rm` has the gateway.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .rewards import Reward, score_labeled, shared, spec_from_env
+from acecoder.clients.rewards import Reward, score_labeled, shared, spec_from_env
 
 
 def response_of(query: str, prompt: str) -> str:

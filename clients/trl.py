@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .rewards import Reward, Sample, parse_tests, shared, spec_from_env
+from acecoder.clients.rewards import Reward, Sample, parse_tests, shared, spec_from_env
 
 
 def _text(x: Any) -> str:

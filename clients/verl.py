@@ -15,6 +15,8 @@ or {"tests": [...], "setup": "..."}. The RM reward also needs the question: put 
 score, hack flags, and `ok`/`error` — a sample that could not be scored gets score 0.0 with
 ok False and the reason, and never raises into the training loop.
 
+verl loads the file by path, outside any package: its imports are absolute.
+
 Settings come from reward_kwargs (executor, rm, reward, binary, rm_weight, deadline,
 test_timeout, concurrency) or from the ACECODER_* environment (see `clients.rewards`).
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .rewards import Reward, score_labeled, shared, spec_from_env
+from acecoder.clients.rewards import Reward, score_labeled, shared, spec_from_env
 
 _SETTINGS = {"executor": "executor", "rm": "rm", "reward": "kind", "binary": "binary",
              "rm_weight": "rm_weight", "deadline": "deadline", "test_timeout": "test_timeout",

@@ -80,3 +80,55 @@ def test_trl_async_reward_function(server) -> None:  # type: ignore[no-untyped-d
     assert plain == [1.0]
     gone = make_reward(executor=f"127.0.0.1:{free_port()}", deadline=2)
     assert asyncio.run(gone(prompts=["p"], completions=[GOOD], tests=[TESTS])) == [None]
+
+
+@pytest.mark.slow
+def test_a_real_grpo_trainer_step_with_the_trl_reward(server, tiny_policy, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """TRL's own GRPOTrainer (CPU, a tiny policy) awaits the reward function among its
+    reward_funcs, with the dataset's tests column, and logs its rewards."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from acecoder.clients.trl import make_reward
+
+    inner = make_reward(executor=server.target)
+    calls: list[list[float | None]] = []
+
+    async def acecoder_reward(prompts, completions, **columns):  # type: ignore[no-untyped-def]
+        got = await inner(prompts, completions, **columns)
+        calls.append(got)
+        return got
+
+    rows = [{"prompt": [{"role": "user", "content": "Write add(a, b) in Python."}],
+             "tests": TESTS} for _ in range(4)]
+    config = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2,
+                        num_generations=2, max_completion_length=8, max_steps=1,
+                        learning_rate=1e-4, logging_steps=1, report_to=[], use_cpu=True,
+                        save_strategy="no", bf16=False, seed=0)
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(tiny_policy)),
+        processing_class=AutoTokenizer.from_pretrained(str(tiny_policy)),
+        reward_funcs=[acecoder_reward], args=config, train_dataset=Dataset.from_list(rows))
+    trainer.train()
+    assert calls and all(len(c) == 2 for c in calls)
+    assert all(v is not None and 0.0 <= v <= 1.0 for c in calls for v in c)  # scored, all
+    logged = [k for h in trainer.state.log_history for k in h if "acecoder_reward" in k]
+    assert logged, trainer.state.log_history
+
+
+def test_openrlhf_loads_the_reward_file_and_calls_it(server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """OpenRLHF's own agent executor (--remote_rm_url FILE.py) loads the adapter by path and
+    calls reward_func the way a rollout does."""
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    import acecoder.clients.openrlhf as adapter
+
+    monkeypatch.setenv("ACECODER_EXECUTOR", server.target)
+    executor = SingleTurnAgentExecutor(remote_rm_url=adapter.__file__)
+    prompt = "<|im_start|>user\nWrite add(a, b).<|im_end|>\n<|im_start|>assistant\n"
+    infos = asyncio.run(executor._fetch_rewards_via_func(
+        [prompt + GOOD, prompt + HALF], [prompt, prompt], [json.dumps(TESTS)] * 2))
+    assert [float(i["rewards"][0]) for i in infos] == [1.0, 0.5]
+    assert [float(i["scores"][0]) for i in infos] == [1.0, 0.5]
+    assert "acecoder/pass_rate" in infos[0]["extra_logs"]
