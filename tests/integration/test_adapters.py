@@ -132,3 +132,26 @@ def test_openrlhf_loads_the_reward_file_and_calls_it(server, monkeypatch: pytest
     assert [float(i["rewards"][0]) for i in infos] == [1.0, 0.5]
     assert [float(i["scores"][0]) for i in infos] == [1.0, 0.5]
     assert "acecoder/pass_rate" in infos[0]["extra_logs"]
+
+
+def test_verl_loads_the_reward_function_from_its_config(server) -> None:  # type: ignore[no-untyped-def]
+    """verl's own loader (custom_reward_function: path, name, reward_kwargs) imports the
+    adapter by path and calls it the way its reward managers do."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    import acecoder.clients.verl as adapter
+
+    for name in ("compute_score", "compute_score_batch"):
+        config = OmegaConf.create({"reward": {"custom_reward_function": {
+            "path": adapter.__file__, "name": name,
+            "reward_kwargs": {"executor": server.target, "binary": True}}}})
+        fn = get_custom_reward_fn(config)
+        if name == "compute_score":
+            got = [fn(data_source="acecode", solution_str=s, ground_truth=TESTS,
+                      extra_info={"question": "add"}) for s in (GOOD, HALF)]
+        else:
+            got = fn(data_sources=["acecode"] * 2, solution_strs=[GOOD, HALF],
+                     ground_truths=[TESTS, TESTS], extra_infos=[{}, {}])
+        assert [g["score"] for g in got] == [1.0, 0.0]  # binary: all tests or nothing
+        assert [g["pass_rate"] for g in got] == [1.0, 0.5]
