@@ -168,9 +168,15 @@ def cmd_serve_rm(args: argparse.Namespace) -> int:
 
     try:
         config = _reward_config(args)
+        if args.gateway_reward != "rm" and not args.executor:
+            raise ValueError(f"--gateway-reward {args.gateway_reward} needs --executor HOST:PORT")
         server = RewardServerConfig(host=args.host, port=args.port, http_port=args.http_port,
                                     metrics_port=args.metrics_port, grace=args.grace,
-                                    policy_template=args.policy_template)
+                                    policy_template=args.policy_template,
+                                    gateway_reward=args.gateway_reward,
+                                    gateway_binary=args.gateway_binary,
+                                    gateway_rm_weight=args.gateway_rm_weight,
+                                    tests_file=args.tests_file)
     except ValueError as exc:
         print(f"acecoder serve rm: {exc}", file=sys.stderr)
         return 2
@@ -528,7 +534,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the gateway splits a policy's query into question and response "
                         "(default auto: ChatML, then Llama-3)")
     s.add_argument("--executor", default=None, metavar="HOST:PORT",
-                   help="executor service for Rerank requests that carry tests")
+                   help="executor service for Rerank requests that carry tests, and for the "
+                        "gateway's rule rewards")
+    s.add_argument("--gateway-reward", default="rm", choices=["rm", "rule", "mix"],
+                   help="the gateway's reward: rm (the model's score, default), rule (the "
+                        "executor's pass rate on the tests in each sample's label), or mix")
+    s.add_argument("--gateway-binary", action="store_true",
+                   help="rule/mix: 1.0 only when every test passes (AceCoder's RL reward)")
+    s.add_argument("--gateway-rm-weight", type=float, default=0.5,
+                   help="mix: the RM score's weight (default 0.5)")
+    s.add_argument("--tests-file", default=None, metavar="RECORDS.jsonl",
+                   help="AceCode-87K records: a label may name a record's id instead of "
+                        "carrying its tests")
     s.add_argument("--max-batch-tokens", type=int, default=None,
                    help="tokens one forward may compute (default 4096)")
     s.add_argument("--max-wait-ms", type=float, default=None,

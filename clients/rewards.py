@@ -166,45 +166,11 @@ class RewardScorer:
 
     def _combine(self, rule: Any, score: Any) -> Reward:
         spec = self.spec
-        error = next((x for x in (rule, score) if isinstance(x, str)), None)
-        if error is not None:
-            return Reward(None, error=error)
-        pass_rate = all_passed = None
-        flags: tuple[str, ...] = ()
-        rule_value = 0.0
-        if rule is not None:
-            pass_rate, all_passed, flags = rule
-            rule_value = (1.0 if all_passed else 0.0) if spec.binary else pass_rate
-        if spec.kind == "rule":
-            value = rule_value
-        elif spec.kind == "rm":
-            value = score
-        else:
-            value = spec.rm_weight * score + (1 - spec.rm_weight) * rule_value
-        return Reward(value, pass_rate, all_passed, score, flags)
+        return combine(spec.kind, rule, score, binary=spec.binary, rm_weight=spec.rm_weight)
 
     async def _rule(self, samples: list[Sample]) -> list[Any]:
-        """(pass rate, all passed, flags) per sample, or an error string."""
-        from acecoder.clients import Program
-
-        programs = [Program(extract_program(s.response), list(s.tests), setup=s.setup,
-                            timeout=self.spec.test_timeout) for s in samples]
-        pending = "no verdict from the executor"
-        results: list[Any] = [pending if s.tests else "the sample has no tests" for s in samples]
-        runnable = [i for i, s in enumerate(samples) if s.tests]
-        if not runnable:
-            return results
-        try:
-            async for r in self._executor.execute_batch([programs[i] for i in runnable],
-                                                        deadline=self.spec.deadline):
-                flags = set(r.flags)
-                if r.status.value == "EXITED_EARLY":  # an executor from before flags
-                    flags.add("EXITED_EARLY")
-                results[runnable[r.index]] = (r.pass_rate, r.all_passed, tuple(sorted(flags)))
-        except Exception as exc:  # the executor is gone or too slow: no reward, not 0
-            reason = f"executor: {_why(exc)}"
-            results = [reason if r == pending else r for r in results]
-        return results
+        return await rule_results(self._executor, samples, deadline=self.spec.deadline,
+                                  test_timeout=self.spec.test_timeout)
 
     async def _rm_scores(self, samples: list[Sample]) -> list[Any]:
         try:
@@ -223,6 +189,54 @@ class RewardScorer:
         asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+def combine(kind: str, rule: Any, score: Any, *, binary: bool = False,
+            rm_weight: float = 0.5) -> Reward:
+    """One sample's Reward from its rule result ((pass rate, all passed, flags), None when
+    not asked for, or an error string) and its RM score (float, None, or an error string)."""
+    error = next((x for x in (rule, score) if isinstance(x, str)), None)
+    if error is not None:
+        return Reward(None, error=error)
+    pass_rate = all_passed = None
+    flags: tuple[str, ...] = ()
+    rule_value = 0.0
+    if rule is not None:
+        pass_rate, all_passed, flags = rule
+        rule_value = (1.0 if all_passed else 0.0) if binary else pass_rate
+    if kind == "rule":
+        value = rule_value
+    elif kind == "rm":
+        value = score
+    else:
+        value = rm_weight * score + (1 - rm_weight) * rule_value
+    return Reward(value, pass_rate, all_passed, score, flags)
+
+
+async def rule_results(executor: Any, samples: Sequence[Sample], *, deadline: float,
+                       test_timeout: float | None = None) -> list[Any]:
+    """(pass rate, all passed, flags) per sample from an AsyncExecutorClient, or a string
+    saying why there is none (no tests; the executor failed or was too slow)."""
+    from acecoder.clients import Program
+
+    programs = [Program(extract_program(s.response), list(s.tests), setup=s.setup,
+                        timeout=test_timeout) for s in samples]
+    pending = "no verdict from the executor"
+    results: list[Any] = [pending if s.tests else "the sample has no tests" for s in samples]
+    runnable = [i for i, s in enumerate(samples) if s.tests]
+    if not runnable:
+        return results
+    try:
+        async for r in executor.execute_batch([programs[i] for i in runnable],
+                                              deadline=deadline):
+            flags = set(r.flags)
+            if r.status.value == "EXITED_EARLY":  # an executor from before flags
+                flags.add("EXITED_EARLY")
+            results[runnable[r.index]] = (r.pass_rate, r.all_passed, tuple(sorted(flags)))
+    except Exception as exc:  # the executor is gone or too slow: no reward, not 0
+        reason = f"executor: {_why(exc)}"
+        results = [reason if r == pending else r for r in results]
+    return results
 
 
 def _flag(name: str, default: bool) -> bool:

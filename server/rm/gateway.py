@@ -6,6 +6,13 @@ where each query is the policy's whole chat-templated prompt and response, and r
 gateway recovers (question, response) from the policy's template, scores them through
 `RewardService.score` (so its items batch with gRPC traffic), and answers with the raw RM
 score as the reward and its logistic as the score.
+
+With `reward="rule"` (or "mix") the labels carry each sample's tests (a list of asserts, a
+JSON string of one, or {"tests", "setup"}), or a record id looked up in a tests file
+(AceCode-87K records): the program in the response runs in the executor, and the reward is
+its pass rate (1.0 only when all pass, with `binary`), or the weighted mix with the RM score.
+A sample that cannot be scored gets reward 0.0 and `extra_logs["failed"] = 1` with the
+reason in `extra_logs["error"]`; the request as a whole still succeeds.
 """
 
 from __future__ import annotations
@@ -76,10 +83,36 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
+REWARDS = ("rm", "rule", "mix")
+
+
+def read_tests_file(path: Any) -> dict[str, Any]:
+    """{id: {"tests": [...], "setup": ...}} from AceCode-87K records (id, test_cases)."""
+    from pathlib import Path
+
+    from acecoder.jsonl import read_records, text_list
+
+    def parse(rid: str, row: dict[str, Any]) -> dict[str, Any]:
+        return {"tests": text_list(row, "test_cases"), "setup": str(row.get("setup") or "")}
+
+    return dict(read_records(Path(path), lambda rid, row: (rid, parse(rid, row))))
+
+
 class Gateway:
     def __init__(self, service: RewardService, *, policy_template: str = "auto",
-                 metrics: RewardMetrics | None = None) -> None:
+                 metrics: RewardMetrics | None = None, reward: str = "rm",
+                 binary: bool = False, rm_weight: float = 0.5,
+                 tests: dict[str, Any] | None = None) -> None:
+        if reward not in REWARDS:
+            raise ValueError(f"gateway reward must be one of {', '.join(REWARDS)}, got "
+                             f"{reward!r}")
+        if reward != "rm" and service.config.executor is None:
+            raise ValueError(f"a {reward} gateway reward needs --executor HOST:PORT")
         self.service = service
+        self.reward = reward
+        self.binary = binary
+        self.rm_weight = rm_weight
+        self.tests = tests or {}
         self.formats = policy_formats(policy_template)
         self.metrics = metrics or service.metrics
         self._server: Any = None
@@ -101,7 +134,8 @@ class Gateway:
                                           '{"query": [...], "prompts": [...], "labels": [...]}')
                 if not isinstance(body, dict) or "query" not in body:
                     raise InvalidArgument("the body must be a JSON object with a 'query' list")
-                result = await self.get_reward(body.get("query"), body.get("prompts"))
+                result = await self.get_reward(body.get("query"), body.get("prompts"),
+                                               body.get("labels"))
                 return JSONResponse(result)
             except AcecoderError as exc:
                 code = exc.grpc_code
@@ -120,15 +154,79 @@ class Gateway:
 
         return app
 
-    async def get_reward(self, queries: Any, prompts: Any = None) -> dict[str, Any]:
+    async def get_reward(self, queries: Any, prompts: Any = None,
+                         labels: Any = None) -> dict[str, Any]:
         pairs = split_all(queries, prompts, self.formats)
-        scored = await self.service.score(pairs)
-        rewards = [s.score for s in scored]
+        if self.reward == "rm":
+            scored = await self.service.score(pairs)
+            rewards = [s.score for s in scored]
+            return {
+                "rewards": rewards,
+                "scores": [_sigmoid(r) for r in rewards],
+                "extra_logs": {"rm_score": rewards,
+                               "truncated": [float(s.truncated) for s in scored]},
+            }
+        return await self._rule_reward(pairs, labels)
+
+    def _tests_of(self, label: Any) -> tuple[tuple[str, ...], str]:
+        from acecoder.clients.rewards import parse_tests
+
+        if isinstance(label, str) and label in self.tests:
+            entry = self.tests[label]
+            return tuple(entry["tests"]), entry["setup"]
+        if isinstance(label, str) and not label.lstrip().startswith(("[", "{")) \
+                and "assert" not in label:  # an id, not test code
+            raise ValueError(f"no record {label[:100]!r} in the tests file"
+                             if self.tests else f"{label[:100]!r} is neither tests nor the id "
+                             "of a record (start the server with --tests-file)")
+        return parse_tests(label)
+
+    async def _rule_reward(self, pairs: list[tuple[str, str]], labels: Any) -> dict[str, Any]:
+        from acecoder.clients.rewards import Reward, Sample, combine, rule_results
+
+        if not isinstance(labels, list) or len(labels) != len(pairs):
+            raise InvalidArgument(f"'labels' must be a list as long as 'query' ({len(pairs)}): "
+                                  "each sample's tests, or the id of a record in --tests-file")
+        samples: list[Sample | None] = []
+        problems: dict[int, str] = {}
+        for i, ((question, response), label) in enumerate(zip(pairs, labels, strict=True)):
+            try:
+                tests, setup = self._tests_of(label)
+            except ValueError as exc:
+                problems[i] = f"labels[{i}]: {exc}"
+                samples.append(None)
+                continue
+            samples.append(Sample(question, response, tests, setup))
+        todo = [s for s in samples if s is not None]
+        rules = iter(await rule_results(self.service.executor_client(), todo, deadline=120.0))
+        scores: Any = iter([None] * len(todo))
+        if self.reward == "mix" and todo:
+            scores = iter([s.score for s in await self.service.score(
+                [(s.question, s.response) for s in todo])])
+        rewards: list[Reward] = []
+        for i, s in enumerate(samples):
+            if s is None:
+                rewards.append(Reward(None, error=problems[i]))
+            else:
+                rewards.append(combine(self.reward, next(rules), next(scores),
+                                       binary=self.binary, rm_weight=self.rm_weight))
+        values = [0.0 if r.value is None else float(r.value) for r in rewards]
+        if self.reward == "rule":
+            filter_scores = values
+        else:
+            filter_scores = [0.0 if r.value is None else
+                             self.rm_weight * _sigmoid(r.rm_score or 0.0)
+                             + (1 - self.rm_weight) * float(r.pass_rate or 0.0)
+                             for r in rewards]
         return {
-            "rewards": rewards,
-            "scores": [_sigmoid(r) for r in rewards],
-            "extra_logs": {"rm_score": rewards,
-                           "truncated": [float(s.truncated) for s in scored]},
+            "rewards": values,
+            "scores": [min(1.0, max(0.0, v)) for v in filter_scores],
+            "extra_logs": {
+                "pass_rate": [-1.0 if r.pass_rate is None else r.pass_rate for r in rewards],
+                "failed": [float(r.value is None) for r in rewards],
+                "hacked": [float(r.hacked) for r in rewards],
+                "error": [r.error or "" for r in rewards],
+            },
         }
 
     async def start(self, host: str, port: int) -> int:

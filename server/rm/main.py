@@ -35,6 +35,14 @@ class RewardServerConfig(ServerConfig):
     """How the gateway finds question and response in a query: 'auto' (ChatML, then
     Llama-3), 'chatml', 'llama3', or a tokenizer directory whose chat template the policy
     used."""
+    gateway_reward: str = "rm"
+    """What the gateway answers with: rm (the model's score), rule (the executor's pass rate
+    on the tests the labels carry) or mix."""
+    gateway_binary: bool = False
+    """rule/mix: 1.0 only when every test passes (AceCoder's RL reward)."""
+    gateway_rm_weight: float = 0.5
+    tests_file: str | None = None
+    """AceCode-87K records whose ids the gateway's labels may name instead of tests."""
 
 
 class RewardServer(GrpcServer):
@@ -68,8 +76,13 @@ class RewardServer(GrpcServer):
         if sc.http_port is not None:
             from .gateway import Gateway
 
+            from .gateway import read_tests_file
+
+            tests = read_tests_file(sc.tests_file) if sc.tests_file else None
             self._gateway = Gateway(self.service, policy_template=sc.policy_template,
-                                    metrics=self.metrics)
+                                    metrics=self.metrics, reward=sc.gateway_reward,
+                                    binary=sc.gateway_binary, rm_weight=sc.gateway_rm_weight,
+                                    tests=tests)
             self.http_port = await self._gateway.start(sc.host, sc.http_port)
         self._loading = asyncio.create_task(self._load())
 

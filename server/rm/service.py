@@ -238,18 +238,28 @@ class RewardService:
         return [Ranked(i, scored[i].score, scored[i].truncated, pass_rates[i], ranks[i])
                 for i in order]
 
+    def executor_client(self) -> Any:
+        """The AsyncExecutorClient of --executor (made on first use, closed with the service)."""
+        from acecoder.clients.executor import AsyncExecutorClient
+
+        if self.config.executor is None:
+            raise InvalidArgument("this server knows no executor: start it with --executor "
+                                  "HOST:PORT")
+        if self._executor is None:
+            self._executor = AsyncExecutorClient(self.config.executor)
+        return self._executor
+
     async def _run_tests(self, programs: list[str], tests: Sequence[bytes | str], setup: str,
                          timeout: float | None, deadline: float | None) -> list[float]:
-        from acecoder.clients.executor import AsyncExecutorClient, Program
+        from acecoder.clients.executor import Program
 
         test_texts = [text(t, f"tests[{i}]", self.config.max_text_bytes)
                       for i, t in enumerate(tests)]
-        if self._executor is None:
-            self._executor = AsyncExecutorClient(self.config.executor or "")
+        executor = self.executor_client()
         budget = None if deadline is None else max(0.1, deadline - time.monotonic())
         results: list[float] = [0.0] * len(programs)
         try:
-            async for r in self._executor.execute_batch(
+            async for r in executor.execute_batch(
                     [Program(p, test_texts, setup=setup, timeout=timeout) for p in programs],
                     deadline=budget):
                 results[r.index] = r.pass_rate

@@ -155,3 +155,40 @@ def test_verl_loads_the_reward_function_from_its_config(server) -> None:  # type
                      ground_truths=[TESTS, TESTS], extra_infos=[{}, {}])
         assert [g["score"] for g in got] == [1.0, 0.0]  # binary: all tests or nothing
         assert [g["pass_rate"] for g in got] == [1.0, 0.5]
+
+
+def test_openrlhf_http_path_with_rule_rewards(server, tiny_acecode_rm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--remote_rm_url http://.../get_reward with rule rewards: OpenRLHF's own HTTP client
+    posts {query, prompts, labels}; labels carry the tests, or a record id from
+    --tests-file; a label that is neither is one failed sample, not a failed request."""
+    import signal
+    import sys
+
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    from acecoder.serving import spawn_server
+
+    records = tmp_path / "acecode.jsonl"
+    records.write_text(json.dumps({"id": "q-add", "question": "Write add.",
+                                   "test_cases": TESTS}) + "\n")
+    init, _ = tiny_acecode_rm
+    proc, m = spawn_server(
+        [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0", "--http-port", "0",
+         "--model", str(init), "--executor", server.target, "--gateway-reward", "rule",
+         "--tests-file", str(records)],
+        r"listening on (\S+) .*http on :(\d+)", "the RM server")
+    try:
+        assert proc.stdout is not None and "ready" in proc.stdout.readline()
+        client = SingleTurnAgentExecutor(remote_rm_url=f"http://127.0.0.1:{m.group(2)}/get_reward")
+        prompt = "<|im_start|>user\nWrite add(a, b).<|im_end|>\n<|im_start|>assistant\n"
+        queries = [prompt + r + "<|im_end|>" for r in (GOOD, HALF, DODGE, GOOD)]
+        [out] = asyncio.run(client._fetch_rewards_via_http(
+            queries, [prompt] * 4, [json.dumps(TESTS), "q-add", TESTS, "no such record"]))
+        assert out["rewards"] == [1.0, 0.5, 0.0, 0.0]
+        assert out["scores"] == [1.0, 0.5, 0.0, 0.0]
+        assert out["extra_logs"]["failed"] == [0.0, 0.0, 0.0, 1.0]
+        assert out["extra_logs"]["hacked"] == [0.0, 0.0, 1.0, 0.0]
+        assert "labels[3]" in out["extra_logs"]["error"][3]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
