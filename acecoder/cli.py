@@ -21,8 +21,10 @@ examples:
   acecoder serve rm --model embedded:smollm2-135m --port 50052 --http-port 5000
   acecoder score --input pairs.jsonl --output scores.jsonl
   acecoder serve synth --llm http://localhost:8000/v1 --llm-model gpt-4o-mini --port 50053
+  acecoder serve all --http-port 5000
   acecoder synth --input seeds.jsonl --output acecode.jsonl --llm local
   acecoder rerank --input candidates.jsonl --output ranked.jsonl --server localhost:50052
+  acecoder rerank --input q.jsonl --output ranked.jsonl --server localhost:50052 --budget 0.5
   acecoder rm convert --model ./AceCodeRM-7B --output ./AceCodeRM-7B-seqcls
   acecoder demo
 """
@@ -203,6 +205,51 @@ def cmd_serve_synth(args: argparse.Namespace) -> int:
                                  llm_name=args.llm_model or "embedded:smollm2-135m"))
 
 
+def cmd_serve_all(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from acecoder.services import ServiceGroup
+
+    def metrics(offset: int) -> list[str]:
+        base = args.metrics_port_base
+        return [] if base is None else ["--metrics-port", str(base + offset)]
+
+    listen = ["--host", args.host, "--grace", str(args.grace)]
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    group = ServiceGroup()
+    try:
+        ex = group.start("executor", *listen, "--port", str(args.executor_port),
+                         "--workers", str(args.workers), "--jail", args.jail, *metrics(0))
+        http = [] if args.http_port is None else ["--http-port", str(args.http_port)]
+        rm = group.start("rm", *listen, "--port", str(args.rm_port), "--executor", ex.target,
+                         "--model", args.rm_model, *http, *metrics(1), wait_ready=True)
+        llm = ["--llm", args.llm] + (["--llm-model", args.llm_model] if args.llm_model else [])
+        synth = group.start("synth", *listen, "--port", str(args.synth_port), "--executor",
+                            ex.target, *llm, "--state-dir", args.state_dir, "--data-dir",
+                            args.data_dir, *metrics(2))
+        print(f"acecoder all listening: executor on {ex.target}, rm on {rm.target}, synth on "
+              f"{synth.target}", flush=True)
+        group.await_ready(rm)
+        print("acecoder all ready", flush=True)
+        while not stopping:
+            dead = group.exited()
+            if dead is not None:
+                print(f"acecoder serve all: the {dead.name} server exited with code "
+                      f"{dead.proc.returncode}; stopping the others", file=sys.stderr)
+                break
+            time.sleep(0.2)
+    except RuntimeError as exc:
+        print(f"acecoder serve all: {exc}", file=sys.stderr)
+    codes = group.stop(grace=args.grace + 10)
+    clean = stopping and all(c == 0 for c in codes.values()) and not group.leftovers
+    print("acecoder all stopped: " + ", ".join(f"{k} exit {v}" for k, v in codes.items())
+          + (f"; killed stragglers: {group.leftovers}" if group.leftovers else ""), flush=True)
+    return 0 if clean else 1
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from acecoder.server.rm import offline
 
@@ -217,9 +264,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
     config = _reward_config(args)
     job = rerank.run(Path(args.input), Path(args.output), config, server=args.server,
-                     progress=not args.quiet)
-    return _offline("rerank", job, "{ranked} questions ranked, {skipped} already in "
-                    f"{args.output}, {{invalid}} invalid")
+                     progress=not args.quiet, budget=args.budget, synth=args.synth,
+                     concurrency=args.concurrency)
+    return _offline("rerank", job, "{ranked} questions ranked ({partial} cut short by the "
+                    f"budget), {{skipped}} already in {args.output}, {{invalid}} invalid")
 
 
 def cmd_rm_convert(args: argparse.Namespace) -> int:
@@ -480,7 +528,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return demo.main(workers=args.workers, jail=args.jail, limit=args.limit,
                      rm_problems=args.rm_problems, synth_questions=args.synth_questions,
-                     rl_steps=args.rl_steps)
+                     rl_steps=args.rl_steps, budget=args.budget, output=args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -542,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gateway-binary", action="store_true",
                    help="rule/mix: 1.0 only when every test passes (AceCoder's RL reward)")
     s.add_argument("--gateway-rm-weight", type=float, default=0.5,
-                   help="mix: the RM score's weight (default 0.5)")
+                   help="mix: the weight of sigmoid(RM score); the rule reward gets the "
+                        "rest (default 0.5)")
     s.add_argument("--tests-file", default=None, metavar="RECORDS.jsonl",
                    help="AceCode-87K records: a label may name a record's id instead of "
                         "carrying its tests")
@@ -578,6 +627,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_options(s)
     s.set_defaults(func=cmd_serve_synth)
 
+    from acecoder.server.rm.config import DEFAULT_MODEL
+
+    s = services.add_parser(
+        "all", help="the executor, RM and synthesis services together",
+        description="Start the three services as child processes (the RM server and the "
+                    "synthesis service use the executor), print where each listens, and run "
+                    "until SIGTERM or SIGINT; then stop them in reverse order, each draining, "
+                    "and make sure no process is left. If one exits, the others are stopped "
+                    "and the exit status is 1. For production, run each service on its own "
+                    "(see k8s/).")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--executor-port", type=int, default=50051, help="default 50051 (0: any)")
+    s.add_argument("--rm-port", type=int, default=50052, help="default 50052 (0: any)")
+    s.add_argument("--synth-port", type=int, default=50053, help="default 50053 (0: any)")
+    s.add_argument("--http-port", type=int, default=None,
+                   help="the RM server's OpenRLHF gateway on this port (default: off)")
+    s.add_argument("--metrics-port-base", type=int, default=None, metavar="P",
+                   help="Prometheus metrics of the executor, RM and synthesis services on "
+                        "P, P+1 and P+2 (default: off)")
+    s.add_argument("--grace", type=float, default=20.0,
+                   help="seconds each service may drain after SIGTERM (default 20)")
+    s.add_argument("--rm-model", default=DEFAULT_MODEL, metavar="PATH|ID",
+                   help=f"the RM server's model (default {DEFAULT_MODEL})")
+    s.add_argument("--llm", default="local", metavar="URL|local|vllm",
+                   help="the synthesis service's LLM (default local: the embedded "
+                        "SmolLM2-135M-Instruct in-process)")
+    s.add_argument("--llm-model", default=None, help="model name for --llm")
+    s.add_argument("--state-dir", default=".acecoder-jobs", metavar="DIR",
+                   help="synthesis jobs' state (default .acecoder-jobs)")
+    s.add_argument("--data-dir", default=".", metavar="DIR",
+                   help="synthesis jobs' input and output paths are confined to it (default .)")
+    s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                   help="executor workers (default: CPU count)")
+    s.add_argument("--jail", default="auto",
+                   choices=["auto", "firejail", "bubblewrap", "namespaces"],
+                   help="the executor's sandbox (default: the first that works here)")
+    s.set_defaults(func=cmd_serve_all)
+
     p = sub.add_parser("score", help="score a JSONL file of (question, response) records",
                        description="Score records with the reward model. Input lines: "
                                    "{\"id\", \"question\", \"response\"}. Output lines: "
@@ -593,16 +680,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rerank", help="rank N candidates per question (best-of-N)",
                        description="Rank candidates. Input lines: {\"id\", \"question\", "
-                                   "\"candidates\": [...], \"tests\": [...] (optional)}. "
-                                   "Output lines: {\"id\", \"best\", \"ranked\": [{\"index\", "
-                                   "\"score\", \"pass_rate\"}]}, best first. With tests, pass "
-                                   "rate ranks first (needs --executor).")
+                                   "\"candidates\": [...], \"tests\": [...] (optional), "
+                                   "\"setup\" (optional)}. Output lines: {\"id\", \"best\", "
+                                   "\"ranked\": [{\"index\", \"score\", \"pass_rate\", "
+                                   "\"verdicts\"}], \"complete\", \"tests_source\", "
+                                   "\"seconds\"}, best first. With tests, pass rate ranks "
+                                   "first, RM score breaks ties (the RM server, or this process "
+                                   "with --executor, runs them). With --budget, the best so far "
+                                   "is written when a question's time runs out.")
     p.add_argument("--input", required=True, metavar="IN.jsonl")
     p.add_argument("--output", required=True, metavar="OUT.jsonl")
     p.add_argument("--server", default=None, metavar="HOST:PORT",
                    help="use a running `acecoder serve rm` instead of loading the model here")
     p.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="executor service to run tests with (in-process scoring only)")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="latency budget per question, seconds: rank what has arrived when it "
+                        "runs out (default: wait for every score and test)")
+    p.add_argument("--synth", default=None, metavar="HOST:PORT",
+                   help="synthesis service: imagine tests for questions that bring none (it "
+                        "may take 70%% of the budget)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="questions ranked at once (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_rerank)
@@ -760,7 +859,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rule reward 1.0 only when every test passes (AceCoder's, the "
                         "default); --no-binary: the pass rate")
     t.add_argument("--rm-weight", type=float, default=None,
-                   help="mix: the RM score's weight (default 0.5)")
+                   help="mix: the weight of sigmoid(RM score); the rule reward gets the "
+                        "rest (default 0.5)")
     t.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="`acecoder serve executor` (rule, mix)")
     t.add_argument("--rm", default=None, metavar="HOST:PORT", help="`acecoder serve rm` (rm, mix)")
@@ -813,21 +913,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_rl)
 
-    p = sub.add_parser("demo", help="the main job: executor and RM servers on MbppBase",
-                       description="Start an executor server, run every MbppBase reference "
-                                   "solution and a broken variant of each through it, print "
-                                   "verdicts and throughput; then start the RM server and rank "
-                                   "four candidates per problem for a few problems by RM score "
-                                   "and by tests; synthesize tests for a few questions; run a "
-                                   "few REINFORCE++ steps with rewards from the executor; stop "
-                                   "both servers.")
+    p = sub.add_parser("demo", help="the main job: the three services on the embedded models",
+                       description="Start the executor, RM and synthesis services as processes "
+                                   "on loopback; run every MbppBase reference solution and a "
+                                   "broken variant of each through the executor; rank four "
+                                   "candidates per problem for a few dozen problems (online "
+                                   "best-of-N: random vs RM vs tests, with a latency budget); "
+                                   "run a test-synthesis job; run a few REINFORCE++ steps with "
+                                   "rewards from the executor and the RM server; stop every "
+                                   "service and check that no process is left.")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--rm-problems", type=int, default=6,
-                   help="problems for the reward-model reranking step (default 6)")
+    p.add_argument("--rm-problems", type=int, default=40,
+                   help="problems for the best-of-N step (default 40)")
+    p.add_argument("--budget", type=float, default=0.1, metavar="S",
+                   help="latency budget of the budgeted best-of-N pick (default 0.1)")
     p.add_argument("--synth-questions", type=int, default=3,
-                   help="questions for the synthesis step (default 3; 0 skips it)")
+                   help="questions for the synthesis step (default 3; 0 skips it and the "
+                        "synthesis service)")
     p.add_argument("--rl-steps", type=int, default=2,
                    help="REINFORCE++ steps for the RL step (default 2; 0 skips it)")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="where the outputs go (default: a new temporary directory)")
     _add_executor_options(p)
     p.set_defaults(func=cmd_demo)
     return ap

@@ -6,12 +6,13 @@ RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
     with RewardClient("localhost:50052") as rm:
         scores = rm.score([("Write add(a, b).", "def add(a, b): return a + b")])
         scores[0].score
-        best = rm.rerank("Write add(a, b).", candidates)[0].index
+        ranking = rm.rerank("Write add(a, b).", candidates, budget=0.2)
+        ranking.best.index, ranking.complete       # best so far when 0.2 s ran out
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -33,10 +34,46 @@ class Score:
 @dataclass(frozen=True)
 class RankedCandidate:
     index: int
-    score: float
+    """Position in the request."""
+    score: float | None
+    """RM score; None when the budget ran out before it was scored."""
     truncated: bool
     pass_rate: float | None
+    """Fraction of tests passed; None when no tests ran for it."""
     rank: int
+    verdicts: tuple[str, ...] = ()
+    """One per test, in test order (PASSED, FAILED, ...); empty when no tests ran."""
+
+
+@dataclass(frozen=True)
+class Reranking:
+    """Candidates best first; indexes and iterates like that list."""
+
+    ranked: list[RankedCandidate]
+    complete: bool = True
+    """False when the budget ran out before every score and test result arrived."""
+    rule: str = ""
+    seconds: float = 0.0
+    """Time it took: the server's, or the whole of a `BestOfN.rank`."""
+    tests: tuple[str, ...] = ()
+    """BestOfN: the tests that ranked them (given or synthesized)."""
+    tests_source: str = ""
+    """BestOfN: given, synthesized or none."""
+    note: str = ""
+    """BestOfN: why synthesis gave no tests, when it did not."""
+
+    @property
+    def best(self) -> RankedCandidate:
+        return self.ranked[0]
+
+    def __getitem__(self, i: int) -> RankedCandidate:
+        return self.ranked[i]
+
+    def __len__(self) -> int:
+        return len(self.ranked)
+
+    def __iter__(self) -> Iterator[RankedCandidate]:
+        return iter(self.ranked)
 
 
 def _encode(s: str) -> bytes:
@@ -58,19 +95,31 @@ def _scores(reply: pb.ScoreResponse) -> list[Score]:
 
 
 def _rerank_request(question: str, candidates: Sequence[str], tests: Sequence[str],
-                    setup: str, test_timeout: float | None, request_id: str) -> pb.RerankRequest:
+                    setup: str, test_timeout: float | None, budget: float | None,
+                    request_id: str) -> pb.RerankRequest:
     req = pb.RerankRequest(request_id=request_id, question=_encode(question),
                            candidates=[_encode(c) for c in candidates],
                            tests=[_encode(t) for t in tests], setup=_encode(setup))
     if test_timeout is not None:
         req.test_timeout_seconds = test_timeout
+    if budget is not None:
+        req.budget_seconds = budget
     return req
 
 
-def _ranked(reply: pb.RerankResponse) -> list[RankedCandidate]:
-    return [RankedCandidate(c.index, c.score, c.truncated,
-                            c.pass_rate if c.HasField("pass_rate") else None, c.rank)
-            for c in reply.ranked]
+def _call_deadline(deadline: float | None, budget: float | None) -> float | None:
+    """A budget needs room for the answer to come back: the call's deadline covers it."""
+    if budget is None or deadline is not None:
+        return deadline
+    return budget + 5.0
+
+
+def _ranked(reply: pb.RerankResponse) -> Reranking:
+    return Reranking([RankedCandidate(c.index, c.score if c.HasField("score") else None,
+                                      c.truncated,
+                                      c.pass_rate if c.HasField("pass_rate") else None, c.rank,
+                                      tuple(c.verdicts))
+                      for c in reply.ranked], reply.complete, reply.rule, reply.seconds)
 
 
 class RewardClient(BlockingClient):
@@ -89,12 +138,15 @@ class RewardClient(BlockingClient):
                                   deadline))
 
     def rerank(self, question: str, candidates: Sequence[str], *, tests: Sequence[str] = (),
-               setup: str = "", test_timeout: float | None = None, request_id: str = "",
-               deadline: float | None = None) -> list[RankedCandidate]:
+               setup: str = "", test_timeout: float | None = None,
+               budget: float | None = None, request_id: str = "",
+               deadline: float | None = None) -> Reranking:
         """Rank candidates, best first. With tests, pass rate first (the server needs an
-        executor); `setup` runs before each candidate (e.g. imports the tests use)."""
-        req = _rerank_request(question, candidates, tests, setup, test_timeout, request_id)
-        return _ranked(self._call(self.stub.Rerank, req, deadline))
+        executor); `setup` runs before each candidate (e.g. imports the tests use). With a
+        `budget` (seconds), the server answers with the best so far when it runs out."""
+        req = _rerank_request(question, candidates, tests, setup, test_timeout, budget,
+                              request_id)
+        return _ranked(self._call(self.stub.Rerank, req, _call_deadline(deadline, budget)))
 
     def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
         return self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)
@@ -116,10 +168,11 @@ class AsyncRewardClient(AsyncClient):
 
     async def rerank(self, question: str, candidates: Sequence[str], *,
                      tests: Sequence[str] = (), setup: str = "",
-                     test_timeout: float | None = None, request_id: str = "",
-                     deadline: float | None = None) -> list[RankedCandidate]:
-        req = _rerank_request(question, candidates, tests, setup, test_timeout, request_id)
-        return _ranked(await self._call(self.stub.Rerank, req, deadline))
+                     test_timeout: float | None = None, budget: float | None = None,
+                     request_id: str = "", deadline: float | None = None) -> Reranking:
+        req = _rerank_request(question, candidates, tests, setup, test_timeout, budget,
+                              request_id)
+        return _ranked(await self._call(self.stub.Rerank, req, _call_deadline(deadline, budget)))
 
     async def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
         return await self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)

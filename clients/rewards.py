@@ -3,7 +3,8 @@
 
 `rule`: the executor runs the program extracted from the response on the question's tests:
 the pass rate, or (`binary`) 1.0 only when every test passes (AceCoder's RL reward). `rm`: the
-RM server's score. `mix`: rm_weight * rm + (1 - rm_weight) * rule.
+RM server's score. `mix`: rm_weight * sigmoid(rm) + (1 - rm_weight) * rule, in [0, 1] (the
+RM's raw score is a logit of any size; squashed, it weighs against a pass rate as meant).
 
 Calls run on an event loop of their own (a background thread), so that a trainer submits a
 batch and goes on generating while it is scored (`submit` returns a future). Every call has a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import math
 import concurrent.futures
 import os
 import threading
@@ -39,7 +41,7 @@ class RewardSpec:
     binary: bool = False
     """rule: 1.0 only when all tests pass, else 0.0 (instead of the pass rate)."""
     rm_weight: float = 0.5
-    """mix: weight of the RM score (the rule reward gets the rest)."""
+    """mix: weight of the RM score, squashed by a sigmoid (the rule reward gets the rest)."""
     executor: str | None = None
     """HOST:PORT of `acecoder serve executor` (rule, mix)."""
     rm: str | None = None
@@ -209,8 +211,16 @@ def combine(kind: str, rule: Any, score: Any, *, binary: bool = False,
     elif kind == "rm":
         value = score
     else:
-        value = rm_weight * score + (1 - rm_weight) * rule_value
+        value = rm_weight * sigmoid(score) + (1 - rm_weight) * rule_value
     return Reward(value, pass_rate, all_passed, score, flags)
+
+
+def sigmoid(x: float) -> float:
+    """The RM score as a probability-like value in (0, 1) (stable for any size)."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 async def rule_results(executor: Any, samples: Sequence[Sample], *, deadline: float,

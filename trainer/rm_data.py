@@ -47,9 +47,14 @@ def split(pairs: list[Pair], eval_fraction: float) -> tuple[list[Pair], list[Pai
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     train, held = [], []
     for p in pairs:
-        h = int.from_bytes(hashlib.sha256(p.question.encode()).digest()[:8], "big")
-        (held if h / 2**64 < eval_fraction else train).append(p)
+        (held if held_out(p.question, eval_fraction) else train).append(p)
     return train, held
+
+
+def held_out(question: str, eval_fraction: float) -> bool:
+    """Whether `split` holds out the pairs of this question."""
+    h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
+    return h / 2**64 < eval_fraction
 
 
 @dataclass(frozen=True)

@@ -45,44 +45,52 @@ class ScoreResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[ItemScore, _Mapping]]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("request_id", "question", "candidates", "tests", "test_timeout_seconds", "setup")
+    __slots__ = ("request_id", "question", "candidates", "tests", "test_timeout_seconds", "setup", "budget_seconds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     TEST_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     question: bytes
     candidates: _containers.RepeatedScalarFieldContainer[bytes]
     tests: _containers.RepeatedScalarFieldContainer[bytes]
     test_timeout_seconds: float
     setup: bytes
-    def __init__(self, request_id: _Optional[str] = ..., question: _Optional[bytes] = ..., candidates: _Optional[_Iterable[bytes]] = ..., tests: _Optional[_Iterable[bytes]] = ..., test_timeout_seconds: _Optional[float] = ..., setup: _Optional[bytes] = ...) -> None: ...
+    budget_seconds: float
+    def __init__(self, request_id: _Optional[str] = ..., question: _Optional[bytes] = ..., candidates: _Optional[_Iterable[bytes]] = ..., tests: _Optional[_Iterable[bytes]] = ..., test_timeout_seconds: _Optional[float] = ..., setup: _Optional[bytes] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
-    __slots__ = ("index", "score", "truncated", "pass_rate", "rank")
+    __slots__ = ("index", "score", "truncated", "pass_rate", "rank", "verdicts")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     PASS_RATE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
     index: int
     score: float
     truncated: bool
     pass_rate: float
     rank: int
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., truncated: _Optional[bool] = ..., pass_rate: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+    verdicts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., truncated: _Optional[bool] = ..., pass_rate: _Optional[float] = ..., rank: _Optional[int] = ..., verdicts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("request_id", "ranked", "rule")
+    __slots__ = ("request_id", "ranked", "rule", "complete", "seconds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RANKED_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     ranked: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
     rule: str
-    def __init__(self, request_id: _Optional[str] = ..., ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., rule: _Optional[str] = ...) -> None: ...
+    complete: bool
+    seconds: float
+    def __init__(self, request_id: _Optional[str] = ..., ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., rule: _Optional[str] = ..., complete: _Optional[bool] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()

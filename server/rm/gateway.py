@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import socket
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from acecoder.clients.rewards import sigmoid
 from acecoder.errors import AcecoderError, InvalidArgument
 
 from . import templates
@@ -77,10 +77,6 @@ def split_all(queries: Sequence[Any], prompts: Sequence[Any] | None,
         except ValueError as exc:
             raise InvalidArgument(f"query[{i}]: {exc}") from None
     return pairs
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
 REWARDS = ("rm", "rule", "mix")
@@ -162,7 +158,7 @@ class Gateway:
             rewards = [s.score for s in scored]
             return {
                 "rewards": rewards,
-                "scores": [_sigmoid(r) for r in rewards],
+                "scores": [sigmoid(r) for r in rewards],
                 "extra_logs": {"rm_score": rewards,
                                "truncated": [float(s.truncated) for s in scored]},
             }
@@ -211,13 +207,7 @@ class Gateway:
                 rewards.append(combine(self.reward, next(rules), next(scores),
                                        binary=self.binary, rm_weight=self.rm_weight))
         values = [0.0 if r.value is None else float(r.value) for r in rewards]
-        if self.reward == "rule":
-            filter_scores = values
-        else:
-            filter_scores = [0.0 if r.value is None else
-                             self.rm_weight * _sigmoid(r.rm_score or 0.0)
-                             + (1 - self.rm_weight) * float(r.pass_rate or 0.0)
-                             for r in rewards]
+        filter_scores = values  # rule and mix rewards lie in [0, 1] already
         return {
             "rewards": values,
             "scores": [min(1.0, max(0.0, v)) for v in filter_scores],

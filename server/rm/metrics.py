@@ -50,6 +50,9 @@ class RewardMetrics:
             ["result"], registry=r)
         self.queue_depth = Gauge(
             "acecoder_rm_queue_depth", "Items waiting for a batch.", registry=r)
+        self.rerank_budget_expired = Counter(
+            "acecoder_rm_rerank_budget_expired", "Rerank calls answered with a partial ranking "
+            "because their latency budget ran out.", registry=r)
         self.model = Info("acecoder_rm_model", "The model being served.", registry=r)
 
     def observe_batch(self, stats: BatchStats, seconds: float, *, waits: Sequence[float]) -> None:

@@ -23,7 +23,9 @@ from .models import BatchStats, Encoded, ModelDescription
 logger = logging.getLogger(__name__)
 
 RERANK_RULE = ("pass rate (descending) first when tests ran, then RM score (descending), "
-               "then request order")
+               "then request order; when a budget ran out, a candidate whose tests did not run "
+               "yet ranks after those that passed all and before those that failed some, and "
+               "one not yet scored after the scored ones of its kind")
 
 
 class Backend(Protocol):
@@ -49,10 +51,22 @@ class ItemScore:
 @dataclass(frozen=True)
 class Ranked:
     index: int
-    score: float
+    score: float | None
+    """None when a budget ran out before it was scored."""
     truncated: bool
     pass_rate: float | None
+    """None when no tests ran for it."""
     rank: int
+    verdicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reranking:
+    ranked: list[Ranked]
+    """Best first."""
+    complete: bool
+    """False when a budget ran out before every score and test result arrived."""
+    seconds: float
 
 
 def text(value: bytes | str, what: str, limit: int) -> str:
@@ -210,33 +224,57 @@ class RewardService:
 
     async def rerank(self, question: bytes | str, candidates: Sequence[bytes | str], *,
                      tests: Sequence[bytes | str] = (), setup: bytes | str = b"",
-                     test_timeout: float | None = None,
-                     deadline: float | None = None) -> list[Ranked]:
-        """Score N candidates for one question (and run their tests when given); best first."""
+                     test_timeout: float | None = None, deadline: float | None = None,
+                     budget: float | None = None) -> Reranking:
+        """Score N candidates for one question (and run their tests when given); best first.
+        With a `budget` (seconds), what has arrived when it runs out is ranked and returned
+        (`complete` False); without one, everything is awaited until `deadline` (a
+        time.monotonic() value)."""
+        started = time.monotonic()
         if not candidates:
             raise InvalidArgument("candidates is empty: send at least one")
+        if budget is not None and not budget > 0:
+            raise InvalidArgument(f"budget_seconds must be > 0, got {budget}")
         if tests and self.config.executor is None:
             raise InvalidArgument("tests were sent but this server knows no executor: start it "
                                   "with --executor HOST:PORT, or leave tests out")
-        scoring = asyncio.ensure_future(
-            self.score([(question, c) for c in candidates], deadline=deadline))
-        pass_rates: list[float | None] = [None] * len(candidates)
+        pairs = self.validate([(question, c) for c in candidates], what="candidates")
+        n = len(pairs)
+        scores: list[ItemScore | None] = [None] * n
+        rates: list[float | None] = [None] * n
+        verdicts: list[tuple[str, ...]] = [()] * n
+
+        async def score_one(i: int) -> None:  # one call each: a budget keeps what came back
+            scores[i] = (await self.score([pairs[i]], deadline=deadline))[0]
+
+        work = [asyncio.ensure_future(score_one(i)) for i in range(n)]
+        if tests:
+            limit = self.config.max_text_bytes
+            test_texts = [text(t, f"tests[{i}]", limit) for i, t in enumerate(tests)]
+            programs = [extract_program(r) for _, r in pairs]
+            setup_text = text(setup, "setup", limit) if setup else ""
+            work.append(asyncio.ensure_future(self._run_tests(
+                programs, test_texts, setup_text, test_timeout, deadline, rates, verdicts)))
         try:
-            if tests:
-                programs = [extract_program(text(c, f"candidates[{i}]", self.config.max_text_bytes))
-                            for i, c in enumerate(candidates)]
-                setup_text = text(setup, "setup", self.config.max_text_bytes) if setup else ""
-                pass_rates = list(await self._run_tests(programs, tests, setup_text,
-                                                        test_timeout, deadline))
-            scored = await scoring
+            done, pending = await asyncio.wait(
+                work, timeout=None if budget is None else max(0.0, started + budget -
+                                                               time.monotonic()),
+                return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
-            if not scoring.done():
-                scoring.cancel()
-        order = sorted(range(len(candidates)), key=lambda i: (
-            -(pass_rates[i] if pass_rates[i] is not None else -1.0), -scored[i].score, i))
-        ranks = {i: r for r, i in enumerate(order)}
-        return [Ranked(i, scored[i].score, scored[i].truncated, pass_rates[i], ranks[i])
-                for i in order]
+            for task in work:
+                if not task.done():
+                    task.cancel()
+        if pending:
+            self.metrics.rerank_budget_expired.inc()
+        order = sorted(range(n), key=lambda i: rank_key(
+            scores[i].score if scores[i] is not None else None, rates[i], i))
+        ranked = [Ranked(i, scores[i].score if scores[i] is not None else None,
+                         scores[i].truncated if scores[i] is not None else False,
+                         rates[i], r, verdicts[i]) for r, i in enumerate(order)]
+        return Reranking(ranked, not pending, time.monotonic() - started)
 
     def executor_client(self) -> Any:
         """The AsyncExecutorClient of --executor (made on first use, closed with the service)."""
@@ -249,20 +287,21 @@ class RewardService:
             self._executor = AsyncExecutorClient(self.config.executor)
         return self._executor
 
-    async def _run_tests(self, programs: list[str], tests: Sequence[bytes | str], setup: str,
-                         timeout: float | None, deadline: float | None) -> list[float]:
+    async def _run_tests(self, programs: list[str], tests: list[str], setup: str,
+                         timeout: float | None, deadline: float | None,
+                         rates: list[float | None], verdicts: list[tuple[str, ...]]) -> None:
+        """Run every program on the tests; each result lands in `rates` and `verdicts` as it
+        arrives (a budget that runs out keeps the ones that did)."""
         from acecoder.clients.executor import Program
 
-        test_texts = [text(t, f"tests[{i}]", self.config.max_text_bytes)
-                      for i, t in enumerate(tests)]
         executor = self.executor_client()
         budget = None if deadline is None else max(0.1, deadline - time.monotonic())
-        results: list[float] = [0.0] * len(programs)
         try:
             async for r in executor.execute_batch(
-                    [Program(p, test_texts, setup=setup, timeout=timeout) for p in programs],
+                    [Program(p, tests, setup=setup, timeout=timeout) for p in programs],
                     deadline=budget):
-                results[r.index] = r.pass_rate
+                rates[r.index] = r.pass_rate
+                verdicts[r.index] = tuple(v.value for v in r.verdicts)
         except AcecoderError:
             raise
         except Exception as exc:
@@ -271,7 +310,17 @@ class RewardService:
             if code is not None and code.name == "INVALID_ARGUMENT":
                 raise InvalidArgument(f"the executor refused the tests: {detail}") from None
             raise Unavailable(f"the executor at {self.config.executor} failed: {detail}") from None
-        return results
+
+
+def rank_key(score: float | None, pass_rate: float | None, index: int) -> tuple[Any, ...]:
+    """Sort key of a candidate, best first (see RERANK_RULE). A candidate whose tests have not
+    run yet (a budget ran out) ranks below one known to pass every test and above one known to
+    fail some; one not yet scored ranks below the scored ones of its tier."""
+    if pass_rate is None:
+        tier, rate = 1, 0.0
+    else:
+        tier, rate = (0 if pass_rate >= 1.0 else 2), pass_rate
+    return (tier, -rate, score is None, -(score or 0.0), index)
 
 
 def new_request_id(given: str) -> str:

@@ -84,17 +84,22 @@ class RewardServicer(pb_grpc.RewardModelServicer):
             else None
         if timeout is not None and not timeout > 0:
             raise InvalidArgument(f"test_timeout_seconds must be > 0, got {timeout}")
-        ranked = await self.service.rerank(
+        budget = request.budget_seconds if request.HasField("budget_seconds") else None
+        got = await self.service.rerank(
             request.question, list(request.candidates), tests=list(request.tests),
-            setup=request.setup, test_timeout=timeout, deadline=_deadline(context))
+            setup=request.setup, test_timeout=timeout, deadline=_deadline(context),
+            budget=budget)
         out = []
-        for r in ranked:
-            c = pb.RankedCandidate(index=r.index, score=r.score, truncated=r.truncated,
-                                   rank=r.rank)
+        for r in got.ranked:
+            c = pb.RankedCandidate(index=r.index, truncated=r.truncated, rank=r.rank,
+                                   verdicts=list(r.verdicts))
+            if r.score is not None:
+                c.score = r.score
             if r.pass_rate is not None:
                 c.pass_rate = r.pass_rate
             out.append(c)
-        return pb.RerankResponse(request_id=request_id, ranked=out, rule=RERANK_RULE)
+        return pb.RerankResponse(request_id=request_id, ranked=out, rule=RERANK_RULE,
+                                 complete=got.complete, seconds=got.seconds)
 
     async def ModelInfo(self, request: pb.ModelInfoRequest,
                         context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:

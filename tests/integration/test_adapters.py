@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from acecoder.clients.rewards import sigmoid
 from acecoder.trainer.distributed import free_port
 
 TESTS = ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
@@ -42,7 +43,7 @@ def test_verl_with_the_rm_and_an_unreachable_executor(server, rm_target: str) ->
 
     mixed = compute_score("acecode", GOOD, TESTS, {"question": "Write add(a, b)."},
                           executor=server.target, rm=rm_target, reward="mix", rm_weight=0.5)
-    assert mixed["ok"] and mixed["score"] == pytest.approx(0.5 * mixed["rm_score"] + 0.5)
+    assert mixed["ok"] and mixed["score"] == pytest.approx(0.5 * sigmoid(mixed["rm_score"]) + 0.5)
     gone = compute_score("acecode", GOOD, TESTS, executor=f"127.0.0.1:{free_port()}",
                          deadline=2)
     assert not gone["ok"] and gone["score"] == 0.0 and "executor" in gone["error"]

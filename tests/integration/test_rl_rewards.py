@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from acecoder.clients.rewards import RewardScorer, RewardSpec, Sample
+from acecoder.clients.rewards import RewardScorer, RewardSpec, Sample, sigmoid
 
 TESTS = ("assert add(1, 2) == 3", "assert add(0, 0) == 0")
 GOOD = "Here:\n```python\ndef add(a, b):\n    return a + b\n```"
@@ -46,7 +46,9 @@ def test_rm_and_mixed_rewards(server, rm_target: str) -> None:  # type: ignore[n
     assert all(r.value == r.rm_score and r.pass_rate is None for r in by_rm)
     assert len({r.value for r in by_rm}) == 3  # three different programs, three scores
     for m, r in zip(mixed, by_rm, strict=True):
-        assert m.value == pytest.approx(0.25 * r.rm_score + 0.75 * m.pass_rate, rel=1e-6)
+        assert m.value == pytest.approx(0.25 * sigmoid(r.rm_score) + 0.75 * m.pass_rate,
+                                       rel=1e-6)
+        assert 0.0 <= m.value <= 1.0
 
 
 def test_an_unreachable_service_gives_no_reward() -> None:

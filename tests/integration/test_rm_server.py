@@ -156,6 +156,104 @@ def test_rerank_by_pass_rate_then_score(rm_client: RewardClient) -> None:
     assert [r.rank for r in plain] == [0, 1, 2]
 
 
+SLEEPER = "import time\ntime.sleep(30)\n" + GOOD  # its tests cannot finish in a budget
+
+
+@pytest.fixture(scope="module")
+def synth(server, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The synthesis service with its LLM on a scripted local OpenAI-protocol server."""
+    from tests.fake_openai import FakeOpenAI
+    from tests.integration.test_synth_server import start_synth
+    from tests.integration.test_synth_server import stop as stop_synth
+
+    fake = FakeOpenAI().start()
+    data = tmp_path_factory.mktemp("synth")
+    s = start_synth(fake, server.target, data / "state", data)
+    yield s
+    assert stop_synth(s) == 0
+    fake.stop()
+
+
+def test_best_of_n_with_tests_and_a_budget(rm: RMServer) -> None:
+    from acecoder.clients.bestofn import BestOfN
+
+    tests = ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
+    with BestOfN(rm.target) as bon:
+        full = bon.rank(QUESTION, [BAD, GOOD], tests=tests)
+        assert full.complete and full.best.index == 1 and full.tests_source == "given"
+        assert full.best.verdicts == ("PASSED", "PASSED")
+        assert dict((r.index, r.verdicts) for r in full)[0] == ("FAILED", "PASSED")
+        started = time.monotonic()
+        cut = bon.rank(QUESTION, [SLEEPER, BAD, GOOD], tests=tests, budget=2.0, test_timeout=1)
+        took = time.monotonic() - started
+    assert not cut.complete and took < 3.5, took
+    by_index = {r.index: r for r in cut}
+    # the sleeper's tests never came back; the others' did, and every candidate was scored
+    assert by_index[0].pass_rate is None and by_index[0].verdicts == ()
+    assert by_index[2].pass_rate == 1.0 and by_index[1].pass_rate == 0.5
+    assert all(r.score is not None for r in cut)
+    # known to pass all > not run yet > known to fail some
+    assert [r.index for r in cut] == [2, 0, 1]
+    with httpx.Client() as http:
+        metrics = http.get(rm.metrics).text
+    assert re.search(r"^acecoder_rm_rerank_budget_expired_total [1-9]", metrics, re.M)
+
+
+def test_best_of_n_imagines_tests_when_none_are_given(rm: RMServer, synth) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from acecoder.clients.bestofn import AsyncBestOfN, BestOfN
+
+    with BestOfN(rm.target, synth=synth.target) as bon:
+        got = bon.rank(QUESTION, [BAD, GOOD], synthesize=True, budget=60)
+        assert got.tests_source == "synthesized" and got.complete and got.best.index == 1
+        assert got.tests and all(t.startswith("assert add(") for t in got.tests)
+        assert got.best.pass_rate == 1.0 and got.ranked[1].pass_rate < 1.0
+        # synthesis that cannot finish within its share: ranked by RM alone, and told why
+        slow = bon.rank("Add. SCRIPT:slow", [BAD, GOOD], synthesize=True, budget=1.5)
+        assert slow.tests_source == "none" and "DEADLINE_EXCEEDED" in slow.note
+        assert slow.complete and all(r.pass_rate is None for r in slow)
+        with pytest.raises(ValueError, match="budget must be > 0"):
+            bon.rank(QUESTION, [GOOD], budget=-1)
+    with BestOfN(rm.target) as bare, pytest.raises(ValueError, match="synthesis service"):
+        bare.rank(QUESTION, [GOOD], synthesize=True)
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with AsyncBestOfN(rm.target, synth=synth.target) as bon:
+            return await asyncio.gather(*(bon.rank(QUESTION, [BAD, GOOD], synthesize=True)
+                                          for _ in range(3)))
+
+    assert [r.best.index for r in asyncio.run(main())] == [1, 1, 1]
+
+
+def test_the_rerank_command_with_a_budget_and_synthesis(tmp_path, rm: RMServer, synth) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": "given", "question": QUESTION, "candidates": [BAD, GOOD],
+             "tests": ["assert add(2, 2) == 4"]},
+            {"id": "imagined", "question": QUESTION, "candidates": [GOOD, BAD]},
+            {"id": "cut", "question": QUESTION, "candidates": [SLEEPER, GOOD],
+             "tests": ["assert add(2, 2) == 4", "assert add(0, 1) == 1"]}]  # 2 x 3 s timeouts
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-m", "acecoder.cli", "rerank", "--input", str(src),
+                           "--output", str(out), "--server", rm.target, "--synth", synth.target,
+                           "--budget", "4", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 questions ranked (1 cut short by the budget)" in done.stderr
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert got["given"]["best"] == 1 and got["given"]["tests_source"] == "given"
+    assert got["given"]["ranked"][0]["verdicts"] == ["PASSED"]
+    assert got["imagined"]["tests_source"] == "synthesized" and got["imagined"]["best"] == 0
+    assert got["cut"]["complete"] is False and got["cut"]["best"] == 1
+    assert got["cut"]["ranked"][1]["pass_rate"] is None
+    assert all(r["complete"] for k, r in got.items() if k != "cut")
+    bad = subprocess.run([sys.executable, "-m", "acecoder.cli", "rerank", "--input", str(src),
+                          "--output", str(tmp_path / "x.jsonl"), "--server", rm.target,
+                          "--budget", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--budget must be > 0" in bad.stderr
+
+
 def test_the_openrlhf_gateway(rm: RMServer, rm_client: RewardClient, reference) -> None:  # type: ignore[no-untyped-def]
     chatml = reference.tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
@@ -265,18 +363,6 @@ def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_
     bad = subprocess.run([*cli, "rm", "convert", "--model", str(converted), "--output",
                           str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not an AceCode-RM checkpoint" in bad.stderr
-
-
-def test_the_demo_runs_both_steps_and_stops_cleanly() -> None:
-    done = subprocess.run([sys.executable, "-m", "acecoder.cli", "demo", "--limit", "4",
-                           "--rm-problems", "2", "--synth-questions", "1", "--workers", "1"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "step 1" in out and "step 2" in out and "mean pass rate of the pick" in out
-    assert "RM server stopped cleanly" in out and "executor server stopped cleanly" in out
-    assert re.search(r"tests\+RM 1\.00", out)  # tests always find the reference solution
-    assert "step 3" in out and re.search(r"seeds 1 \(done before this run 0\), kept [01]", out)
 
 
 def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:

@@ -534,8 +534,9 @@ class RLTrainer:
         values = [float(it.reward.value) for it in kept]  # type: ignore[union-attr,arg-type]
         rates = [it.reward.pass_rate for it in kept if it.reward.pass_rate is not None]  # type: ignore[union-attr]
         alls = [bool(it.reward.all_passed) for it in kept if it.reward.all_passed is not None]  # type: ignore[union-attr]
+        rm_scores = [it.reward.rm_score for it in kept if it.reward.rm_score is not None]  # type: ignore[union-attr]
         local = [len(items), len(kept), sum(values), sum(v * v for v in values), sum(rates),
-                 len(rates), sum(alls), sum(bool(it.reward and it.reward.hacked) for it in items),
+                 len(rates), sum(rm_scores), len(rm_scores), sum(alls), sum(bool(it.reward and it.reward.hacked) for it in items),
                  sum(len(it.response) for it in items), sums["kl"], sums["tokens"], upd["loss"],
                  upd["clip"], upd["entropy"], upd["micro"], times["reward_wait"] / times["step"],
                  times["step"], times["generate"], times["reward_wait"], times["update"],
@@ -543,7 +544,7 @@ class RLTrainer:
                  *(sum(flag in it.reward.flags for it in items if it.reward) for flag in FLAGS)]
         t = torch.tensor(local, dtype=torch.float64)
         dist.all_reduce(t)
-        (n, n_kept, r_sum, r_sq, rate_sum, n_rates, all_sum, hacked, length, kl, tokens, loss,
+        (n, n_kept, r_sum, r_sq, rate_sum, n_rates, rm_sum, n_rm, all_sum, hacked, length, kl, tokens, loss,
          clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, sync_s, *per_flag) = (
             float(x) for x in t)
         w = self.world
@@ -561,6 +562,7 @@ class RLTrainer:
             "reward/std": math.sqrt(max(r_sq / n_kept - mean ** 2, 0.0)) if n_kept else math.nan,
             "reward/pass_rate": rate_sum / n_rates if n_rates else math.nan,
             "reward/all_pass": all_sum / n_rates if n_rates else math.nan,
+            "reward/rm_score": rm_sum / n_rm if n_rm else math.nan,
             "reward/dropped": dropped,
             "reward/dropped_total": self.totals["dropped"],
             "reward/hacked": int(hacked),

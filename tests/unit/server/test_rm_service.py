@@ -4,6 +4,7 @@ are exercised in test_rm_models and the integration tests)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -12,7 +13,7 @@ from acecoder.errors import InvalidArgument, Unavailable
 from acecoder.server.rm import gateway, templates
 from acecoder.server.rm.config import RewardConfig
 from acecoder.server.rm.models import BatchStats, Encoded, ModelDescription
-from acecoder.server.rm.service import RewardService
+from acecoder.server.rm.service import RewardService, rank_key
 
 
 class LengthBackend:
@@ -44,8 +45,12 @@ def test_score_rerank_and_drain() -> None:
         await service.start()
         got = await service.score([("q", "ab"), ("q", "a")], ids=["x", "y"])
         assert [(s.id, s.score) for s in got] == [("x", 2.0), ("y", 1.0)]
-        ranked = await service.rerank("q", ["a", "abc", "ab"])
-        assert [r.index for r in ranked] == [1, 2, 0] and [r.rank for r in ranked] == [0, 1, 2]
+        got = await service.rerank("q", ["a", "abc", "ab"])
+        assert got.complete and [r.score for r in got.ranked] == [3.0, 2.0, 1.0]
+        assert [r.index for r in got.ranked] == [1, 2, 0]
+        assert [r.rank for r in got.ranked] == [0, 1, 2]
+        with pytest.raises(InvalidArgument, match="budget_seconds must be > 0"):
+            await service.rerank("q", ["a"], budget=0)
         with pytest.raises(InvalidArgument, match="no executor"):
             await service.rerank("q", ["a"], tests=["assert True"])
         with pytest.raises(InvalidArgument, match="limit is 3"):
@@ -59,6 +64,43 @@ def test_score_rerank_and_drain() -> None:
         await service.close()
 
     run(main())
+
+
+class SlowBackend(LengthBackend):
+    """One item per forward, 0.3 s each: a budget runs out part way through."""
+
+    def score(self, items: Sequence[Encoded], stats: BatchStats) -> list[float]:
+        time.sleep(0.3 * len(items))
+        return super().score(items, stats)
+
+
+def test_a_budget_returns_the_best_so_far() -> None:
+    async def main() -> None:
+        service = RewardService(RewardConfig(max_batch_items=1, lanes=1),
+                                backend=SlowBackend())
+        await service.start()
+        started = time.monotonic()
+        got = await service.rerank("q", ["a", "abcd", "ab", "abc"], budget=0.45)
+        took = time.monotonic() - started
+        assert not got.complete and took < 0.6, took
+        scored = [r for r in got.ranked if r.score is not None]
+        assert 1 <= len(scored) < 4
+        assert got.ranked[:len(scored)] == scored  # the scored ones rank first
+        assert service.metrics.rerank_budget_expired._value.get() == 1
+        # the abandoned items are dropped from the queue: the next call is not stuck behind
+        later = await service.rerank("q", ["ab", "a"], budget=5)
+        assert later.complete and [r.index for r in later.ranked] == [0, 1]
+        await service.close()
+
+    run(main())
+
+
+def test_rank_key_orders_partial_results() -> None:
+    # (score, pass rate): all-pass first, then untested, then by pass rate; unscored last
+    # within a tier
+    cands = [(0.9, 0.5), (None, 1.0), (0.1, 1.0), (0.8, None), (None, None), (0.2, 0.0)]
+    order = sorted(range(len(cands)), key=lambda i: rank_key(*cands[i], i))
+    assert order == [2, 1, 3, 4, 0, 5]
 
 
 def test_gateway_parses_openrlhf_payloads() -> None:
