@@ -29,6 +29,18 @@ def response_of(query: str, prompt: str) -> str:
     return query[len(prompt):] if query.startswith(prompt) else query
 
 
+def question_and_response(query: str, prompt: str) -> tuple[str, str]:
+    """(question, response) of a chat-templated query: the last user turn and the answer,
+    without the policy's chat markers (ChatML or Llama-3), as the RM wants them; the prompt
+    and the rest of the query when neither template matches."""
+    from acecoder.server.rm.templates import split_query
+
+    try:
+        return split_query(query, prompt)
+    except ValueError:
+        return prompt, response_of(query, prompt)
+
+
 def score(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
           **settings: Any) -> list[Reward]:
     """One Reward per query (value None, with the reason, when there is none)."""
@@ -36,7 +48,7 @@ def score(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
         scorer = shared(spec_from_env(**settings))
     except ValueError as exc:
         return [Reward(None, error=f"acecoder settings: {exc}") for _ in queries]
-    rows = [(prompt, response_of(query, prompt), label)
+    rows = [(*question_and_response(query, prompt), label)
             for query, prompt, label in zip(queries, prompts, labels, strict=True)]
     return score_labeled(scorer, rows, "label")
 

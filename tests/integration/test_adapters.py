@@ -67,6 +67,30 @@ def test_openrlhf_reward_func(server, monkeypatch: pytest.MonkeyPatch) -> None: 
     assert reward_func(queries[:2], [prompt] * 2, labels[:2])["rewards"].tolist() == [1.0, 0.0]
 
 
+def test_openrlhf_reward_func_with_rm_scores(server, rm_target: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The RM sees the question and the answer without the policy's chat markers, as the
+    gateway gives them, so both paths score a sample alike."""
+    from acecoder.clients import RewardClient
+    from acecoder.clients.openrlhf import reward_func
+
+    monkeypatch.setenv("ACECODER_REWARD", "rm")
+    monkeypatch.setenv("ACECODER_RM", rm_target)
+    prompt = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWrite add(a, b)." \
+             "<|im_end|>\n<|im_start|>assistant\n"
+    queries = [prompt + r + "<|im_end|>" for r in (GOOD, HALF)]
+    out = reward_func(queries, [prompt] * 2, [json.dumps(TESTS)] * 2)
+    with RewardClient(rm_target) as rm:
+        want = [s.score for s in rm.score([("Write add(a, b).", GOOD), ("Write add(a, b).", HALF)])]
+    assert out["rewards"].tolist() == pytest.approx(want, abs=1e-5)
+    assert float(out["extra_logs"]["acecoder/failed"]) == 0.0
+    monkeypatch.setenv("ACECODER_REWARD", "mix")
+    monkeypatch.setenv("ACECODER_EXECUTOR", server.target)
+    mixed = reward_func(queries, [prompt] * 2, [json.dumps(TESTS)] * 2)["rewards"].tolist()
+    assert mixed == pytest.approx([0.5 * sigmoid(want[0]) + 0.5, 0.5 * sigmoid(want[1]) + 0.25],
+                                  abs=1e-5)
+
+
 def test_trl_async_reward_function(server) -> None:  # type: ignore[no-untyped-def]
     from acecoder.clients.trl import make_reward
 
@@ -156,6 +180,63 @@ def test_verl_loads_the_reward_function_from_its_config(server) -> None:  # type
                      ground_truths=[TESTS, TESTS], extra_infos=[{}, {}])
         assert [g["score"] for g in got] == [1.0, 0.0]  # binary: all tests or nothing
         assert [g["pass_rate"] for g in got] == [1.0, 0.5]
+
+
+def verl_batch(tokenizer, responses: list[str], truths: list[object]):  # type: ignore[no-untyped-def]
+    """A DataProto as verl's rollout hands it to a reward manager: left-padded prompts,
+    right-padded responses, one attention mask over both, the dataset's non-tensor fields."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+
+    prompts = [tokenizer(f"Write add(a, b). ({k})")["input_ids"] for k in range(len(responses))]
+    answers = [tokenizer(r)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    p_len, r_len = max(map(len, prompts)), max(map(len, answers)) + 3
+    pad = tokenizer.pad_token_id
+    prompt_ids = torch.tensor([[pad] * (p_len - len(x)) + x for x in prompts])
+    response_ids = torch.tensor([x + [pad] * (r_len - len(x)) for x in answers])
+    mask = torch.tensor([[0] * (p_len - len(x)) + [1] * len(x) + [1] * len(y)
+                         + [0] * (r_len - len(y)) for x, y in zip(prompts, answers, strict=True)])
+    return DataProto.from_dict(
+        tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": mask,
+                 "input_ids": torch.cat([prompt_ids, response_ids], dim=1)},
+        non_tensors={"data_source": np.array(["acecode"] * len(responses), dtype=object),
+                     "reward_model": np.array([{"ground_truth": t} for t in truths],
+                                              dtype=object),
+                     "extra_info": np.array([{} for _ in responses], dtype=object)}), answers
+
+
+def test_verl_reward_managers_score_a_rollout_batch(server, smol_tokenizer_dir) -> None:  # type: ignore[no-untyped-def]
+    """verl's own batch and naive reward managers, on a batch of real token ids, with the
+    adapter loaded the way verl loads it: the reward lands on each response's last token."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.workers.reward_manager.batch import BatchRewardManager
+    from verl.workers.reward_manager.naive import NaiveRewardManager
+
+    import acecoder.clients.verl as adapter
+
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    responses = [GOOD, HALF, DODGE]
+    truths = [json.dumps(TESTS), {"tests": TESTS, "setup": ""}, TESTS]
+
+    def load(name: str):  # type: ignore[no-untyped-def]
+        return get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
+            "path": adapter.__file__, "name": name,
+            "reward_kwargs": {"executor": server.target}}}}))
+
+    managers = [BatchRewardManager(tok, 0, load("compute_score_batch")),
+                NaiveRewardManager(tok, 0, load("compute_score"))]
+    for manager in managers:
+        data, answers = verl_batch(tok, responses, truths)
+        got = manager(data, return_dict=True)
+        rewards, extra = got["reward_tensor"], got["reward_extra_info"]
+        last = [len(a) - 1 for a in answers]
+        assert [rewards[i, last[i]].item() for i in range(3)] == [1.0, 0.5, 0.0]
+        assert rewards.sum().item() == 1.5  # nothing but the last tokens
+        assert list(extra["pass_rate"]) == [1.0, 0.5, 0.0]
+        assert extra["hacked"][2] and not extra["hacked"][0]  # sys.exit(0) is flagged
 
 
 def test_openrlhf_http_path_with_rule_rewards(server, tiny_acecode_rm, tmp_path) -> None:  # type: ignore[no-untyped-def]
