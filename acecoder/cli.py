@@ -66,6 +66,50 @@ def _add_listen_options(p: argparse.ArgumentParser, *, port: int) -> None:
                    help="serve Prometheus metrics on this port (default: off)")
     p.add_argument("--grace", type=float, default=20.0,
                    help="seconds to finish admitted work after SIGTERM (default 20)")
+    g = p.add_argument_group("security", "TLS, authentication and rate limits (see README, "
+                             "\"Security\"); clients take ACECODER_TLS_CA, ACECODER_TLS_CERT, "
+                             "ACECODER_TLS_KEY and ACECODER_TOKEN from the environment")
+    g.add_argument("--tls-cert", default=None, metavar="PEM", help="server certificate (TLS)")
+    g.add_argument("--tls-key", default=None, metavar="PEM", help="its private key")
+    g.add_argument("--tls-client-ca", default=None, metavar="PEM",
+                   help="mutual TLS: accept only clients with a certificate this CA signed")
+    g.add_argument("--auth-tokens", default=None, metavar="FILE",
+                   help="bearer tokens accepted, one per line ('NAME TOKEN' or 'TOKEN'); "
+                        "default: ACECODER_AUTH_TOKENS (NAME=TOKEN,...) if set, else none asked")
+    g.add_argument("--rate-limit", type=float, default=None, metavar="R",
+                   help="calls per second per client (token, certificate or address); over "
+                        "it: RESOURCE_EXHAUSTED (default: no limit)")
+    g.add_argument("--rate-burst", type=int, default=None, metavar="B",
+                   help="calls a client may make at once (default: 2 s worth)")
+    g.add_argument("--health-port", type=int, default=None,
+                   help="also serve the health service alone, plaintext, on this port (for "
+                        "kubelet's gRPC probes when the main port speaks TLS)")
+    g.add_argument("--trust-network", action="store_true",
+                   help="serve beyond loopback without authentication (the executor refuses "
+                        "to otherwise: it runs code for whoever reaches it)")
+
+
+def _server_security(args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
+    """ServerSecurity of a serve command; the executor refuses to be open beyond loopback."""
+    import logging
+
+    from acecoder.security import server_security
+
+    security = server_security(
+        tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.tls_client_ca,
+        tokens_file=args.auth_tokens, rate_limit=args.rate_limit, rate_burst=args.rate_burst,
+        health_port=args.health_port, trust_network=args.trust_network)
+    if what == "executor":
+        security.check_listen(args.host, what)
+    else:
+        try:
+            security.check_listen(args.host, what)
+        except ValueError:
+            logging.getLogger("acecoder.security").warning(
+                "the %s listens on %s with no authentication: anyone who reaches it may use "
+                "it (give --auth-tokens or --tls-client-ca, or keep it behind a "
+                "NetworkPolicy)", what, args.host)
+    return security
 
 
 def _add_synth_options(p: argparse.ArgumentParser) -> None:
@@ -131,7 +175,7 @@ def cmd_serve_executor(args: argparse.Namespace) -> int:
 
     config = _executor_config(args)
     server = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                          grace=args.grace)
+                          grace=args.grace, security=_server_security(args, "executor"))
     asyncio.run(serve(config, server))
     return 0
 
@@ -174,6 +218,7 @@ def cmd_serve_rm(args: argparse.Namespace) -> int:
             raise ValueError(f"--gateway-reward {args.gateway_reward} needs --executor HOST:PORT")
         server = RewardServerConfig(host=args.host, port=args.port, http_port=args.http_port,
                                     metrics_port=args.metrics_port, grace=args.grace,
+                                    security=_server_security(args, "RM server"),
                                     policy_template=args.policy_template,
                                     gateway_reward=args.gateway_reward,
                                     gateway_binary=args.gateway_binary,
@@ -195,7 +240,8 @@ def cmd_serve_synth(args: argparse.Namespace) -> int:
                                     max_running_jobs=args.max_jobs,
                                     max_inflight=args.max_inflight, max_queue=args.max_queue)
         server = SynthServerConfig(host=args.host, port=args.port,
-                                   metrics_port=args.metrics_port, grace=args.grace)
+                                   metrics_port=args.metrics_port, grace=args.grace,
+                                   security=_server_security(args, "synthesis service"))
         llm, proxy = _llm_and_proxy(args)
     except ValueError as exc:
         print(f"acecoder serve synth: {exc}", file=sys.stderr)

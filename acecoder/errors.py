@@ -6,6 +6,7 @@
     ├── FailedPrecondition        (FAILED_PRECONDITION: valid, but not in the current state)
     ├── ResourceExhausted         (RESOURCE_EXHAUSTED: queue full; retry later)
     ├── Unavailable               (UNAVAILABLE: starting, draining, or a backend lost)
+    ├── Unauthenticated           (UNAUTHENTICATED: no bearer token, or not one we accept)
     └── DeadlineExceeded          (DEADLINE_EXCEEDED: the caller's deadline passed first)
 
 Each class names its gRPC status code as a string, so this module never imports grpc; one
@@ -40,6 +41,10 @@ class ResourceExhausted(AcecoderError):
 
 class Unavailable(AcecoderError):
     grpc_code = "UNAVAILABLE"
+
+
+class Unauthenticated(AcecoderError):
+    grpc_code = "UNAUTHENTICATED"
 
 
 class DeadlineExceeded(AcecoderError):

@@ -46,6 +46,8 @@ class GrpcServer:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
         self._stopped = asyncio.Event()
 
@@ -54,23 +56,55 @@ class GrpcServer:
 
     async def start(self) -> None:
         """Bind the gRPC port (and the metrics port), health NOT_SERVING."""
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)],
-                                 options=GRPC_OPTIONS)
+        from acecoder.security import ServerSecurity
+
+        sc = self.server_config
+        security = sc.security or ServerSecurity()
+        guard = security.interceptor()
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(self.metrics), *([guard] if guard else [])],
+            options=GRPC_OPTIONS)
         self.add_servicers(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (self.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         await self.set_serving(False)
-        sc = self.server_config
-        self.port = server.add_insecure_port(f"{sc.host}:{sc.port}")
+        credentials = security.server_credentials()
+        address = f"{sc.host}:{sc.port}"
+        self.port = (server.add_secure_port(address, credentials) if credentials is not None
+                     else server.add_insecure_port(address))
         if self.port == 0:
             raise RuntimeError(f"could not listen on {sc.host}:{sc.port}")
         await server.start()
         self.server = server
+        if security.health_port is not None:  # plaintext, health alone: for kubelet probes
+            probes = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, probes)
+            self.health_port = probes.add_insecure_port(f"{sc.host}:{security.health_port}")
+            if self.health_port == 0:
+                raise RuntimeError(f"could not listen on {sc.host}:{security.health_port}")
+            await probes.start()
+            self._health_server = probes
         if sc.metrics_port is not None:
             self._metrics_server, _ = start_http_server(sc.metrics_port, addr=sc.host,
                                                         registry=self.registry)
             self.metrics_port = self._metrics_server.server_port
+
+    def security_summary(self) -> str:
+        """', TLS, 2 tokens, ...' for the listening line; empty when plaintext and open."""
+        sec = self.server_config.security
+        if sec is None:
+            return ""
+        parts = []
+        if sec.tls:
+            parts.append("mutual TLS" if sec.client_ca is not None else "TLS")
+        if sec.tokens:
+            parts.append(f"{len(sec.tokens)} bearer token(s)")
+        if sec.rate_limit is not None:
+            parts.append(f"{sec.rate_limit:g} calls/s per client")
+        if self.health_port is not None:
+            parts.append(f"health on :{self.health_port}")
+        return "".join(", " + x for x in parts)
 
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -90,6 +124,8 @@ class GrpcServer:
         await self.service.wait_idle(self.server_config.grace)
         await self.before_close()
         await self.server.stop(grace=1.0)
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
         await self.service.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from acecoder.errors import Unavailable
 
@@ -31,6 +32,8 @@ class ServerConfig:
     """Port of the Prometheus /metrics endpoint; None disables it."""
     grace: float = 20.0
     """Seconds in-flight work may take to finish after SIGTERM (keep under the pod's grace)."""
+    security: Any = None
+    """`acecoder.security.ServerSecurity` (TLS, tokens, rate limit); None: plaintext, open."""
 
     def __post_init__(self) -> None:
         for name in ("port", "metrics_port", "http_port"):

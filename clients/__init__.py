@@ -4,6 +4,7 @@ from .executor import AsyncExecutorClient, ExecutorClient, Program
 from .base import RetryPolicy
 from .reward import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
+from acecoder.security import ClientSecurity
 
-__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ExecutorClient", "Program",
+__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ClientSecurity", "ExecutorClient", "Program",
            "RetryPolicy", "RewardClient", "SynthesisClient"]

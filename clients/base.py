@@ -1,4 +1,5 @@
-"""What every acecoder client shares: channel options, and unary calls with a deadline that
+"""What every acecoder client shares: channel options, TLS and a bearer token (given, or from
+the environment: see `acecoder.security.ClientSecurity`), and unary calls with a deadline that
 retry only transient codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered backoff, never
 past the deadline."""
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
+from acecoder.security import ClientSecurity
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _MAX_MESSAGE = 256 * 1024 * 1024
@@ -88,13 +91,14 @@ class BlockingClient:
     stub_class: Any
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
-                 channel: grpc.Channel | None = None) -> None:
+                 channel: grpc.Channel | None = None,
+                 security: ClientSecurity | None = None) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.channel = channel or grpc.insecure_channel(target, options=OPTIONS)
+        self.channel = channel or (security or ClientSecurity.from_env()).channel(target, OPTIONS)
         self.stub = self.stub_class(self.channel)
 
     def __enter__(self) -> Any:
@@ -116,13 +120,14 @@ class AsyncClient:
 
     stub_class: Any
 
-    def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
+                 security: ClientSecurity | None = None) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.channel = grpc.aio.insecure_channel(target, options=OPTIONS)
+        self.channel = (security or ClientSecurity.from_env()).aio_channel(target, OPTIONS)
         self.stub = self.stub_class(self.channel)
 
     async def __aenter__(self) -> Any:

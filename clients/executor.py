@@ -22,6 +22,7 @@ from acecoder.executor import convert
 from acecoder.executor.types import ExecutionResult
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
+from acecoder.security import ClientSecurity
 
 from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, stream
 
@@ -57,8 +58,10 @@ class ExecutorClient(BlockingClient):
     stub_class = pb_grpc.ExecutorStub
 
     def __init__(self, target: str, *, timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 channel: grpc.Channel | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry, channel=channel)
+                 channel: grpc.Channel | None = None,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, channel=channel,
+                         security=security)
 
     def execute(self, program: str, tests: Sequence[str], *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
@@ -88,8 +91,9 @@ class AsyncExecutorClient(AsyncClient):
     stub_class = pb_grpc.ExecutorStub
 
     def __init__(self, target: str, *, timeout: float = 60.0,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry)
+                 retry: RetryPolicy | None = None,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security)
 
     async def execute(self, program: str, tests: Sequence[str], *, setup: str = "",
                       timeout: float | None = None, memory_mb: int | None = None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
+from acecoder.security import ClientSecurity
 
 from .base import AsyncClient, BlockingClient, RetryPolicy
 
@@ -128,8 +129,9 @@ class RewardClient(BlockingClient):
     stub_class = pb_grpc.RewardModelStub
 
     def __init__(self, target: str, *, timeout: float = 120.0,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry)
+                 retry: RetryPolicy | None = None,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security)
 
     def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
               request_id: str = "", deadline: float | None = None) -> list[Score]:
@@ -158,8 +160,9 @@ class AsyncRewardClient(AsyncClient):
     stub_class = pb_grpc.RewardModelStub
 
     def __init__(self, target: str, *, timeout: float = 120.0,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry)
+                 retry: RetryPolicy | None = None,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security)
 
     async def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
                     request_id: str = "", deadline: float | None = None) -> list[Score]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from acecoder.v1 import synthesis_pb2 as pb
 from acecoder.v1 import synthesis_pb2_grpc as pb_grpc
+from acecoder.security import ClientSecurity
 
 from .base import BlockingClient, RetryPolicy, stream
 
@@ -43,8 +44,9 @@ class SynthesisClient(BlockingClient):
     stub_class = pb_grpc.SynthesisStub
 
     def __init__(self, target: str, *, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry)
+                 retry: RetryPolicy | None = None,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security)
 
     def synthesize(self, seed_id: str, *, question: str = "", program: str = "",
                    source: str = "", tests: Sequence[str] = (), n_tests: int | None = None,

@@ -53,7 +53,8 @@ async def serve(config: ExecutorConfig, server_config: ServerConfig,
     stop_on_signals(server.stop)
     metrics = f", metrics on :{server.metrics_port}" if server.metrics_port is not None else ""
     print(f"acecoder executor listening on {server_config.host}:{server.port} "
-          f"(jail: {server.service.jail}, workers: {config.workers}{metrics})", flush=True)
+          f"(jail: {server.service.jail}, workers: {config.workers}{metrics}"
+          f"{server.security_summary()})", flush=True)
     if ready is not None:
         ready.set()
     await server.wait()

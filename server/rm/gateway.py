@@ -37,8 +37,8 @@ from .service import RewardService
 
 logger = logging.getLogger(__name__)
 
-_HTTP_STATUS = {"INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503,
-                "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
+_HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
+                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
 
 
 def policy_formats(spec: str) -> tuple[templates.ChatFormat, ...]:
@@ -98,7 +98,7 @@ class Gateway:
     def __init__(self, service: RewardService, *, policy_template: str = "auto",
                  metrics: RewardMetrics | None = None, reward: str = "rm",
                  binary: bool = False, rm_weight: float = 0.5,
-                 tests: dict[str, Any] | None = None) -> None:
+                 tests: dict[str, Any] | None = None, security: Any = None) -> None:
         if reward not in REWARDS:
             raise ValueError(f"gateway reward must be one of {', '.join(REWARDS)}, got "
                              f"{reward!r}")
@@ -111,6 +111,13 @@ class Gateway:
         self.tests = tests or {}
         self.formats = policy_formats(policy_template)
         self.metrics = metrics or service.metrics
+        self.security = security
+        self.limiter = None
+        if security is not None and security.rate_limit is not None:
+            from acecoder.security import RateLimiter
+
+            self.limiter = RateLimiter(security.rate_limit,
+                                       security.rate_burst or max(1, int(2 * security.rate_limit)))
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -123,6 +130,7 @@ class Gateway:
             started = time.monotonic()
             code = "OK"
             try:
+                self.guard(request)
                 try:
                     body = await request.json()
                 except Exception:
@@ -219,6 +227,32 @@ class Gateway:
             },
         }
 
+    def guard(self, request: Request) -> None:
+        """The gRPC server's rules over HTTP: with bearer tokens, a request carries one in
+        `Authorization: Bearer T`, or (for OpenRLHF, which sends no headers) in the URL as
+        `?token=T`; then the per-client rate limit."""
+        from acecoder.errors import ResourceExhausted, Unauthenticated
+        from acecoder.security import match_token
+
+        token = None
+        if self.security is not None and self.security.tokens:
+            header = request.headers.get("authorization", "")
+            given = header[7:].strip() if header.lower().startswith("bearer ") else \
+                request.query_params.get("token", "")
+            if not given:
+                raise Unauthenticated("this gateway needs a bearer token: send "
+                                      "'Authorization: Bearer TOKEN' or add ?token=TOKEN to the "
+                                      "URL")
+            token = match_token(given.encode(), self.security.tokens)
+            if token is None:
+                raise Unauthenticated("the bearer token is not one this server accepts")
+        if self.limiter is not None:
+            client = token.name if token is not None else (
+                request.client.host if request.client else "?")
+            if not self.limiter.allow(client):
+                raise ResourceExhausted(f"rate limit: client {client} is over "
+                                        f"{self.limiter.rate:g} calls/s; retry with backoff")
+
     async def start(self, host: str, port: int) -> int:
         """Serve on host:port (0 picks one) inside the running event loop; returns the port."""
         import uvicorn
@@ -239,8 +273,16 @@ class Gateway:
         sock.bind((host, port))
         sock.listen(1024)
         sock.setblocking(False)
+        tls: dict[str, Any] = {}
+        sec = self.security
+        if sec is not None and sec.tls:  # the gRPC port's certificate, and its client CA
+            import ssl
+
+            tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)}
+            if sec.client_ca is not None:
+                tls.update(ssl_ca_certs=str(sec.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, **tls)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

@@ -82,7 +82,7 @@ class RewardServer(GrpcServer):
             self._gateway = Gateway(self.service, policy_template=sc.policy_template,
                                     metrics=self.metrics, reward=sc.gateway_reward,
                                     binary=sc.gateway_binary, rm_weight=sc.gateway_rm_weight,
-                                    tests=tests)
+                                    tests=tests, security=sc.security)
             self.http_port = await self._gateway.start(sc.host, sc.http_port)
         self._loading = asyncio.create_task(self._load())
 
@@ -116,7 +116,8 @@ async def serve(config: RewardConfig, server_config: RewardServerConfig) -> int:
     stop_on_signals(server.stop)
     extra = "".join([
         f", http on :{server.http_port}" if server.http_port is not None else "",
-        f", metrics on :{server.metrics_port}" if server.metrics_port is not None else ""])
+        f", metrics on :{server.metrics_port}" if server.metrics_port is not None else "",
+        server.security_summary()])
     print(f"acecoder rm listening on {server_config.host}:{server.port} "
           f"(loading {config.model} with {config.backend}{extra})", flush=True)
     await server.ready.wait()

@@ -80,6 +80,7 @@ async def serve(config: SynthServiceConfig, server_config: SynthServerConfig, *,
     jobs = server.service.jobs.counts()
     print(f"acecoder synth listening on {server_config.host}:{server.port} "
           f"(executor {executor}, jobs in {config.state_dir}, data in {config.data_dir}, "
-          f"{jobs['RUNNING'] + jobs['QUEUED']} job(s) resumed{metrics})", flush=True)
+          f"{jobs['RUNNING'] + jobs['QUEUED']} job(s) resumed{metrics}"
+          f"{server.security_summary()})", flush=True)
     await server.wait()
     return 0
