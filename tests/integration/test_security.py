@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -192,40 +193,47 @@ def test_the_executor_will_not_be_open_beyond_loopback(pki: PKI) -> None:
 def test_a_secured_rm_server_calling_a_secured_executor(pki: PKI, secured: Secured,
                                                         tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
     """The RM server takes its client identity for the executor from the environment, and
-    guards its own gRPC port and HTTP gateway with tokens."""
+    guards its own gRPC port and HTTP gateway with TLS (no client certificate asked) and
+    tokens."""
     import os
 
     env = {**os.environ, "ACECODER_TLS_CA": str(pki.ca.files.cert),
            "ACECODER_TLS_CERT": str(pki.client.cert), "ACECODER_TLS_KEY": str(pki.client.key),
            "ACECODER_TOKEN": TRAINER, "ACECODER_AUTH_TOKENS": f"product={'p' * 24}"}
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0", "--http-port",
-           "0", "--model", str(tiny_acecode_rm[0]), "--executor", secured.target]
+           "0", "--model", str(tiny_acecode_rm[0]), "--executor", secured.target,
+           "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        m = re.search(r"listening on (\S+) .*http on :(\d+).*1 bearer token", first)
+        m = re.search(r"listening on (\S+) .*http on :(\d+).*, TLS, 1 bearer token", first)
         assert m, first
         assert "ready" in proc.stdout.readline()
-        target, http = m.group(1), f"http://127.0.0.1:{m.group(2)}/get_reward"
-        product = ClientSecurity(token="p" * 24)
+        target, http = m.group(1), f"https://127.0.0.1:{m.group(2)}/get_reward"
+        product = ClientSecurity(ca=pki.ca.files.cert, token="p" * 24)
         with RewardClient(target, security=product) as rm:
             ranked = rm.rerank("Write add(a, b).", ["def add(a, b):\n    return a - b\n", GOOD],
                                tests=["assert add(1, 2) == 3"])
         assert ranked.best.index == 1 and ranked.best.pass_rate == 1.0
-        with RewardClient(target, retry=ONCE, security=ClientSecurity()) as rm, \
+        with RewardClient(target, retry=ONCE,
+                          security=ClientSecurity(ca=pki.ca.files.cert)) as rm, \
                 pytest.raises(grpc.RpcError) as err:
             rm.score([("q", "r")])
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         body = {"query": ["<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nr<|im_end|>"]}
-        denied = httpx.post(http, json=body, timeout=30)
+        ca = ssl.create_default_context(cafile=str(pki.ca.files.cert))
+        denied = httpx.post(http, json=body, timeout=30, verify=ca)
         assert denied.status_code == 401 and denied.json()["code"] == "UNAUTHENTICATED"
         # OpenRLHF sends no headers: the token may ride in the URL
-        ok = httpx.post(http + "?token=" + "p" * 24, json=body, timeout=30)
+        ok = httpx.post(http + "?token=" + "p" * 24, json=body, timeout=30, verify=ca)
         assert ok.status_code == 200 and len(ok.json()["rewards"]) == 1
         ok = httpx.post(http, json=body, headers={"Authorization": "Bearer " + "p" * 24},
-                        timeout=30)
+                        timeout=30, verify=ca)
         assert ok.status_code == 200, json.dumps(ok.json())
+        with pytest.raises(httpx.ConnectError):  # a CA the client does not trust
+            httpx.post(http, json=body, timeout=30,
+                       verify=ssl.create_default_context(cafile=str(pki.rogue_ca.files.cert)))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
