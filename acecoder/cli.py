@@ -262,6 +262,14 @@ def cmd_serve_all(args: argparse.Namespace) -> int:
         return [] if base is None else ["--metrics-port", str(base + offset)]
 
     listen = ["--host", args.host, "--grace", str(args.grace)]
+    if args.auth_tokens:  # every service asks for a token; the RM and synthesis services
+        from acecoder.security import server_security  # present the first one to the executor
+
+        tokens = server_security(tokens_file=args.auth_tokens).tokens
+        os.environ.setdefault("ACECODER_TOKEN", tokens[0].secret.decode())
+        listen += ["--auth-tokens", args.auth_tokens]
+    if args.trust_network:
+        listen.append("--trust-network")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -694,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "P, P+1 and P+2 (default: off)")
     s.add_argument("--grace", type=float, default=20.0,
                    help="seconds each service may drain after SIGTERM (default 20)")
+    s.add_argument("--auth-tokens", default=None, metavar="FILE",
+                   help="bearer tokens every service accepts ('NAME TOKEN' per line); the RM "
+                        "and synthesis services call the executor with the first")
+    s.add_argument("--trust-network", action="store_true",
+                   help="let the executor listen beyond loopback without --auth-tokens")
     s.add_argument("--rm-model", default=DEFAULT_MODEL, metavar="PATH|ID",
                    help=f"the RM server's model (default {DEFAULT_MODEL})")
     s.add_argument("--llm", default="local", metavar="URL|local|vllm",

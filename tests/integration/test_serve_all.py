@@ -31,12 +31,12 @@ def fake() -> Iterator[FakeOpenAI]:
     f.stop()
 
 
-def start_all(fake: FakeOpenAI, rm_model: Path, data: Path
+def start_all(fake: FakeOpenAI, rm_model: Path, data: Path, *extra: str
               ) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "all", "--executor-port", "0",
            "--rm-port", "0", "--synth-port", "0", "--workers", "1", "--rm-model", str(rm_model),
            "--llm", fake.url, "--llm-model", "fake", "--state-dir", str(data / "state"),
-           "--data-dir", str(data), "--grace", "5"]
+           "--data-dir", str(data), "--grace", "5", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     said: list[str] = []
@@ -76,9 +76,16 @@ def gone(processes: list[psutil.Process], within: float = 10.0) -> list[int]:
 
 def test_serve_all_runs_the_three_services_and_stops_them_cleanly(
         fake: FakeOpenAI, tiny_acecode_rm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from acecoder.clients import ExecutorClient, RewardClient, SynthesisClient
+    """With tokens: each service asks for one, and the RM and synthesis services reach the
+    executor with theirs."""
+    from acecoder.clients import ClientSecurity, ExecutorClient, RewardClient, SynthesisClient
+    from acecoder.clients.base import RetryPolicy
 
-    proc, targets, _ = start_all(fake, tiny_acecode_rm[0], tmp_path)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"services {'s' * 20}\nme {'m' * 20}\n")
+    proc, targets, _ = start_all(fake, tiny_acecode_rm[0], tmp_path, "--auth-tokens",
+                                 str(tokens))
+    me = ClientSecurity(token="m" * 20)
     try:
         for name, service in (("executor", "acecoder.v1.Executor"),
                               ("rm", "acecoder.v1.RewardModel"),
@@ -87,12 +94,20 @@ def test_serve_all_runs_the_three_services_and_stops_them_cleanly(
                 status = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING, name
-        with ExecutorClient(targets["executor"]) as ex:
+        with ExecutorClient(targets["executor"], security=me) as ex:
             assert ex.execute(GOOD, ["assert add(1, 2) == 3"]).pass_rate == 1.0
-        with RewardClient(targets["rm"]) as rm:  # the RM server runs tests on the executor
+        for name, client in (("executor", ExecutorClient), ("rm", RewardClient),
+                             ("synth", SynthesisClient)):
+            with client(targets[name], retry=RetryPolicy(attempts=1),
+                        security=ClientSecurity()) as anonymous, \
+                    pytest.raises(grpc.RpcError) as err:
+                anonymous.info() if name == "executor" else (
+                    anonymous.model_info() if name == "rm" else anonymous.list_jobs())
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+        with RewardClient(targets["rm"], security=me) as rm:  # it runs tests on the executor
             ranked = rm.rerank(QUESTION, [BAD, GOOD], tests=["assert add(1, 2) == 3"])
             assert ranked.best.index == 1 and ranked.best.pass_rate == 1.0
-        with SynthesisClient(targets["synth"]) as synth:  # and so does the synthesis service
+        with SynthesisClient(targets["synth"], security=me) as synth:  # and so does synthesis
             events = list(synth.synthesize("q", question=QUESTION))
             assert events[-1].outcome.tests_kept >= 1
         kids = family(proc)

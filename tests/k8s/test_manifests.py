@@ -214,3 +214,38 @@ def test_dockerfiles_are_pinned_multi_stage_and_non_root() -> None:
             assert "USER" not in final  # root in its pod: it drops programs to their own uids
         else:
             assert re.search(r"^USER 10001", final, re.M), path.name
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of a container argument."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+
+
+def test_every_command_line_is_one_acecoder_accepts(rendered) -> None:  # type: ignore[no-untyped-def]
+    """The manifests name CLI flags; a renamed flag must fail here, not in a cluster."""
+    from acecoder.cli import build_parser
+
+    overlay, docs = rendered
+    parser = build_parser()
+    for name, w in workloads(docs).items():
+        c = pod(w)["containers"][0]
+        env = dict(config(docs, name))
+        env.update({e["name"]: e.get("value", "0") for e in c.get("env", [])})
+        args = [expand(a, env) for a in c["args"]]
+        if c.get("command") == ["torchrun"]:
+            assert args[args.index("-m") + 1] == "acecoder.cli", name
+            args = args[args.index("-m") + 2:]
+        parsed = parser.parse_args(args)
+        assert parsed.command in ("serve", "train"), (overlay, name)
+        if parsed.command == "serve":
+            assert parsed.host == "0.0.0.0" and parsed.health_port is not None
+            assert parsed.auth_tokens == "/etc/acecoder/auth/tokens"
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert "/etc/acecoder/auth" in mounts
+            if overlay == "prod-gpu":
+                assert parsed.tls_client_ca == "/etc/acecoder/tls/ca.crt"
+        else:
+            assert parsed.executor == "acecoder-executor:50051"
+            from acecoder.trainer.recipes.base import find_preset
+
+            assert find_preset(parsed.preset).is_file()
