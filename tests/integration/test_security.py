@@ -168,6 +168,31 @@ def test_rate_limit_per_client(pki: PKI, secured: Secured) -> None:
         ex.info()
 
 
+def test_without_tokens_a_client_is_its_certificate_or_its_address(pki: PKI) -> None:
+    """Rate limits key on the client certificate's subject under mutual TLS, and on the
+    address when nothing else names the client."""
+    base = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
+            "--workers", "1", "--rate-limit", "0.5", "--rate-burst", "2"]
+    mtls = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+            "--tls-client-ca", str(pki.ca.files.cert)]
+    for extra, security, who in (
+            (mtls, ClientSecurity(ca=pki.ca.files.cert, cert=pki.client.cert,
+                                  key=pki.client.key), "client cn:trainer"),
+            ([], ClientSecurity(), "client ipv4:127.0.0.1")):
+        proc, m = spawn_server([*base, *extra], r"listening on (\S+)", "the executor")
+        try:
+            with ExecutorClient(m.group(1), timeout=10, retry=ONCE, security=security) as ex:
+                ex.info()
+                ex.info()
+                with pytest.raises(grpc.RpcError) as err:
+                    ex.info()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert who in err.value.details(), err.value.details()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+
+
 def test_the_executor_will_not_be_open_beyond_loopback(pki: PKI) -> None:
     cli = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
            "--workers", "1"]
