@@ -284,10 +284,10 @@ def cmd_serve_all(args: argparse.Namespace) -> int:
         synth = group.start("synth", *listen, "--port", str(args.synth_port), "--executor",
                             ex.target, *llm, "--state-dir", args.state_dir, "--data-dir",
                             args.data_dir, *metrics(2))
-        print(f"acecoder all listening: executor on {ex.target}, rm on {rm.target}, synth on "
-              f"{synth.target}", flush=True)
+        group.say(f"acecoder all listening: executor on {ex.target}, rm on {rm.target}, "
+                  f"synth on {synth.target}")
         group.await_ready(rm)
-        print("acecoder all ready", flush=True)
+        group.say("acecoder all ready")
         while not stopping:
             dead = group.exited()
             if dead is not None:
@@ -299,8 +299,8 @@ def cmd_serve_all(args: argparse.Namespace) -> int:
         print(f"acecoder serve all: {exc}", file=sys.stderr)
     codes = group.stop(grace=args.grace + 10)
     clean = stopping and all(c == 0 for c in codes.values()) and not group.leftovers
-    print("acecoder all stopped: " + ", ".join(f"{k} exit {v}" for k, v in codes.items())
-          + (f"; killed stragglers: {group.leftovers}" if group.leftovers else ""), flush=True)
+    group.say("acecoder all stopped: " + ", ".join(f"{k} exit {v}" for k, v in codes.items())
+              + (f"; killed stragglers: {group.leftovers}" if group.leftovers else ""))
     return 0 if clean else 1
 
 

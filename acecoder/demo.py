@@ -136,7 +136,7 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
     print("\nacecoder demo, step 0: the executor, RM and synthesis services as processes on "
           "loopback (the RM server loads its model in the background; the first run converts "
           "it from GGUF, about a minute)", flush=True)
-    group = ServiceGroup()
+    group = ServiceGroup(echo=False)  # the demo prints what they say itself, between its steps
     failed = None
     try:
         ex = group.start("executor", "--port", "0", "--workers", str(workers), "--jail", jail,
@@ -158,7 +158,7 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
         chosen = with_question[:rm_problems]
         print(f"\nacecoder demo, step 2: online best-of-4 on {len(chosen)} problems with the "
               "RM server (and its executor for the tests)", flush=True)
-        group.await_ready(rm)
+        print(group.await_ready(rm), flush=True)
         rm_step(rm.target, chosen, budget)
 
         if synth is not None:

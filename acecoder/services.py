@@ -38,6 +38,13 @@ class ServiceGroup:
         self.children: list[Child] = []
         self.echo = echo
         self.leftovers: list[str] = []
+        self._say = threading.Lock()
+
+    def say(self, text: str) -> None:
+        """One whole line to stdout (the children's forwarded lines never cut into it)."""
+        with self._say:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def start(self, service: str, *args: str, wait_ready: bool = False) -> Child:
         """Start `acecoder serve SERVICE ARGS` and return once it listens. `wait_ready`: the
@@ -56,11 +63,11 @@ class ServiceGroup:
     def _forward(self, child: Child) -> None:
         assert child.proc.stdout is not None
         for line in child.proc.stdout:
+            if self.echo:  # before `ready`: whoever waits for it prints after this line
+                self.say(f"[{child.name}] {line.rstrip()}")
             if not child.ready.is_set():
                 child.ready_line = line.strip()
                 child.ready.set()
-            if self.echo:
-                print(f"[{child.name}] {line.rstrip()}", flush=True)
         child.ready.set()  # it exited: whoever waits must not wait forever
 
     def await_ready(self, child: Child, timeout: float = 900.0) -> str:

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 from .reward import AsyncRewardClient, Reranking, RewardClient
 from .synthesis import SynthesisClient
 
+SYNTH_SHARE = 0.7
+"""Default share of a budget that imagining tests may take."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Imagined:
@@ -102,7 +105,7 @@ class BestOfN(_Settings):
     Thread-safe; reuse one per process."""
 
     def __init__(self, rm: str, *, synth: str | None = None, timeout: float = 120.0,
-                 synth_share: float = 0.7, n_tests: int | None = None) -> None:
+                 synth_share: float = SYNTH_SHARE, n_tests: int | None = None) -> None:
         super().__init__(synth, timeout, synth_share, n_tests)
         self.rm = RewardClient(rm, timeout=timeout)
 
@@ -136,7 +139,7 @@ class AsyncBestOfN(_Settings):
     blocking client in a thread.)"""
 
     def __init__(self, rm: str, *, synth: str | None = None, timeout: float = 120.0,
-                 synth_share: float = 0.7, n_tests: int | None = None) -> None:
+                 synth_share: float = SYNTH_SHARE, n_tests: int | None = None) -> None:
         super().__init__(synth, timeout, synth_share, n_tests)
         self.rm = AsyncRewardClient(rm, timeout=timeout)
 

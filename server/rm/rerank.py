@@ -27,9 +27,6 @@ from acecoder.jsonl import Progress, done_ids, read_records, text_field, text_li
 from .config import RewardConfig
 from .service import Ranked, Reranking
 
-SYNTH_SHARE = 0.7
-"""Share of a --budget that synthesizing tests may take."""
-
 
 @dataclass(frozen=True)
 class Record:
@@ -122,7 +119,7 @@ class _Imagine:
         self.client = SynthesisClient(target, timeout=600)
 
     async def __call__(self, question: str, budget: float | None) -> tuple[list[str], str]:
-        from acecoder.clients.bestofn import imagine_tests
+        from acecoder.clients.bestofn import SYNTH_SHARE, imagine_tests
 
         got = await asyncio.to_thread(imagine_tests, self.client, question, deadline=600.0
                                       if budget is None else budget * SYNTH_SHARE)

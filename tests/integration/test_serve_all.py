@@ -4,10 +4,13 @@ process; one service dying takes the group down with a non-zero status."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,26 +35,62 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 def start_all(fake: FakeOpenAI, rm_model: Path, data: Path, *extra: str
-              ) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
+              ) -> tuple[subprocess.Popen[str], dict[str, str], queue.Queue[str | None]]:
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "all", "--executor-port", "0",
            "--rm-port", "0", "--synth-port", "0", "--workers", "1", "--rm-model", str(rm_model),
            "--llm", fake.url, "--llm-model", "fake", "--state-dir", str(data / "state"),
            "--data-dir", str(data), "--grace", "5", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     said: list[str] = []
-    end = time.monotonic() + 300
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        said.append(line.rstrip())
-        if line.startswith("acecoder all ready"):
-            break
+    end = time.monotonic() + 240
+    try:
+        while not said or said[-1] != "acecoder all ready":
+            line = lines.get(timeout=max(0.1, end - time.monotonic()))
+            if line is None:
+                break
+            said.append(line)
+    except queue.Empty:
+        pass
+    if said[-1:] != ["acecoder all ready"]:
+        kill_tree(proc)
+        raise AssertionError(f"serve all did not get ready; it said: {said}")
     listening = next((s for s in said if s.startswith("acecoder all listening")), "")
     targets = dict(re.findall(r"(\w+) on (\S+?)(?:,|$)", listening))
-    assert said[-1:] == ["acecoder all ready"] and set(targets) == {"executor", "rm", "synth"}, said
-    return proc, targets, said
+    assert set(targets) == {"executor", "rm", "synth"}, said
+    return proc, targets, lines
+
+
+def finish(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> str:
+    """Wait for serve all to exit (killing its tree if it does not) and return what it said
+    after it got ready."""
+    try:
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    out = []
+    while (line := lines.get(timeout=30)) is not None:
+        out.append(line)
+    return "\n".join(out)
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    proc.kill()
+    proc.wait(timeout=30)
 
 
 def service_of(p: psutil.Process) -> str:
@@ -83,8 +122,8 @@ def test_serve_all_runs_the_three_services_and_stops_them_cleanly(
 
     tokens = tmp_path / "tokens"
     tokens.write_text(f"services {'s' * 20}\nme {'m' * 20}\n")
-    proc, targets, _ = start_all(fake, tiny_acecode_rm[0], tmp_path, "--auth-tokens",
-                                 str(tokens))
+    proc, targets, lines = start_all(fake, tiny_acecode_rm[0], tmp_path, "--auth-tokens",
+                                     str(tokens))
     me = ClientSecurity(token="m" * 20)
     try:
         for name, service in (("executor", "acecoder.v1.Executor"),
@@ -113,10 +152,8 @@ def test_serve_all_runs_the_three_services_and_stops_them_cleanly(
         kids = family(proc)
         assert len(kids) >= 3
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out = finish(proc, lines)
     assert proc.returncode == 0, out
     assert "acecoder all stopped: synth exit 0, rm exit 0, executor exit 0" in out
     assert "stragglers" not in out
@@ -125,15 +162,13 @@ def test_serve_all_runs_the_three_services_and_stops_them_cleanly(
 
 def test_a_service_that_dies_takes_the_group_down(fake: FakeOpenAI, tiny_acecode_rm,
                                                   tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    proc, targets, _ = start_all(fake, tiny_acecode_rm[0], tmp_path)
+    proc, _, lines = start_all(fake, tiny_acecode_rm[0], tmp_path)
     try:
         kids = family(proc)
         rm = next(p for p in psutil.Process(proc.pid).children() if service_of(p) == "rm")
         rm.kill()
-        out, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out = finish(proc, lines)
     assert proc.returncode == 1
     assert re.search(r"rm exit -9", out), out
     assert gone(kids) == []
