@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import confine, forking, harness, purity, seccomp, wire
+from . import confine, forking, seccomp, wire
 
-# Imported only after the test zygote is forked (see main), so that it stays small: every page
-# a zygote holds is copied into each child's page tables, and torn down again at its exit.
+# Imported only after the program zygote is forked (see main), so that it stays small: every
+# page a zygote holds is copied into each child's page tables, and torn down again at its exit.
 selectors: Any = None
 shutil: Any = None
 program: Any = None
+harness: Any = None
+purity: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 # Modules programs use most, imported once in the program zygote. Kept short on purpose: every
@@ -570,14 +572,10 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     seccomp.prepare()
 
-    # The test zygote first, from a small heap: tests need little beyond the harness.
-    importlib.import_module("math")
-    gc.collect()
-    gc.freeze()
-    test_zygote = Zygote(_become_tester)
-
-    # Then the program zygote, with what programs commonly import, and nothing of the worker's.
-    global selectors, shutil, program
+    # The program zygote first, from the smallest heap that serves programs: its own module and
+    # what programs commonly import, nothing of the worker's or the test harness's. A program
+    # process is forked for every job, so each page here is paid for on every job.
+    global selectors, shutil, program, harness, purity
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -590,6 +588,15 @@ def main() -> None:
     gc.freeze()
     prog_zygote = Zygote(_become_program)
 
+    # Then the test zygote, with the harness. Test processes are reused from job to job (see
+    # purity.py), so their size matters much less.
+    from . import harness
+
+    gc.collect()
+    gc.freeze()
+    test_zygote = Zygote(_become_tester)
+
+    from . import purity
     import selectors
     import shutil
 
