@@ -982,8 +982,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "rewards from the executor and the RM server; stop every "
                                    "service and check that no process is left.")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--rm-problems", type=int, default=40,
-                   help="problems for the best-of-N step (default 40)")
+    p.add_argument("--rm-problems", type=int, default=20,
+                   help="problems for the best-of-N step (default 20)")
     p.add_argument("--budget", type=float, default=0.1, metavar="S",
                    help="latency budget of the budgeted best-of-N pick (default 0.1)")
     p.add_argument("--synth-questions", type=int, default=3,

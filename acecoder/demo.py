@@ -123,7 +123,7 @@ def rl_step(executor: str, rm: str, out: Path, steps: int) -> int:
 
 
 def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
-         rm_problems: int = 40, synth_questions: int = 3, rl_steps: int = 2,
+         rm_problems: int = 20, synth_questions: int = 3, rl_steps: int = 2,
          budget: float = 0.1, output: str | None = None) -> int:
     from acecoder.services import ServiceGroup
 
