@@ -436,10 +436,10 @@ class Worker:
                         break
         finally:
             _kill_tree(prog_pid)
+            # Unless its exit status is needed, the zygote reaps it before its next fork: it is
+            # still dying now, and a message would only wake the zygote too early to find it dead.
             if outcome == "lost":
                 prog_status = self.prog_zygote.status(prog_pid)
-            else:
-                self.prog_zygote.reap(prog_pid)
             for fd in (out_r, err_r):
                 self._drain(fd, out_r, job, state, final=True)
             sel.close()
