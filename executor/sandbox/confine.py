@@ -47,7 +47,7 @@ def confine(
     *,
     uid: int | None,
     limits: Limits,
-    cwd: str,
+    cwd: str | None,
     fds: list[int],
     env: dict[str, str],
     use_seccomp: bool,
@@ -55,15 +55,18 @@ def confine(
     """Turn the calling (just forked) process into a confined one. Irreversible.
 
     `fds[i]` becomes fd i; `env` is applied on top of the worker's (already scrubbed)
-    environment; with `uid`, the process drops to that uid (and gid) with no groups.
+    environment; `cwd` None keeps the inherited working directory; with `uid`, the process
+    drops to that uid (and gid) with no groups.
     """
     os.setsid()
     prctl(PR_SET_PDEATHSIG, 9)
     _place_fds(fds)
-    os.chdir(cwd)
-    environ = os.environ
-    for key in env:
-        environ[key] = env[key]
+    if cwd is not None:
+        os.chdir(cwd)
+    if env:
+        environ = os.environ
+        for key in env:
+            environ[key] = env[key]
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     setrlimit = resource.setrlimit
     setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))

@@ -83,6 +83,7 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             os._exit(0)
         if msg[0] == "spawn":
             _reap_nowait(statuses)
+            _prepare_inheritance(msg[1])
             pid = forking.fork()
             if pid == 0:
                 sock.close()
@@ -102,6 +103,20 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
                 except ChildProcessError:
                     status = 0
             wire.send_msg(sock, ("status", status))
+
+
+def _prepare_inheritance(spec: dict[str, Any]) -> None:
+    """Enter the child's working directory and environment here, before the fork: the child
+    inherits them, and the pages they touch are copied once in the zygote instead of in every
+    child. Marks the spec when done; otherwise the child sets them itself (and reports why not)."""
+    if "cwd" not in spec:
+        return
+    try:
+        os.chdir(spec["cwd"])
+        os.environ.update(spec["env"])
+    except (OSError, ValueError):
+        return
+    spec["inherited"] = True
 
 
 def _exited_children() -> Iterator[tuple[int, int]]:
@@ -136,9 +151,11 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     try:
         rpc_in, rpc_out, out_w, err_w = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
-        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=spec["cwd"],
-                        fds=[devnull, out_w, err_w, rpc_in, rpc_out], env=spec["env"],
-                        use_seccomp=spec["seccomp"])
+        inherited = spec.get("inherited", False)
+        confine.confine(uid=spec["uid"], limits=spec["limits"],
+                        cwd=None if inherited else spec["cwd"],
+                        fds=[devnull, out_w, err_w, rpc_in, rpc_out],
+                        env={} if inherited else spec["env"], use_seccomp=spec["seccomp"])
     except BaseException as exc:  # never fall back into the zygote's loop
         _die("confining the program", exc)
     try:

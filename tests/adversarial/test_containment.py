@@ -99,6 +99,25 @@ def test_secrets_and_server_files_are_out_of_reach(client) -> None:  # type: ign
     assert result.verdicts[:2] == [Verdict.PASSED, Verdict.PASSED], result
 
 
+def test_each_program_starts_in_its_own_empty_temp_dir(client) -> None:  # type: ignore[no-untyped-def]
+    """Its working directory, HOME and TMPDIR: one fresh directory per program, whatever the
+    program before it left behind."""
+    program = (
+        "import os\n"
+        "open('left-behind', 'w').write('x')\n"
+        "print(os.getcwd())\n"
+        "def where(x):\n    return [os.getcwd(), os.environ['HOME'], os.environ['TMPDIR']]\n"
+        "def listing(x):\n    return sorted(os.listdir('.'))\n"
+    )
+    seen = []
+    for _ in range(3):
+        result = client.execute(program, ["w = where(0)\nassert w[0] == w[1] == w[2]",
+                                          "assert listing(0) == ['left-behind']"])
+        assert result.all_passed, result
+        seen.append(result.stdout.strip())
+    assert len(set(seen)) == 3 and all(seen), seen  # a new directory every time
+
+
 def test_no_network_not_even_the_executor_itself(client, server) -> None:  # type: ignore[no-untyped-def]
     host, port = server.target.rsplit(":", 1)
     program = (
