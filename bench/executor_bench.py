@@ -219,20 +219,23 @@ def run_floor(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
     return Run(name, len(items), sum(len(p.tests) for p, _ in items), wall, lat, passed)
 
 
+# The latency run's program: trivial, with 15 tests.
+TRIVIAL_PROGRAM = "def f(x):\n    return x + 1\n"
+TRIVIAL_TESTS = tuple(f"assert f({i}) == {i + 1}" for i in range(15))
+
+
 def trivial_items(n: int) -> list[tuple[Problem, str]]:
-    """The 15-test trivial program of the latency run, n times."""
-    program = "def f(x):\n    return x + 1\n"
-    tests = tuple(f"assert f({i}) == {i + 1}" for i in range(15))
-    p = Problem(task_id="trivial", program=program, tests=tests, setup="", entry_point="f")
-    return [(p, program)] * n
+    """The latency run's program, n times."""
+    p = Problem(task_id="trivial", program=TRIVIAL_PROGRAM, tests=TRIVIAL_TESTS, setup="",
+                entry_point="f")
+    return [(p, TRIVIAL_PROGRAM)] * n
 
 
 # -- latency under concurrency --------------------------------------------------------------
 
 
 def run_concurrent_latency(server: Server, clients: int, per_client: int) -> Run:
-    program = "def f(x):\n    return x + 1\n"
-    tests = [f"assert f({i}) == {i + 1}" for i in range(15)]
+    program, tests = TRIVIAL_PROGRAM, list(TRIVIAL_TESTS)
     lat: list[float] = []
     lock = threading.Lock()
 
