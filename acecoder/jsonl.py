@@ -38,6 +38,15 @@ def done_ids(path: Path) -> set[str]:
     return ids
 
 
+def pace(done: int, seconds: float) -> str:
+    """How fast work goes, in words a log reader takes in at a glance."""
+    if seconds <= 0:
+        return "just started"
+    if done <= 0:
+        return f"none done in {seconds:.0f} s"
+    rate = done / seconds
+    return f"{rate:.1f}/s" if rate >= 1 else f"{1 / rate:.1f} s each"
+
 
 class Progress:
     """tqdm on a terminal; a log line every few seconds otherwise."""
@@ -60,9 +69,8 @@ class Progress:
             self.bar.update(n)
         elif time.monotonic() - self.last_log > 10:
             self.last_log = time.monotonic()
-            rate = self.done / (self.last_log - self.started)
-            pace = f"{rate:.1f}/s" if rate >= 1 else f"{1 / rate:.1f} s each"
-            logger.info("%d/%d %s (%s)", self.done, self.total, self.what, pace)
+            logger.info("%d/%d %s (%s)", self.done, self.total, self.what,
+                        pace(self.done, self.last_log - self.started))
 
     def close(self) -> None:
         if self.bar is not None:
