@@ -51,11 +51,13 @@ def pace(done: int, seconds: float) -> str:
 class Progress:
     """tqdm on a terminal; a log line every few seconds otherwise."""
 
-    def __init__(self, total: int, enabled: bool, *, unit: str = "it", what: str = "items") -> None:
+    def __init__(self, total: int, enabled: bool, *, unit: str = "it", what: str = "items",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.what = what
         self.total = total
         self.done = 0
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.last_log = self.started
         self.bar = None
         if enabled and sys.stderr.isatty():
@@ -67,8 +69,8 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif time.monotonic() - self.last_log > 10:
-            self.last_log = time.monotonic()
+        elif (now := self.clock()) - self.last_log > 10:
+            self.last_log = now
             logger.info("%d/%d %s (%s)", self.done, self.total, self.what,
                         pace(self.done, self.last_log - self.started))
 
