@@ -17,7 +17,7 @@ import struct
 import time
 from typing import Any
 
-from acecoder.errors import AcecoderError, DeadlineExceeded, Unavailable
+from acecoder.errors import DeadlineExceeded, Unavailable
 
 from . import jail as jails
 from .config import ExecutorConfig
@@ -61,6 +61,9 @@ class _Worker:
             "arrange_fs": True, "hide": hide, "keep": keep,
             "preimport": list(self.config.preimport), "separate_uids": os.geteuid() == 0,
             "pin": self.config.pin_workers, "tmp_bytes": self.config.tmp_bytes,
+            "max_memory_bytes": max(self.config.max_memory_mb, 1024) << 20,
+            "file_bytes": self.config.file_bytes, "open_files": self.config.open_files,
+            "processes": self.config.processes,
         }
         await self._send(hello)
         ready = await asyncio.wait_for(self._recv(), _START_TIMEOUT)
@@ -208,13 +211,25 @@ class WorkerPool:
                 self._replace(worker, "cancelled")
                 raise
             if "internal_error" in raw:
+                # Our bug, not the program's: the worker is replaced, and the request still gets
+                # an answer (a batch or an `exec` run answers every record).
+                logger.error("worker %d failed on request %s: %s", worker.slot, req.request_id,
+                             raw["internal_error"])
                 self._replace(worker, "internal_error")
-                raise AcecoderError(f"worker failed: {raw['internal_error']}")
-            if worker.jobs >= self.config.recycle_after:
+                return self._lost_result(req, f"the sandbox failed: {raw['internal_error']}")
+            try:
+                result = self._result(req, raw)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                logger.error("worker %d sent a malformed result: %s", worker.slot, exc)
+                self._replace(worker, "malformed")
+                return self._lost_result(req, "the sandbox sent a malformed result")
+            if "retire" in raw:
+                self._replace(worker, "retired")
+            elif worker.jobs >= self.config.recycle_after:
                 self._replace(worker, "recycled")
             else:
                 self._idle.put_nowait(worker)
-            return self._result(req, raw)
+            return result
         return self._lost_result(req)
 
     async def _acquire(self, deadline: float | None) -> _Worker:
@@ -271,6 +286,8 @@ class WorkerPool:
                        error_message=str(v[3]))
             for v in raw["verdicts"]
         )
+        if len(tests) != len(req.tests):
+            raise ValueError(f"{len(tests)} verdicts for {len(req.tests)} tests")
         return ExecutionResult(
             request_id=req.request_id, status=ProgramStatus(raw["status"]), tests=tests,
             status_detail=str(raw["detail"]),
@@ -282,8 +299,9 @@ class WorkerPool:
             flags=tuple(str(f) for f in raw.get("flags", ())),
         )
 
-    def _lost_result(self, req: ExecutionRequest) -> ExecutionResult:
-        detail = "the sandbox worker died twice while running this program"
+    def _lost_result(self, req: ExecutionRequest,
+                     detail: str = "the sandbox worker died twice while running this program",
+                     ) -> ExecutionResult:
         return ExecutionResult(
             request_id=req.request_id, status=ProgramStatus.OK, status_detail=detail,
             tests=tuple(TestResult(verdict=Verdict.CRASHED, error_message=detail) for _ in req.tests),

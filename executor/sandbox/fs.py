@@ -98,3 +98,70 @@ def arrange(*, hide: list[str], keep: list[str], tmp_bytes: int = 256 << 20,
             _mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | locked)
         except OSError:
             pass  # sysfs/cgroup mounts that refuse; our uids cannot write them anyway
+
+
+_MNT_DETACH = 2
+
+
+def make_job_dir(path: str, uid: int | None, *, size: int, inodes: int = 20000) -> bool:
+    """Create the job's directory as a fresh tmpfs of its own, owned by `uid` (or, where
+    mounting is not possible, a plain directory). Returns whether it is a mount."""
+    os.mkdir(path, 0o700)
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    try:
+        _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV,
+               f"mode=0700,size={size},nr_inodes={inodes}{owner}")
+        return True
+    except OSError:
+        if uid is not None:
+            os.chown(path, uid, uid)
+        return False
+
+
+def remove_job_dir(path: str, mounted: bool) -> None:
+    """Remove a job directory whatever the program left in it. A mount is detached whole (what
+    is left goes with the last reference to it); a plain directory is removed without
+    recursion, so no depth of nesting can make this fail."""
+    if mounted:
+        if _libc.umount2(path.encode(), _MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"umount2({path!r}): {os.strerror(err)}")
+        os.rmdir(path)
+        return
+    remove_tree(path)
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf without recursion (an explicit stack of directory fds), so neither the depth of
+    the tree nor the length of its paths matters."""
+    try:
+        root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    stack: list[tuple[int, str | None]] = [(root, None)]  # (dir fd, its name in the parent)
+    while stack:
+        fd, _ = stack[-1]
+        descended = False
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    try:
+                        child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                        dir_fd=fd)
+                    except OSError:
+                        continue
+                    stack.append((child, entry.name))
+                    descended = True
+                    break
+                try:
+                    os.unlink(entry.name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+        if descended:
+            continue
+        stack.pop()
+        os.close(fd)
+        name = _
+        if stack and name is not None:
+            os.rmdir(name, dir_fd=stack[-1][0])
+    os.rmdir(path)

@@ -4,19 +4,28 @@ It never runs a line of the program. Names the program defines are bound to `Rem
 calling one asks the program process over a pipe and gets back plain data (or another proxy).
 So `assert f(3) == 7` compares two plain values with our own CPython: a program that returns an
 always-equal object, patches builtins, exits, or prints fake markers cannot make it pass.
-Verdicts go to the worker on a pipe the program process does not hold.
+
+What the program never gets: any value a test compares with (a comparison involving the
+program's object is decided here, on plain copies, or refused), the tests, or the real builtins
+and standard modules the tests use to check (see `BindingPlan`). Exceptions the program raises
+reach the tests as exceptions, except StopIteration, which would end the test's own loop early:
+it becomes a RuntimeError, as PEP 479 does for generators.
+
+Each test process serves one request and is then killed (see worker.py); verdicts go to the
+worker on a pipe the program process does not hold.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
 import importlib
 import io
 import marshal
 import os
 import pickle
+import resource
 import socket
+import symtable
 import sys
 import types
 from typing import Any
@@ -24,11 +33,20 @@ from typing import Any
 from . import wire
 
 REPLY_LIMIT = 64 * 1024 * 1024
-_MSG_CAP = 2000
+_MSG_CAP = 2000  # of a reported error message (a diagnostic, never a value)
+_EXC_CAP = 64 * 1024  # of the message of an exception re-raised in the test
 
 
 class PeerLost(BaseException):
     """The program process died or broke the protocol; the worker decides the verdict."""
+
+
+class ProtocolError(Exception):
+    """The program process sent something that is not a valid reply."""
+
+
+class ProgramError(Exception):
+    """An exception raised by the program whose type has no builtin counterpart here."""
 
 
 class _Conn:
@@ -70,51 +88,39 @@ class _Conn:
             raise ProtocolError(self.broken) from None
         return reply
 
-    def ask(self, req: tuple[Any, ...]) -> Any:
-        return self.decode(self.request(req))
+    def ask(self, req: tuple[Any, ...], *, iterating: bool = False) -> Any:
+        return self.decode(self.request(req), iterating=iterating)
 
-    def check_claim(self, hid: int, op: str, other: Any) -> None:
-        """The program's object was compared with plain data, which the trusted check decides
-        without it. Ask whether the object's own __eq__/__ne__ (code the program wrote) claims
-        the comparison holds: if so, the program tried to fool the test; flag it."""
-        try:
-            claimed = self.ask(("claims", hid, op, other))
-        except PeerLost:
-            raise
-        except Exception:  # unpicklable test data, a program that raised: nothing to flag
-            return
-        if claimed is True:
-            self.flags.add("OVERRIDDEN_EQUALITY")
-
-    def decode(self, reply: Any) -> Any:
+    def decode(self, reply: Any, *, iterating: bool = False) -> Any:
         if not isinstance(reply, tuple) or not reply:
             raise ProtocolError("malformed reply")
         kind = reply[0]
-        if kind == "value" and len(reply) in (2, 3):
+        if kind == "value" and len(reply) == 2:
             return reply[1]
-        if kind == "handle" and len(reply) in (4, 5):
-            _, hid, tname, is_callable = reply[:4]
+        if kind == "handle" and len(reply) == 5:
+            _, hid, tname, is_callable, overrides = reply
             if type(hid) is not int or type(tname) is not str:
                 raise ProtocolError("malformed handle")
-            return Remote(self, hid, tname[:200], bool(is_callable))
+            return Remote(self, hid, tname[:200], bool(is_callable), overrides is True)
         if kind == "items" and len(reply) == 2 and type(reply[1]) is list:
             return [self.decode(item) for item in reply[1]]
         if kind == "raise" and len(reply) == 4:
             _, what, name, message = reply
-            raise _remote_exception(str(what), str(name)[:200], str(message)[:_MSG_CAP])
+            raise _remote_exception(str(what), str(name)[:200], str(message)[:_EXC_CAP],
+                                    iterating=iterating)
         raise ProtocolError(f"unexpected reply {kind!r}")
 
 
-class ProtocolError(Exception):
-    """The program process sent something that is not a valid reply."""
-
-
-def _remote_exception(what: str, name: str, message: str) -> BaseException:
+def _remote_exception(what: str, name: str, message: str, *, iterating: bool) -> BaseException:
     """An exception to raise in the test: the builtin class of the same name where there is one
-    (so tests can catch ValueError), tagged so the verdict knows it came from the program."""
+    (so tests can catch ValueError), tagged so the verdict knows it came from the program.
+    StopIteration ends iteration only where the test is iterating the program's iterator
+    (`next`); anywhere else it would end the *test's* loop (`map(f, xs)`), so it is an error."""
     cls = getattr(builtins, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)) or what != "error":
         cls = ProgramError
+    if cls in (StopIteration, StopAsyncIteration) and not iterating:
+        cls, message = RuntimeError, f"the program raised {name} {message}".rstrip()
     try:
         exc = cls(message)
     except Exception:
@@ -123,20 +129,18 @@ def _remote_exception(what: str, name: str, message: str) -> BaseException:
     return exc
 
 
-class ProgramError(Exception):
-    """An exception raised by the program whose type has no builtin counterpart here."""
-
-
 class Remote:
     """A proxy for an object living in the program process."""
 
-    __slots__ = ("_conn", "_hid", "_type", "_callable")
+    __slots__ = ("_conn", "_hid", "_type", "_callable", "_overrides")
 
-    def __init__(self, conn: _Conn, hid: int, tname: str, is_callable: bool) -> None:
+    def __init__(self, conn: _Conn, hid: int, tname: str, is_callable: bool,
+                 overrides: bool = False) -> None:
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_hid", hid)
         object.__setattr__(self, "_type", tname)
         object.__setattr__(self, "_callable", is_callable)
+        object.__setattr__(self, "_overrides", overrides)
 
     def _ask(self, op: str, *rest: Any) -> Any:
         return self._conn.ask((op, self._hid, *rest))
@@ -144,9 +148,9 @@ class Remote:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         conn = self._conn
         reply = conn.request(("call", self._hid, args, kwargs))
-        if isinstance(reply, tuple) and len(reply) in (3, 5) and reply[0] in ("value", "handle"):
-            _apply_mutations(args, reply[-1])
-            reply = reply[:-1]
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == "result":
+            _apply_mutations(args, reply[2])
+            reply = reply[1]
         return conn.decode(reply)
 
     def __getattr__(self, name: str) -> Any:
@@ -170,10 +174,12 @@ class Remote:
         return iter(_typed(self._ask("iter"), list))
 
     def __next__(self) -> Any:
-        return self._ask("next")
+        return self._conn.ask(("next", self._hid), iterating=True)
 
     def __contains__(self, item: Any) -> bool:
-        return _typed(self._ask("contains", item), bool)
+        # Membership is decided here, over the items as plain data: the item (often the
+        # expected value) is never sent to the program.
+        return any(item is x or item == x for x in self)
 
     def __repr__(self) -> str:
         return _typed(self._ask("repr"), str)
@@ -196,13 +202,16 @@ class Remote:
     def __reduce__(self) -> Any:
         return (handle_ref, (self._hid,))
 
-    # Comparisons: between two of the program's objects the program decides (both sides are
-    # its own); against plain data it never does, so an always-equal object compares unequal.
+    # Comparisons are never the program's to decide. Against plain data a proxy is simply not
+    # equal (as an object without __eq__ of its own), and an object whose class defines one is
+    # flagged. Two of the program's objects cannot be compared at all: neither is plain data.
     def _cmp(self, op: str, other: Any) -> Any:
-        if isinstance(other, Remote) and other._conn is self._conn:
-            return _typed(self._ask("cmp", op, other._hid), bool)
-        if op in ("eq", "ne"):
-            self._conn.check_claim(self._hid, op, other)
+        if isinstance(other, Remote):
+            raise TypeError(
+                f"cannot compare two of the program's objects ({self._type} and {other._type}): "
+                "only plain data (numbers, strings, containers of them) is compared")
+        if op in ("eq", "ne") and self._overrides:
+            self._conn.flags.add("OVERRIDDEN_EQUALITY")
         return NotImplemented
 
     def __eq__(self, other: Any) -> Any:  # type: ignore[override]
@@ -271,101 +280,164 @@ class _ArgPickler(pickle.Pickler):
         return None
 
 
-def shadowable_builtins(tests: list[str], program_names: set[str]) -> set[str]:
-    """Builtin names the program may shadow for these tests.
+# -- which of the program's names the tests see ------------------------------------------------
 
-    A program that defines `sum` (MBPP's task 126 asks for one) must have the tests call its
-    `sum`. But a program that defines `abs`, `sorted` or `set` must not get to decide the check
-    itself (`abs(f(x) - 3) < 1e-6`, `set(f(x)) == set((4, 5))`). So a builtin name is handed to
-    the program only if every use of it in the tests is a call whose arguments involve none of
-    the program's names (the function under test, called on constants), or a bare argument of
-    a call (HumanEval's `check(sum)`), and it never appears on the expected side of a
-    comparison.
-    """
-    candidates = {n for n in program_names if hasattr(builtins, n)}
-    if not candidates:
-        return set()
-    allowed = set(candidates)
-    for src in tests:
+RESERVED = frozenset(dir(builtins)) | frozenset(sys.stdlib_module_names)
+"""Names the tests resolve to the real builtin or standard module, not to the program's object
+of the same name, unless that object is the entry point (see `BindingPlan`)."""
+
+# Reading one of these lets tests reach names no reading of their code can see.
+_DYNAMIC = frozenset({"eval", "exec", "globals", "locals", "vars", "compile", "__import__",
+                      "getattr"})
+
+
+def global_reads(sources: list[str]) -> tuple[set[str], bool]:
+    """(names the tests read as module globals and never bind at module level, whether they
+    look names up dynamically). Exact Python scoping (symtable): a function's parameter `f`
+    is not the program's `f`."""
+    reads: set[str] = set()
+    binds: set[str] = set()
+
+    def walk(table: symtable.SymbolTable, module: bool) -> None:
+        for sym in table.get_symbols():
+            name = sym.get_name()
+            if module:
+                if sym.is_assigned() or sym.is_imported():
+                    binds.add(name)
+                if sym.is_referenced():
+                    reads.add(name)
+            elif sym.is_global():
+                if sym.is_declared_global() and sym.is_assigned():
+                    binds.add(name)
+                if sym.is_referenced():
+                    reads.add(name)
+        for child in table.get_children():
+            walk(child, False)
+
+    for i, src in enumerate(sources):
         try:
-            tree = ast.parse(src)
-        except SyntaxError:
-            return set()
-        ok_nodes: set[int] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Compare):
-                for comp in node.comparators:
-                    for sub in ast.walk(comp):
-                        if isinstance(sub, ast.Name):
-                            allowed.discard(sub.id)
-            if isinstance(node, ast.Call):
-                if isinstance(node.func, ast.Name) and node.func.id in candidates:
-                    arg_names = {sub.id for a in [*node.args, *node.keywords]
-                                 for sub in ast.walk(a) if isinstance(sub, ast.Name)}
-                    if not arg_names & program_names:
-                        ok_nodes.add(id(node.func))
-                for a in node.args:
-                    if isinstance(a, ast.Name):
-                        ok_nodes.add(id(a))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and node.id in candidates and id(node) not in ok_nodes:
-                allowed.discard(node.id)
-    return allowed
+            walk(symtable.symtable(src, f"<test {i}>", "exec"), True)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # that test fails to compile, and reports it
+    return reads - binds, bool(reads & _DYNAMIC)
 
 
-class _TestLocals(dict):  # type: ignore[type-arg]
-    """The tests' module-level name lookups. The program's plain globals (a list it appends to,
-    a constant) are fetched afresh on each use, so tests see their current value; everything a
-    test defines is written through to the globals, where functions it defines look."""
+class BindingPlan:
+    """Which of the program's names the tests see, decided by construction.
 
-    def __init__(self, globals_: dict[str, Any], live: set[str], conn: _Conn) -> None:
-        super().__init__()
-        self.globals_ = globals_
-        self.live = live
+    Tests always see the real builtins and standard modules, with one exception: the entry
+    point, when it is named like one (MBPP's task 126 asks for `sum`, tested as
+    `sum(2, 3) == 5`). The entry point is the program's one such name the tests read, and only
+    when they read no other name of the program's: then every value the tests get from the
+    program comes from that function, and no builtin of the program's can decide a check of
+    *another* function (`abs(f(x) - y) < 1e-6` reads `f` too, so `abs` stays the real one).
+    When the tests read two such names and nothing else of the program's, which one is the
+    entry point is unknowable, and using either is an error that says so. The program chooses
+    only which names it defines; every outcome gives it at most the function under test.
+    """
+
+    def __init__(self, sources: list[str], kinds: dict[str, str]) -> None:
+        """`kinds`: each program name -> "module", "value" or "object"."""
+        reads, dynamic = global_reads(sources)
+        defined = {n for n, kind in kinds.items() if kind != "module"}
+        plain = (reads & defined) - RESERVED
+        reserved = reads & defined & RESERVED
+        if dynamic:  # the tests may read any name
+            reserved = defined & RESERVED
+        self.entry: str | None = None
+        self.ambiguous: frozenset[str] = frozenset()
+        if not plain and len(reserved) == 1 and not dynamic:
+            self.entry = next(iter(reserved))
+        elif not plain and reserved:
+            self.ambiguous = frozenset(reserved)
+
+    def shows(self, name: str) -> bool:
+        """Whether the tests see the program's object under this name."""
+        return name not in RESERVED or name == self.entry
+
+
+class _Ambiguous:
+    """Stands for builtin names the program redefined when the entry point is unknowable."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"the program redefines {', '.join(sorted(self.names))}, which the tests use, and "
+            "nothing tells which one is the function under test: rename the program's helpers")
+
+    __call__ = __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = _refuse
+
+
+class _TestGlobals(dict):  # type: ignore[type-arg]
+    """The tests' module namespace, and the globals of every function they define. The
+    program's plain globals are never stored here: each read fetches the current value from
+    the program, so tests see them live. A module the program imported is imported here, for
+    real, on its first read (never the program's object, never a module no test reads)."""
+
+    def __init__(self, conn: _Conn) -> None:
+        super().__init__(__name__="__tests__", __builtins__=builtins)
         self.conn = conn
+        self.live: set[str] = set()
+        self.modules: dict[str, str] = {}
+        self.refused: dict[str, Any] = {}
 
-    def __getitem__(self, name: str) -> Any:
+    def __missing__(self, name: str) -> Any:
         if name in self.live:
             return self.conn.ask(("global", None, name))
-        return self.globals_[name]
+        if name in self.refused:
+            return self.refused[name]
+        modname = self.modules.pop(name, None)
+        if modname is not None:
+            try:
+                module = importlib.import_module(modname)
+            except Exception:
+                raise KeyError(name) from None
+            self[name] = module
+            return module
+        raise KeyError(name)
 
-    def __setitem__(self, name: str, value: Any) -> None:
-        self.live.discard(name)
-        self.globals_[name] = value
 
-    def __delitem__(self, name: str) -> None:
-        self.live.discard(name)
-        del self.globals_[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.live or name in self.globals_
-
-
-def _bind_program_names(ns: dict[str, Any], conn: _Conn, names: Any, tests: list[str],
-                        live: set[str]) -> None:
+def _bind_program_names(ns: _TestGlobals, conn: _Conn, names: Any, sources: list[str]) -> None:
     if type(names) is not dict:
         raise ProtocolError("malformed name table")
-    program_names = {n for n in names if type(n) is str}
-    shadowable = shadowable_builtins(tests, program_names)
+    table: dict[str, tuple[Any, ...]] = {}
     for name, entry in names.items():
-        if type(name) is not str or not name.isidentifier() or name.startswith("__"):
+        if (type(name) is str and name.isidentifier() and not name.startswith("__")
+                and type(entry) is tuple and entry and type(entry[0]) is str):
+            table[name] = entry
+    kinds = {n: ("module" if e[0] == "module" else "value" if e[0] == "live" else "object")
+             for n, e in table.items()}
+    plan = BindingPlan(sources, kinds)
+    for name in plan.ambiguous:
+        ns.refused[name] = _Ambiguous(plan.ambiguous)
+    for name, entry in table.items():
+        if name in plan.ambiguous:
             continue
-        if hasattr(builtins, name) and name not in shadowable:
-            continue  # tests see the real builtin (see shadowable_builtins)
-        if type(entry) is not tuple or not entry:
+        stdlib = name.split(".")[0] in sys.stdlib_module_names
+        if entry[0] == "module" or not plan.shows(name):
+            if stdlib:
+                ns.modules[name] = name  # `math` is the real math, whatever the program's is
+            elif entry[0] == "module" and name not in RESERVED and len(entry) == 2 \
+                    and type(entry[1]) is str:
+                ns.modules[name] = entry[1]  # `np`: the module the program imported as np
+            continue  # otherwise the tests see the real builtin
+        if entry[0] == "live":
+            ns.live.add(name)
             continue
-        if entry[0] == "module" and len(entry) == 2 and type(entry[1]) is str:
-            try:
-                ns[name] = importlib.import_module(entry[1])
-            except Exception:
-                continue
-        else:
-            try:
-                ns[name] = conn.decode(entry)
-            except (ProtocolError, Exception):
-                continue
-            if entry[0] == "value":
-                live.add(name)
+        try:
+            ns[name] = conn.decode(entry)
+        except (ProtocolError, Exception):
+            continue
+    for name in dir(builtins):  # found here first: no __missing__ call per builtin read
+        if name not in ns.live and name not in ns.refused and not dict.__contains__(ns, name):
+            ns[name] = getattr(builtins, name)
+
+
+# -- running the tests -------------------------------------------------------------------------
 
 
 def _trim(text: str) -> str:
@@ -394,7 +466,7 @@ def _classify(exc: BaseException) -> tuple[str, str, str]:
 
 
 class _Suite:
-    """A test suite compiled once, for every program a reused test process runs it against."""
+    """The request's tests, compiled."""
 
     def __init__(self, tests: list[str], setup: str) -> None:
         self.tests = tests
@@ -405,7 +477,12 @@ class _Suite:
                 self.code.append(compile(src, f"<test {i}>", "exec"))
             except BaseException as exc:  # reported as that test's verdict
                 self.code.append(exc)
-        self.setup_code = compile(setup, "<setup>", "exec") if setup else None
+        self.setup_code: Any = None
+        if setup:
+            try:
+                self.setup_code = compile(setup, "<setup>", "exec")
+            except BaseException as exc:  # reported as SETUP_ERROR
+                self.setup_code = exc
 
 
 def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool) -> str:
@@ -422,13 +499,13 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
     if not (type(first) is tuple and len(first) == 2 and first[0] == "loaded"):
         wire.send(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
         return "load_failed"
-    ns: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
-    live: set[str] = set()
-    local_ns = _TestLocals(ns, live, conn)
+    ns = _TestGlobals(conn)
     try:
-        _bind_program_names(ns, conn, first[1], suite.tests, live)
+        _bind_program_names(ns, conn, first[1], [*suite.tests, suite.setup])
+        if isinstance(suite.setup_code, BaseException):
+            raise suite.setup_code
         if suite.setup_code is not None:
-            exec(suite.setup_code, ns, local_ns)
+            exec(suite.setup_code, ns)
     except PeerLost:
         wire.send(ctrl, ("lost", -1))
         return "lost"
@@ -441,12 +518,13 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
         try:
             if isinstance(code, BaseException):
                 raise code
-            exec(code, ns, local_ns)
+            exec(code, ns)
             verdict, etype, emsg = "PASSED", "", ""
         except PeerLost:
             pass
         except BaseException as exc:
             verdict, etype, emsg = _classify(exc)
+            del exc  # its traceback holds the test's frames: never past this test
         if conn.lost:
             wire.send(ctrl, ("lost", i))
             return "lost"
@@ -463,26 +541,22 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
 
 
 def serve(*, ctrl: int, jobs: int) -> None:
-    """The test process's loop: each message on the `jobs` socket carries a program process's
-    pipes (and, the first time, the suite); the suite runs against it. The worker reuses one
-    test process only for byte-identical tests and setup, and only after a clean "end"."""
+    """The test process's one job: a message on the `jobs` socket carries the request's tests,
+    its limits and a program process's pipes. The worker starts a fresh test process for every
+    program process, so no state of this one ever meets another request."""
     sock = socket.socket(fileno=jobs)
-    suite: _Suite | None = None
-    while True:
-        try:
-            msg, fds = wire.recv_msg(sock, 2)  # from the worker, which is trusted
-        except (wire.FrameError, OSError):
-            return
-        if "tests" in msg:
-            suite = _Suite(msg["tests"], msg["setup"])
-        if suite is None or len(fds) != 2:
-            return
-        to_prog, from_prog = fds
-        try:
-            run_job(ctrl, _Conn(to_prog, from_prog), suite, msg["start"],
-                    msg["stop_on_first_failure"])
-        finally:
-            os.close(to_prog)
-            os.close(from_prog)
-            sys.stdout.flush()
-            sys.stderr.flush()
+    try:
+        msg, fds = wire.recv_msg(sock, 2)  # from the worker, which is trusted
+    except (wire.FrameError, OSError):
+        return
+    if len(fds) != 2:
+        return
+    memory = int(msg["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    to_prog, from_prog = fds
+    try:
+        run_job(ctrl, _Conn(to_prog, from_prog), _Suite(msg["tests"], msg["setup"]),
+                msg["start"], msg["stop_on_first_failure"])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

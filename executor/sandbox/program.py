@@ -2,8 +2,14 @@
 
 Everything in this process is untrusted once the program has run: it may have rewritten this
 very module. That is fine by design. The only thing it can send is plain data, decoded by
-the test process with `wire.recv_plain`, and it never sees the tests, so it cannot know what
-answer would pass them.
+the test process with `wire.recv_plain`, and it never sees the tests or any expected value,
+so it cannot know what answer would pass them: requests carry only the arguments a test passes,
+and comparisons are made in the test process on plain copies (there is no request that asks the
+program to compare anything).
+
+Only the process the worker started serves the channel: a child the program forks that returns
+into this loop exits instead of reading a request or writing a reply (the pid is checked before
+each), so a later call can never get another call's answer.
 """
 
 from __future__ import annotations
@@ -18,14 +24,34 @@ import types
 from typing import Any
 
 from . import wire
-from .plain import NotPlain, to_plain
+from .plain import NotPlain, TooLarge, to_plain
 
-_MSG_CAP = 2000
+# Exception messages are diagnostics, not values: long ones are cut (and say so).
+_MSG_CAP = 64 * 1024
+# A reply must fit the test process's frame limit (harness.REPLY_LIMIT); a larger one is an
+# error that says so, never a cut-short value.
+_REPLY_CAP = 64 * 1024 * 1024 - 4096
 _MUTABLE = (list, dict, set, bytearray)
 
 
 def _trim(text: str) -> str:
     return text if len(text) <= _MSG_CAP else text[:_MSG_CAP] + "...[trimmed]"
+
+
+def _overrides_equality(value: Any) -> bool:
+    """Whether the object's class (not a builtin base) defines __eq__ or __ne__ in Python. Only
+    for the OVERRIDDEN_EQUALITY flag: no test data is needed to answer, and no verdict hangs on
+    the answer."""
+    try:
+        for cls in type(value).__mro__:
+            if cls is object:
+                continue
+            for name in ("__eq__", "__ne__"):
+                if isinstance(cls.__dict__.get(name), types.FunctionType):
+                    return True
+    except BaseException:
+        pass
+    return False
 
 
 def _describe_exc(exc: BaseException) -> tuple[str, str, str]:
@@ -70,22 +96,27 @@ class _RequestLoader(pickle.Unpickler):
 _HANDLE_REF_MODULE = "acecoder.executor.sandbox.harness"
 
 
+class ValueTooLarge(Exception):
+    """A value that is plain data but cannot cross whole (see plain.TooLarge)."""
+
+
 class _Host:
     def __init__(self, rpc_in: int, rpc_out: int, namespace: dict[str, Any]) -> None:
         self.rpc_in = rpc_in
         self.rpc_out = rpc_out
         self.ns = namespace
         self.handles: list[Any] = []
+        self.pid = os.getpid()
 
     def encode(self, value: Any) -> tuple[Any, ...]:
         try:
             return ("value", to_plain(value))
         except NotPlain:
             self.handles.append(value)
-            return ("handle", len(self.handles) - 1, type(value).__name__, callable(value))
-        except RecursionError:
-            self.handles.append(value)
-            return ("handle", len(self.handles) - 1, type(value).__name__, callable(value))
+            return ("handle", len(self.handles) - 1, type(value).__name__, callable(value),
+                    _overrides_equality(value))
+        except TooLarge as exc:
+            raise ValueTooLarge(str(exc)) from None
 
     def _load_request(self, data: bytes) -> Any:
         return _RequestLoader(io.BytesIO(data), self).load()
@@ -96,9 +127,15 @@ class _Host:
             if name.startswith("__") or not isinstance(name, str):
                 continue
             if isinstance(value, types.ModuleType):
-                out[name] = ("module", value.__name__)
-            else:
-                out[name] = self.encode(value)
+                out[name] = ("module", str.__str__(value.__name__))
+                continue
+            try:
+                entry = self.encode(value)
+            except ValueTooLarge:
+                entry = ("value",)
+            # A plain global is fetched afresh each time a test reads it (it may change), so
+            # its value need not travel now.
+            out[name] = ("live",) if entry[0] == "value" else entry
         return out
 
     def handle(self, req: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -116,7 +153,9 @@ class _Host:
                         mutated.append((i, to_plain(arg)))
                     except NotPlain:
                         pass
-            return self.encode(result) + (tuple(mutated),)
+                    except TooLarge as exc:
+                        raise ValueTooLarge(f"argument {i} after the call: {exc}") from None
+            return ("result", self.encode(result), tuple(mutated))
         if op == "attr":
             return self.encode(getattr(obj, req[2]))
         if op == "item":
@@ -126,32 +165,32 @@ class _Host:
         if op == "bool":
             return ("value", bool(obj))
         if op == "repr":
-            return ("value", _trim(repr(obj)))
+            return ("value", str.__str__(repr(obj)))
         if op == "str":
-            return ("value", _trim(str(obj)))
+            return ("value", str.__str__(str(obj)))
         if op == "iter":
             return ("items", [self.encode(v) for v in obj])
         if op == "next":
             return self.encode(next(obj))
-        if op == "contains":
-            return ("value", bool(req[2] in obj))
-        if op == "cmp":
-            other = self.handles[req[3]]
-            fn = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
-                  "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b}
-            return ("value", bool(fn[req[2]](obj, other)))
-        if op == "claims":  # only for a flag: the verdict never depends on the answer
-            method = getattr(type(obj), "__eq__" if req[2] == "eq" else "__ne__", None)
-            if not isinstance(method, types.FunctionType):  # a builtin comparison claims nothing
-                return ("value", False)
-            return ("value", bool(obj == req[3] if req[2] == "eq" else obj != req[3]))
         if op in ("int", "float", "index"):
             conv = {"int": int, "float": float, "index": lambda v: v.__index__()}[op]
             return self.encode(conv(obj))
         raise ValueError(f"unknown request {op!r}")
 
+    def _reply(self, reply: tuple[Any, ...]) -> None:
+        data = wire.dumps(reply)
+        if len(data) > _REPLY_CAP:
+            data = wire.dumps(("raise", "error", "ValueTooLarge",
+                               f"the value is {len(data)} bytes as plain data; the limit is "
+                               f"{_REPLY_CAP}"))
+        if os.getpid() != self.pid:
+            os._exit(0)  # a forked child never answers for the process the worker started
+        wire.write_frame(self.rpc_out, data)
+
     def serve(self) -> None:
         while True:
+            if os.getpid() != self.pid:
+                os._exit(0)
             try:
                 req = self._load_request(wire.read_frame(self.rpc_in))
             except wire.FrameError:
@@ -168,9 +207,9 @@ class _Host:
             except BaseException:
                 pass
             try:
-                wire.send(self.rpc_out, reply)
+                self._reply(reply)
             except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-                wire.send(self.rpc_out, ("raise", "error", type(exc).__name__, _trim(str(exc))))
+                self._reply(("raise", "error", type(exc).__name__, _trim(str(exc))))
 
 
 def main(rpc_in: int, rpc_out: int, program: str, setup: str) -> None:

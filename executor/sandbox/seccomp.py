@@ -3,8 +3,11 @@
 Denied with EPERM: debugging and memory access to other processes, signals to anyone but the
 process's own group, new sockets, namespaces, mounts, kernel keyrings and modules, io_uring
 (which would bypass the filter), leaving the process group (so one killpg reaches every
-descendant), and every other syscall an untrusted program has no business making. Foreign
-ABIs (i386, x32) are killed outright.
+descendant), kernel objects that would outlive the process (SysV shared memory, message queues
+and semaphores, POSIX message queues: what one request left there, the next could read),
+widening the CPU affinity the worker pinned (one slot's program could starve another's), and
+every other syscall an untrusted program has no business making. Foreign ABIs (i386, x32) are
+killed outright.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ _DENIED_NAMES = (
     "acct", "swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "adjtimex",
     "open_by_handle_at", "name_to_handle_at", "personality", "syslog", "quotactl",
     "fsopen", "fsmount", "move_mount", "open_tree", "fsconfig", "fspick", "mount_setattr",
+    # IPC objects live in the kernel until removed, past the process that made them.
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # CPU placement is the worker's: a slot's processes stay on its core.
+    "sched_setaffinity",
 )
 
 _ARCHES = {
@@ -69,6 +78,11 @@ _ARCHES = {
             "name_to_handle_at": 303, "personality": 135, "syslog": 103, "quotactl": 179,
             "fsopen": 430, "fsmount": 432, "move_mount": 429, "open_tree": 428, "fsconfig": 431,
             "fspick": 433, "mount_setattr": 442,
+            "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+            "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70,
+            "msgctl": 71, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+            "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245,
+            "sched_setaffinity": 203,
         },
     },
     "aarch64": {
@@ -89,6 +103,11 @@ _ARCHES = {
             "name_to_handle_at": 264, "personality": 92, "syslog": 116, "quotactl": 60,
             "fsopen": 430, "fsmount": 432, "move_mount": 429, "open_tree": 428, "fsconfig": 431,
             "fspick": 433, "mount_setattr": 442,
+            "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190,
+            "semop": 193, "semctl": 191, "semtimedop": 192, "msgget": 186, "msgsnd": 189,
+            "msgrcv": 188, "msgctl": 187, "mq_open": 180, "mq_unlink": 181,
+            "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
+            "mq_getsetattr": 185, "sched_setaffinity": 122,
         },
     },
 }

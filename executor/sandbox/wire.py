@@ -15,21 +15,14 @@ import socket
 import struct
 from typing import Any
 
+from .plain import ALLOWED_GLOBALS
+
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 
-# The only globals a plain value may reference; all are builtin or stdlib value types whose
-# comparison is our own CPython's, not the program's.
-_ALLOWED_GLOBALS = {
-    ("builtins", "complex"),
-    ("builtins", "bytearray"),
-    ("builtins", "range"),
-    ("builtins", "slice"),
-    ("builtins", "frozenset"),
-    ("builtins", "set"),
-    ("decimal", "Decimal"),
-    ("fractions", "Fraction"),
-}
+# The only globals a plain value may reference: builtin and stdlib value types whose
+# comparison is our own CPython's, not the program's (see plain.py).
+_ALLOWED_GLOBALS = ALLOWED_GLOBALS
 
 
 class FrameError(Exception):
@@ -92,6 +85,47 @@ def recv_plain(fd: int, limit: int = MAX_FRAME) -> Any:
         raise
     except Exception as exc:  # any decoding failure is the peer's fault
         raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+
+
+class FrameReader:
+    """Frames from an untrusted peer on a non-blocking fd, as they arrive.
+
+    A blocking read would let a peer that sends half a frame and then nothing hang its reader;
+    this one buffers what has come and never waits. Each complete frame is decoded with
+    :func:`loads_plain`; a frame over `limit`, an undecodable one, or the peer closing raises
+    FrameError."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.buf = bytearray()
+
+    def read(self) -> list[Any]:
+        """Whatever frames are complete after reading what is available now."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            chunk = None
+        except OSError as exc:
+            raise FrameError(f"channel failed: {exc}") from None
+        if chunk == b"":
+            raise FrameError("channel closed")
+        if chunk:
+            self.buf += chunk
+        frames = []
+        while len(self.buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self.buf)
+            if size > self.limit:
+                raise FrameError(f"frame of {size} bytes exceeds the limit of {self.limit}")
+            if len(self.buf) < _HEADER.size + size:
+                break
+            data = bytes(self.buf[_HEADER.size:_HEADER.size + size])
+            del self.buf[:_HEADER.size + size]
+            try:
+                frames.append(loads_plain(data))
+            except Exception as exc:
+                raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+        return frames
 
 
 def recv_trusted(fd: int) -> Any:

@@ -2,13 +2,24 @@
 
 For each program it starts two confined children and supervises them against the clock:
 
-* the *program process*, forked by a zygote that is itself forked before the worker ever
-  reads a job, so the program's memory holds no test and no expected value of any job;
-* the *test process*, forked by the worker, which runs the tests and decides the verdicts.
+* the *program process*, which loads the program and answers calls;
+* the *test process*, which runs the tests and decides the verdicts.
+
+Both are forked by small zygotes that were forked before the worker read any job, and that
+never see one: a spawn order carries no request data (no source, no directory, no
+environment; the same order every time), and the child reads its job from a pipe only it holds.
+So no process's memory ever holds another request's program or tests.
+
+One request never reaches another: every process that ran any of its code (program or tests)
+is killed when it ends, and the next request starts only once they are gone and their output
+pipes (fresh for each request) have been read to the end; its files live on a tmpfs of its own,
+detached whole. Kernel objects that could outlive a process (SysV IPC, POSIX message queues) and
+the CPU placement are denied by seccomp.
 
 The server talks to the worker over stdin/stdout (length-prefixed pickles); the worker never
 prints. A test that hangs, crashes or runs out of memory costs that test only: both children
-are killed and a fresh pair resumes at the next test.
+are killed and a fresh pair resumes at the next test. Reports from the test process run hostile
+test code's process, so each is checked; a malformed one costs only its own request.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -28,10 +40,9 @@ from . import confine, forking, seccomp, wire
 # Imported only after the program zygote is forked (see main), so that it stays small: every
 # page a zygote holds is copied into each child's page tables, and torn down again at its exit.
 selectors: Any = None
-shutil: Any = None
 program: Any = None
 harness: Any = None
-purity: Any = None
+fs: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 # Modules programs use most, imported once in the program zygote. Kept short on purpose: every
@@ -40,12 +51,20 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PREIMPORT = (
     "bisect collections copy functools heapq itertools math operator random re string typing"
 ).split()
-_ENV_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_ROOT = "/tmp/acecoder"
-_TESTER_REUSE = 500  # programs one test process may serve before it is replaced
 # Flags the test process may report (the others the worker decides itself).
 HARNESS_FLAGS = frozenset({"OVERRIDDEN_EQUALITY"})
+VERDICTS = frozenset({"PASSED", "FAILED", "ERROR", "TIMEOUT", "MEMORY", "CRASHED"})
+_CTRL_LIMIT = 1 << 20  # largest report frame from a test process
+_REPORT_CAP = 4096  # longest error type or message kept from a report
+# How long the end of a request waits for its killed processes to be gone (their output pipes
+# at EOF) before the worker is declared unsafe to reuse.
+_EXIT_WAIT = 5.0
 _forged: Any = None
+
+
+class Unclean(RuntimeError):
+    """A request's processes outlived it: the worker must not run another request."""
 
 
 def forged_output(data: bytes) -> bool:
@@ -69,7 +88,8 @@ def forged_output(data: bytes) -> bool:
 #
 # Children are forked by two small zygotes, never by the worker itself: after a fork every page
 # is copy-on-write on *both* sides, and the worker, which does the per-job bookkeeping, would
-# pay a page fault for each page it then touches. The zygotes do nothing but fork and reap.
+# pay a page fault for each page it then touches. The zygotes do nothing but fork and reap, and
+# never receive anything of a request but the file descriptors its child will hold.
 
 
 def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None]) -> None:
@@ -83,7 +103,6 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             os._exit(0)
         if msg[0] == "spawn":
             _reap_nowait(statuses)
-            _prepare_inheritance(msg[1])
             pid = forking.fork()
             if pid == 0:
                 sock.close()
@@ -92,8 +111,6 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             for fd in fds:
                 os.close(fd)
             wire.send_msg(sock, ("pid", pid))
-        elif msg[0] == "reap":  # one-way: the worker has killed it and does not wait
-            _reap_nowait(statuses)  # it may still be dying; the next spawn reaps it
         elif msg[0] == "status":
             pid = msg[1]
             status = statuses.pop(pid, None)
@@ -103,20 +120,6 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
                 except ChildProcessError:
                     status = 0
             wire.send_msg(sock, ("status", status))
-
-
-def _prepare_inheritance(spec: dict[str, Any]) -> None:
-    """Enter the child's working directory and environment here, before the fork: the child
-    inherits them, and the pages they touch are copied once in the zygote instead of in every
-    child. Marks the spec when done; otherwise the child sets them itself (and reports why not)."""
-    if "cwd" not in spec:
-        return
-    try:
-        os.chdir(spec["cwd"])
-        os.environ.update(spec["env"])
-    except (OSError, ValueError):
-        return
-    spec["inherited"] = True
 
 
 def _exited_children() -> Iterator[tuple[int, int]]:
@@ -146,26 +149,38 @@ def _die(what: str, exc: BaseException) -> None:
         os._exit(70)
 
 
+def _lower(limit: int, value: int) -> None:
+    import resource
+
+    resource.setrlimit(limit, (value, value))
+
+
 def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
-    """In a fresh child of the program zygote: confine, then load and serve the program."""
+    """In a fresh child of the program zygote: confine, read this child's job from its own
+    pipe (the zygote never sees it), then load and serve the program."""
     try:
         rpc_in, rpc_out, out_w, err_w = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
-        inherited = spec.get("inherited", False)
-        confine.confine(uid=spec["uid"], limits=spec["limits"],
-                        cwd=None if inherited else spec["cwd"],
-                        fds=[devnull, out_w, err_w, rpc_in, rpc_out],
-                        env={} if inherited else spec["env"], use_seccomp=spec["seccomp"])
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=None,
+                        fds=[devnull, out_w, err_w, rpc_in, rpc_out], env={},
+                        use_seccomp=spec["seccomp"])
+        job = pickle.loads(wire.read_frame(3))  # written by the worker before anyone else
+        import resource
+
+        _lower(resource.RLIMIT_AS, job["memory_bytes"])
+        _lower(resource.RLIMIT_CPU, job["cpu_seconds"])
+        os.chdir(job["cwd"])
+        os.environ.update(job["env"])
     except BaseException as exc:  # never fall back into the zygote's loop
         _die("confining the program", exc)
     try:
-        program.main(3, 4, spec["program"], spec["setup"])
+        program.main(3, 4, job["program"], job["setup"])
     finally:
         os._exit(0)
 
 
 def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
-    """In a fresh child of the test zygote: confine, then run the jobs the worker sends."""
+    """In a fresh child of the test zygote: confine, then run the one job the worker sends."""
     try:
         ctrl_w, out_w, err_w, jobs = fds
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -195,13 +210,10 @@ class Zygote:
         self.pid = pid
 
     def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
+        """Fork a child holding `fds`. `spec` is the same for every child of a worker."""
         wire.send_msg(self.sock, ("spawn", spec), fds)
         msg, _ = wire.recv_msg(self.sock)
         return int(msg[1])
-
-    def reap(self, pid: int) -> None:
-        """Have a killed child reaped, without waiting for it."""
-        wire.send_msg(self.sock, ("reap", pid))
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""
@@ -235,21 +247,53 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-class _Tester:
-    """A live test process and the worker's ends of its channels."""
+class Malformed(Exception):
+    """A report from the test process that breaks the protocol."""
 
-    def __init__(self, pid: int, key: tuple[Any, ...], sock: socket.socket,
-                 ctrl_r: int, out_r: int, err_r: int, out_w: int, err_w: int) -> None:
-        self.pid = pid
-        self.key = key
-        self.sock = sock
-        self.ctrl_r = ctrl_r
-        self.out_r = out_r
-        self.err_r = err_r
-        self.out_w = out_w  # handed to each program process, so its output lands here too
-        self.err_w = err_w
-        self.jobs = 0
-        self.suite: tuple[tuple[str, ...], str] | None = None  # the suite it last compiled
+
+def check_report(msg: Any, current: int, n: int) -> tuple[Any, ...]:
+    """A report from the test process, checked against what may come next (it runs the
+    request's own, possibly hostile, test code, which can write anything on that pipe)."""
+    if type(msg) is not tuple or not msg or type(msg[0]) is not str:
+        raise Malformed(f"not a report: {type(msg).__name__}")
+    kind, args = msg[0], msg[1:]
+    loading = current == -1
+    if kind == "loaded" and not args and loading:
+        return msg
+    if kind == "done" and len(args) == 4 and not loading:
+        i, verdict, etype, emsg = args
+        if type(i) is not int or i != current or not 0 <= i < n:
+            raise Malformed(f"a verdict for test {i!r} while test {current} runs")
+        if type(verdict) is not str or verdict not in VERDICTS:
+            raise Malformed(f"unknown verdict {str(verdict)[:40]!r}")
+        if type(etype) is not str or type(emsg) is not str:
+            raise Malformed("error type and message must be text")
+        return ("done", i, verdict, etype[:_REPORT_CAP], emsg[:_REPORT_CAP])
+    if kind == "flag" and len(args) == 1 and args[0] in HARNESS_FLAGS:
+        return msg
+    if kind == "end" and not args:
+        return msg
+    if kind == "lost" and len(args) == 1 and type(args[0]) is int:
+        return msg
+    if kind == "load_failed" and len(args) == 3 and loading and all(type(a) is str for a in args):
+        return ("load_failed", *(a[:_REPORT_CAP] for a in args))
+    if kind == "setup_failed" and len(args) == 2 and loading and all(type(a) is str for a in args):
+        return ("setup_failed", *(a[:_REPORT_CAP] for a in args))
+    raise Malformed(f"unexpected report {kind[:40]!r} with {len(args)} fields")
+
+
+class _Request:
+    """What one request owns in the worker: its output pipes and its directory. Every process
+    that holds the write ends belongs to this request."""
+
+    def __init__(self, tmp: str, mounted: bool) -> None:
+        self.tmp = tmp
+        self.mounted = mounted
+        self.out_r, self.out_w = os.pipe2(os.O_CLOEXEC)
+        self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (self.out_r, self.err_r):
+            os.set_blocking(fd, False)
+        self.pids: list[int] = []
 
 
 class Worker:
@@ -263,18 +307,29 @@ class Worker:
         uid_base = int(hello.get("uid_base", 61000))
         self.prog_uid = uid_base + 2 * self.slot if separate else None
         self.test_uid = uid_base + 2 * self.slot + 1 if separate else None
+        self.tmp_bytes = int(hello.get("tmp_bytes", 256 << 20))
         self.seq = 0
-        self.stale_dirs: list[str] = []
+        self.stale_dirs: list[tuple[str, bool]] = []
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
-        self.tester: _Tester | None = None
+        # What every spawn order says: the same for every child, nothing of any request.
+        # Children lower the memory and CPU limits to their request's once they have read it.
+        ceiling = confine.Limits(
+            memory_bytes=int(hello.get("max_memory_bytes", 8 << 30)), cpu_seconds=1 << 30,
+            file_bytes=int(hello.get("file_bytes", 16 << 20)),
+            open_files=int(hello.get("open_files", 64)),
+            processes=int(hello.get("processes", 32)))
+        self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": self.use_seccomp}
+        self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
+                            "seccomp": self.use_seccomp}
 
     # -- one job ------------------------------------------------------------------------
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
-        self._cleanup()
+        self._check_zygotes()
+        self._remove_stale()
         n = len(job["tests"])
         verdicts: list[list[Any] | None] = [None] * n
         state: dict[str, Any] = {"status": "OK", "detail": "", "out": bytearray(),
@@ -282,20 +337,20 @@ class Worker:
                                  "flags": set()}
         self.seq += 1
         tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
-        os.mkdir(tmp, 0o700)
-        if self.prog_uid is not None:
-            os.chown(tmp, self.prog_uid, self.prog_uid)
-        # Removed at the next job, once the killed processes are surely gone.
-        self.stale_dirs.append(tmp)
-        start = 0
-        while start < n:
-            nxt = self._run_pair(job, tmp, start, verdicts, state)
-            if nxt is None or nxt >= n:
-                break
-            if job["stop_on_first_failure"] and any(
-                    v is not None and v[0] != "PASSED" for v in verdicts):
-                break
-            start = nxt
+        mounted = fs.make_job_dir(tmp, self.prog_uid, size=self.tmp_bytes)
+        req = _Request(tmp, mounted)
+        try:
+            start = 0
+            while start < n:
+                nxt = self._run_pair(job, req, start, verdicts, state)
+                if nxt is None or nxt >= n:
+                    break
+                if job["stop_on_first_failure"] and any(
+                        v is not None and v[0] != "PASSED" for v in verdicts):
+                    break
+                start = nxt
+        finally:
+            clean = self._end(req, job, state)
         for i, v in enumerate(verdicts):
             if v is None:
                 verdicts[i] = ["SKIPPED", 0.0, "", ""]
@@ -304,98 +359,112 @@ class Worker:
             flags.add("EXITED_EARLY")
         if forged_output(state["out"]) or forged_output(state["err"]):
             flags.add("FORGED_OUTPUT")
-        return {
+        result = {
             "status": state["status"], "detail": state["detail"], "verdicts": verdicts,
             "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
             "duration": time.monotonic() - started, "flags": sorted(flags),
         }
+        if not clean:
+            result["retire"] = "a process of the request outlived it"
+        return result
 
-    def _cleanup(self) -> None:
-        """Reap orphans reparented to us, and remove the previous jobs' directories."""
+    def _check_zygotes(self) -> None:
+        """Reap orphans reparented to us; a dead zygote ends the worker."""
         for pid, _ in _exited_children():
             if pid in (self.prog_zygote.pid, self.test_zygote.pid):
                 raise RuntimeError("a zygote died")
-        for d in self.stale_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        self.stale_dirs.clear()
 
-    def _limits(self, job: dict[str, Any], memory_bytes: int) -> confine.Limits:
-        total = job["timeout"] * (len(job["tests"]) + 1) + job["load_timeout"]
-        return confine.Limits(
-            memory_bytes=memory_bytes, cpu_seconds=int(total) + 2,
-            file_bytes=job["file_bytes"], open_files=job["open_files"],
-            processes=job["processes"],
-        )
+    def _remove_stale(self) -> None:
+        """Directories whose removal failed before: retried, never a failure of this job."""
+        left = []
+        for path, mounted in self.stale_dirs:
+            try:
+                fs.remove_job_dir(path, mounted)
+            except Exception as exc:
+                os.write(2, f"acecoder: removing {path} failed: {exc!r}\n".encode())
+                left.append((path, mounted))
+        self.stale_dirs = left[-16:]
 
-    def _tester_for(self, job: dict[str, Any]) -> tuple[_Tester, bool]:
-        """The live test process if it may run this suite (the very same suite, or any pure
-        suite when it has only run pure ones; see purity.py) and its last job ended cleanly;
-        else a fresh one. Returns (tester, whether it must be sent the suite)."""
-        suite = (tuple(job["tests"]), job["setup"])
-        key = ("pure",) if purity.is_pure(*suite) else suite
-        t = self.tester
-        if t is not None and t.key == key and t.jobs < _TESTER_REUSE:
-            fresh_suite = t.suite != suite
-            t.suite = suite
-            return t, fresh_suite
-        self._drop_tester()
+    def _end(self, req: _Request, job: dict[str, Any], state: dict[str, Any]) -> bool:
+        """Kill every process of the request, read its output to the end (EOF comes once no
+        process holds the pipes: they are all gone), remove its directory. Returns whether
+        everything went; if not, the worker is retired after this request."""
+        for pid in req.pids:
+            _kill_tree(pid)
+        os.close(req.out_w)
+        os.close(req.err_w)
+        open_fds = {req.out_r, req.err_r}
+        deadline = time.monotonic() + _EXIT_WAIT
+        sel = selectors.DefaultSelector()
+        for fd in open_fds:
+            sel.register(fd, selectors.EVENT_READ)
+        try:
+            while open_fds:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                for key, _ in sel.select(wait):
+                    if self._drain(key.fd, req.out_r, job, state, final=True):
+                        open_fds.discard(key.fd)
+                        sel.unregister(key.fd)
+        finally:
+            sel.close()
+        os.close(req.out_r)
+        os.close(req.err_r)
+        try:
+            fs.remove_job_dir(req.tmp, req.mounted)
+        except Exception as exc:
+            os.write(2, f"acecoder: removing {req.tmp} failed: {exc!r}\n".encode())
+            self.stale_dirs.append((req.tmp, req.mounted))
+        return not open_fds
+
+    def _job_frame(self, job: dict[str, Any], tmp: str) -> dict[str, Any]:
+        """What the program process reads from its own pipe before it runs anything."""
+        n = len(job["tests"])
+        return {
+            "program": job["program"], "setup": job["setup"], "cwd": tmp,
+            "env": {"HOME": tmp, "TMPDIR": tmp}, "memory_bytes": int(job["memory_bytes"]),
+            "cpu_seconds": int(job["timeout"] * (n + 1) + job["load_timeout"]) + 2,
+        }
+
+    def _run_pair(self, job: dict[str, Any], req: _Request, start: int,
+                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
+        """Run tests[start:] with a fresh test process against a fresh program process.
+        Returns the index to resume at with a fresh pair, or None when the job is finished."""
+        n = len(job["tests"])
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # A test process lives across jobs, so no CPU-time limit: it would add up over the jobs
-        # and kill it mid-test one day. Each test's wall-clock deadline bounds it instead.
-        limits = self._limits(job, max(job["memory_bytes"], 1 << 30))._replace(cpu_seconds=1 << 30)
-        spec = {"uid": self.test_uid, "limits": limits, "env": {"HOME": "/"},
-                "seccomp": self.use_seccomp}
-        pid = self.test_zygote.spawn(spec, [ctrl_w, out_w, err_w, theirs.fileno()])
+        tester_pid = self.test_zygote.spawn(self.tester_spec,
+                                            [ctrl_w, req.out_w, req.err_w, theirs.fileno()])
+        req.pids.append(tester_pid)
         os.close(ctrl_w)
         theirs.close()
-        for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
-        self.tester = _Tester(pid, key, mine, ctrl_r, out_r, err_r, out_w, err_w)
-        self.tester.suite = suite
-        return self.tester, True
-
-    def _drop_tester(self) -> None:
-        t = self.tester
-        if t is None:
-            return
-        self.tester = None
-        _kill_tree(t.pid)
-        self.test_zygote.reap(t.pid)
-        t.sock.close()
-        for fd in (t.ctrl_r, t.out_r, t.err_r, t.out_w, t.err_w):
-            os.close(fd)
-
-    def _run_pair(self, job: dict[str, Any], tmp: str, start: int,
-                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
-        """Run tests[start:] against a fresh program process. Returns the index to resume at
-        with a fresh program (and test) process, or None when the job is finished."""
-        tester, fresh = self._tester_for(job)
         t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
         p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
-        prog_spec = {
-            "uid": self.prog_uid, "limits": self._limits(job, job["memory_bytes"]), "cwd": tmp,
-            "env": {"HOME": tmp, "TMPDIR": tmp}, "seccomp": self.use_seccomp,
-            "program": job["program"], "setup": job["setup"],
-        }
-        prog_pid = self.prog_zygote.spawn(prog_spec, [t2p_r, p2t_w, tester.out_w, tester.err_w])
-        order: dict[str, Any] = {"start": start,
-                                 "stop_on_first_failure": job["stop_on_first_failure"]}
-        if fresh:
-            order.update(tests=job["tests"], setup=job["setup"])
+        prog_pid = self.prog_zygote.spawn(self.program_spec, [t2p_r, p2t_w, req.out_w, req.err_w])
+        req.pids.append(prog_pid)
+        os.close(t2p_r)
+        os.close(p2t_w)
         try:
-            wire.send_msg(tester.sock, order, [t2p_w, p2t_r])
+            wire.send(t2p_w, self._job_frame(job, req.tmp))
+        except OSError:
+            pass  # the program process is gone already; the test process will say "lost"
+        order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
+                 "tests": job["tests"], "setup": job["setup"],
+                 "memory_bytes": max(int(job["memory_bytes"]), 1 << 30)}
+        try:
+            wire.send_msg(mine, order, [t2p_w, p2t_r])
         except OSError:
             pass  # the test process is gone; seen below as tester_died
-        for fd in (t2p_r, p2t_w, t2p_w, p2t_r):
+        for fd in (t2p_w, p2t_r):
             os.close(fd)
-        ctrl_r, out_r, err_r = tester.ctrl_r, tester.out_r, tester.err_r
+        mine.close()
+        os.set_blocking(ctrl_r, False)
+        reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT)
 
         sel = selectors.DefaultSelector()
-        for fd in (out_r, err_r):
+        for fd in (req.out_r, req.err_r):
             sel.register(fd, selectors.EVENT_READ)
         sel.register(ctrl_r, selectors.EVENT_READ)
         timeout = float(job["timeout"])
@@ -403,6 +472,7 @@ class Worker:
         current = -1  # -1 while loading
         t_start = time.monotonic()
         outcome = "running"
+        broken = ""
         prog_status = 0
         try:
             while outcome == "running":
@@ -413,57 +483,64 @@ class Worker:
                 for key, _ in sel.select(wait):
                     fd = key.fd
                     if fd != ctrl_r:
-                        self._drain(fd, out_r, job, state)
+                        if self._drain(fd, req.out_r, job, state):
+                            sel.unregister(fd)  # cannot happen while we hold a write end
                         continue
                     try:
-                        msg = wire.recv_plain(ctrl_r, 1 << 20)
-                    except wire.FrameError:
-                        outcome = "tester_died"
+                        frames = reader.read()
+                    except wire.FrameError as exc:
+                        if "closed" in str(exc):
+                            outcome = "tester_died"
+                        else:
+                            outcome, broken = "protocol", str(exc)
                         break
-                    kind = msg[0]
-                    # Tests run back to back: the next one starts when the last is done
-                    # (or the program has loaded), so there is no "start" message to wait for.
-                    if kind == "loaded":
-                        current = start
-                        t_start = time.monotonic()
-                        deadline = t_start + timeout
-                    elif kind == "done":
-                        now = time.monotonic()
-                        verdicts[int(msg[1])] = [msg[2], now - t_start, msg[3], msg[4]]
-                        current = int(msg[1]) + 1
-                        t_start = now
-                        deadline = now + timeout
-                    elif kind == "flag":
-                        if msg[1] in HARNESS_FLAGS:
+                    for raw in frames:
+                        try:
+                            msg = check_report(raw, current, n)
+                        except Malformed as exc:
+                            outcome, broken = "protocol", str(exc)
+                            break
+                        kind = msg[0]
+                        # Tests run back to back: the next one starts when the last is done
+                        # (or the program has loaded), so there is no "start" message.
+                        if kind == "loaded":
+                            current = start
+                            t_start = time.monotonic()
+                            deadline = t_start + timeout
+                        elif kind == "done":
+                            now = time.monotonic()
+                            verdicts[msg[1]] = [msg[2], now - t_start, msg[3], msg[4]]
+                            current = msg[1] + 1
+                            t_start = now
+                            deadline = now + timeout
+                        elif kind == "flag":
                             state["flags"].add(msg[1])
-                    elif kind == "end":
-                        outcome = "end"
-                    elif kind == "lost":
-                        outcome = "lost"
-                    elif kind == "load_failed":
-                        outcome = "load_failed"
-                        self._load_failed(msg, verdicts, state)
-                    elif kind == "setup_failed":
-                        outcome = "setup_failed"
-                        state["status"] = "SETUP_ERROR"
-                        state["detail"] = f"{msg[1]}: {msg[2]}"
-                        for i in range(len(verdicts)):
-                            verdicts[i] = ["ERROR", 0.0, msg[1], msg[2]]
+                        elif kind == "end":
+                            outcome = "end"
+                        elif kind == "lost":
+                            outcome = "lost"
+                        elif kind == "load_failed":
+                            outcome = "load_failed"
+                            self._load_failed(msg, verdicts, state)
+                        elif kind == "setup_failed":
+                            outcome = "setup_failed"
+                            state["status"] = "SETUP_ERROR"
+                            state["detail"] = f"{msg[1]}: {msg[2]}"
+                            for i in range(len(verdicts)):
+                                verdicts[i] = ["ERROR", 0.0, msg[1], msg[2]]
+                        if outcome != "running":
+                            break
                     if outcome != "running":
                         break
         finally:
             _kill_tree(prog_pid)
-            # Unless its exit status is needed, the zygote reaps it before its next fork: it is
-            # still dying now, and a message would only wake the zygote too early to find it dead.
+            _kill_tree(tester_pid)
             if outcome == "lost":
                 prog_status = self.prog_zygote.status(prog_pid)
-            for fd in (out_r, err_r):
-                self._drain(fd, out_r, job, state, final=True)
+            for fd in (req.out_r, req.err_r):
+                self._drain(fd, req.out_r, job, state)
             sel.close()
-            if outcome in ("end", "load_failed", "setup_failed"):
-                tester.jobs += 1  # clean: it may serve the next program with these tests
-            else:
-                self._drop_tester()
+            os.close(ctrl_r)
 
         elapsed = time.monotonic() - t_start
         if outcome == "timeout":
@@ -506,6 +583,13 @@ class Worker:
                 return None
             verdicts[idx] = ["CRASHED", elapsed, "", "test process died"]
             return idx + 1
+        if outcome == "protocol":
+            detail = f"the test process broke the protocol ({broken}); the tests left are CRASHED"
+            state["detail"] = detail
+            for i in range(start, len(verdicts)):
+                if verdicts[i] is None:
+                    verdicts[i] = ["CRASHED", 0.0, "ProtocolError", detail]
+            return None
         return None
 
     @staticmethod
@@ -532,25 +616,27 @@ class Worker:
 
     @staticmethod
     def _drain(fd: int, out_r: int, job: dict[str, Any], state: dict[str, Any],
-               final: bool = False) -> None:
+               final: bool = False) -> bool:
+        """Read what the pipe holds (everything, when `final`); the request keeps the first
+        `output_bytes`. Returns whether the pipe is at EOF."""
         buf_key, trunc_key = ("out", "out_trunc") if fd == out_r else ("err", "err_trunc")
         cap = int(job["output_bytes"])
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
-                return
+                return False
             except OSError:
-                return
+                return True
             if not chunk:
-                return
+                return True
             room = cap - len(state[buf_key])
             if room > 0:
                 state[buf_key] += chunk[:room]
             if len(chunk) > max(room, 0):
                 state[trunc_key] = True
             if not final:
-                return
+                return False
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -565,6 +651,8 @@ class Worker:
             except Exception as exc:  # our bug: report it, keep the channel in sync
                 result = {"internal_error": f"{type(exc).__name__}: {exc}"}
             wire.send(self.chan_out, result)
+            if "retire" in result:
+                return  # the pool replaces a worker that says so
 
 
 def main() -> None:
@@ -581,7 +669,7 @@ def main() -> None:
     hello = wire.recv_trusted(chan_in)
     # One core per slot for the worker and everything it starts: the test and program
     # processes hand control back and forth on every call, and a hand-off on the same core
-    # is much cheaper than a wake-up across cores.
+    # is much cheaper than a wake-up across cores. Programs cannot move (seccomp).
     cores = sorted(os.sched_getaffinity(0))
     if hello.get("pin", True) and len(cores) > 1:
         os.sched_setaffinity(0, {cores[int(hello["slot"]) % len(cores)]})
@@ -592,7 +680,7 @@ def main() -> None:
     # The program zygote first, from the smallest heap that serves programs: its own module and
     # what programs commonly import, nothing of the worker's or the test harness's. A program
     # process is forked for every job, so each page here is paid for on every job.
-    global selectors, shutil, program, harness, purity
+    global selectors, program, harness, fs
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -605,17 +693,14 @@ def main() -> None:
     gc.freeze()
     prog_zygote = Zygote(_become_program)
 
-    # Then the test zygote, with the harness. Test processes are reused from job to job (see
-    # purity.py), so their size matters much less.
+    # Then the test zygote, with the harness.
     from . import harness
 
     gc.collect()
     gc.freeze()
     test_zygote = Zygote(_become_tester)
 
-    from . import purity
     import selectors
-    import shutil
 
     from . import fs
 

@@ -47,3 +47,53 @@ def test_frames() -> None:
     with pytest.raises(wire.FrameError, match="closed"):
         wire.read_frame(r)
     os.close(r)
+
+
+def test_frame_reader_never_blocks_on_half_a_frame() -> None:
+    """A hostile test can write a frame header and stop: the worker's reader must return
+    what is complete and not wait for the rest."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    reader = wire.FrameReader(r, limit=1 << 10)
+    data = wire.dumps(("done", 0))
+    os.write(w, struct.pack(">I", len(data)) + data + struct.pack(">I", 50) + b"ab")
+    assert reader.read() == [("done", 0)]
+    assert reader.read() == []  # half a frame: nothing, and no wait
+    os.close(w)
+    with pytest.raises(wire.FrameError, match="closed"):
+        reader.read()
+    os.close(r)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.write(w, struct.pack(">I", 1 << 20))
+    with pytest.raises(wire.FrameError, match="exceeds"):
+        wire.FrameReader(r, limit=1 << 10).read()
+    os.close(w)
+    os.close(r)
+
+
+@pytest.mark.parametrize(("msg", "current"), [
+    (("done", 5, "PASSED", "", ""), 0),        # not the running test
+    (("done", 0, "SKIPPED", "", ""), 0),       # not a verdict a test can get
+    (("done", 0, "WON", "", ""), 0),
+    (("done", 0, "PASSED", 1, ""), 0),
+    (("done", True, "PASSED", "", ""), 1),
+    (("loaded",), 0),                          # loaded twice
+    (("flag", "ANYTHING"), 0),
+    (("end", 1), 0),
+    ("done", 0),
+    ((), 0),
+])
+def test_malformed_reports_are_refused(msg: object, current: int) -> None:
+    from acecoder.executor.sandbox.worker import Malformed, check_report
+
+    with pytest.raises(Malformed):
+        check_report(msg, current, 3)
+
+
+def test_wellformed_reports_pass() -> None:
+    from acecoder.executor.sandbox.worker import check_report
+
+    assert check_report(("done", 1, "FAILED", "AssertionError", "x" * 10**5), 1, 3)[4] == "x" * 4096
+    assert check_report(("loaded",), -1, 3) == ("loaded",)
+    assert check_report(("flag", "OVERRIDDEN_EQUALITY"), 0, 3)
