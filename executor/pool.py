@@ -223,9 +223,7 @@ class WorkerPool:
                 logger.error("worker %d sent a malformed result: %s", worker.slot, exc)
                 self._replace(worker, "malformed")
                 return self._lost_result(req, "the sandbox sent a malformed result")
-            if "retire" in raw:
-                self._replace(worker, "retired")
-            elif worker.jobs >= self.config.recycle_after:
+            if worker.jobs >= self.config.recycle_after:
                 self._replace(worker, "recycled")
             else:
                 self._idle.put_nowait(worker)

@@ -338,14 +338,16 @@ class BindingPlan:
 
     def __init__(self, sources: list[str], kinds: dict[str, str]) -> None:
         """`kinds`: each program name -> "module", "value" or "object"."""
-        reads, dynamic = global_reads(sources)
         defined = {n for n, kind in kinds.items() if kind != "module"}
+        self.entry: str | None = None
+        self.ambiguous: frozenset[str] = frozenset()
+        if not defined & RESERVED:
+            return  # nothing of the program's is named like a builtin: nothing to decide
+        reads, dynamic = global_reads(sources)
         plain = (reads & defined) - RESERVED
         reserved = reads & defined & RESERVED
         if dynamic:  # the tests may read any name
             reserved = defined & RESERVED
-        self.entry: str | None = None
-        self.ambiguous: frozenset[str] = frozenset()
         if not plain and len(reserved) == 1 and not dynamic:
             self.entry = next(iter(reserved))
         elif not plain and reserved:

@@ -63,10 +63,6 @@ _EXIT_WAIT = 5.0
 _forged: Any = None
 
 
-class Unclean(RuntimeError):
-    """A request's processes outlived it: the worker must not run another request."""
-
-
 def forged_output(data: bytes) -> bool:
     """Does the program's output carry test-result markers ("all tests passed", a line that
     starts with PASSED, a JSON verdict)? Verdicts never come from output, so this only flags
@@ -284,7 +280,7 @@ def check_report(msg: Any, current: int, n: int) -> tuple[Any, ...]:
 
 class _Request:
     """What one request owns in the worker: its output pipes and its directory. Every process
-    that holds the write ends belongs to this request."""
+    that holds the write ends belongs to this request, and is killed when it ends."""
 
     def __init__(self, tmp: str, mounted: bool) -> None:
         self.tmp = tmp
@@ -294,6 +290,28 @@ class _Request:
         for fd in (self.out_r, self.err_r):
             os.set_blocking(fd, False)
         self.pids: list[int] = []
+        self.spare: _Pair | None = None  # spawned before the job arrived (see Worker.prepare)
+
+
+class _Pair:
+    """A test process and a program process, spawned and confined, each waiting for its job
+    on a channel only the worker writes to. They hold nothing of any request until then."""
+
+    def __init__(self, tester_pid: int, ctrl_r: int, sock: socket.socket, prog_pid: int,
+                 t2p_w: int, p2t_r: int) -> None:
+        self.tester_pid = tester_pid
+        self.ctrl_r = ctrl_r
+        self.sock = sock
+        self.prog_pid = prog_pid
+        self.t2p_w = t2p_w
+        self.p2t_r = p2t_r
+
+    def close(self) -> None:
+        for fd in (self.ctrl_r, self.t2p_w, self.p2t_r):
+            if fd >= 0:
+                os.close(fd)
+        self.ctrl_r = self.t2p_w = self.p2t_r = -1
+        self.sock.close()
 
 
 class Worker:
@@ -323,22 +341,20 @@ class Worker:
         self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": self.use_seccomp}
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": self.use_seccomp}
+        self.next: _Request | None = None  # the next request's, prepared between jobs
+        self.ending: tuple[_Request, dict[str, Any]] | None = None  # the last, to settle
 
     # -- one job ------------------------------------------------------------------------
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
-        self._check_zygotes()
-        self._remove_stale()
         n = len(job["tests"])
         verdicts: list[list[Any] | None] = [None] * n
         state: dict[str, Any] = {"status": "OK", "detail": "", "out": bytearray(),
                                  "err": bytearray(), "out_trunc": False, "err_trunc": False,
                                  "flags": set()}
-        self.seq += 1
-        tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
-        mounted = fs.make_job_dir(tmp, self.prog_uid, size=self.tmp_bytes)
-        req = _Request(tmp, mounted)
+        req = self.next or self.prepare(spare=False)
+        self.next = None
         try:
             start = 0
             while start < n:
@@ -350,7 +366,8 @@ class Worker:
                     break
                 start = nxt
         finally:
-            clean = self._end(req, job, state)
+            self._stop(req, job, state)
+            self.ending = (req, job)
         for i, v in enumerate(verdicts):
             if v is None:
                 verdicts[i] = ["SKIPPED", 0.0, "", ""]
@@ -359,15 +376,12 @@ class Worker:
             flags.add("EXITED_EARLY")
         if forged_output(state["out"]) or forged_output(state["err"]):
             flags.add("FORGED_OUTPUT")
-        result = {
+        return {
             "status": state["status"], "detail": state["detail"], "verdicts": verdicts,
             "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
             "duration": time.monotonic() - started, "flags": sorted(flags),
         }
-        if not clean:
-            result["retire"] = "a process of the request outlived it"
-        return result
 
     def _check_zygotes(self) -> None:
         """Reap orphans reparented to us; a dead zygote ends the worker."""
@@ -386,12 +400,27 @@ class Worker:
                 left.append((path, mounted))
         self.stale_dirs = left[-16:]
 
-    def _end(self, req: _Request, job: dict[str, Any], state: dict[str, Any]) -> bool:
-        """Kill every process of the request, read its output to the end (EOF comes once no
-        process holds the pipes: they are all gone), remove its directory. Returns whether
-        everything went; if not, the worker is retired after this request."""
+    def _stop(self, req: _Request, job: dict[str, Any], state: dict[str, Any]) -> None:
+        """The request is over: kill every process of it, keep the output it has written.
+        (The program flushes its output before each reply and the test process before each
+        report, so everything they wrote before the last report is in the pipes now.)"""
+        if req.spare is not None:
+            self._drop_pair(req.spare)
+            req.spare = None
         for pid in req.pids:
             _kill_tree(pid)
+        for fd in (req.out_r, req.err_r):
+            self._drain(fd, req.out_r, job, state, final=True)
+
+    def settle(self) -> bool:
+        """Before the next request: wait until every process of the last one is gone (its
+        output pipes at EOF: no process holds them any more; what they still held is dropped)
+        and remove its directory. Returns False if a process outlived the wait; the worker
+        then takes no more requests."""
+        if self.ending is None:
+            return True
+        req, job = self.ending
+        self.ending = None
         os.close(req.out_w)
         os.close(req.err_w)
         open_fds = {req.out_r, req.err_r}
@@ -399,25 +428,61 @@ class Worker:
         sel = selectors.DefaultSelector()
         for fd in open_fds:
             sel.register(fd, selectors.EVENT_READ)
+        late: dict[str, Any] = {"out": bytearray(), "err": bytearray(), "out_trunc": False,
+                                "err_trunc": False}
         try:
             while open_fds:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     break
                 for key, _ in sel.select(wait):
-                    if self._drain(key.fd, req.out_r, job, state, final=True):
+                    if self._drain(key.fd, req.out_r, {"output_bytes": 0}, late, final=True):
                         open_fds.discard(key.fd)
                         sel.unregister(key.fd)
         finally:
             sel.close()
         os.close(req.out_r)
         os.close(req.err_r)
+        self._check_zygotes()
         try:
             fs.remove_job_dir(req.tmp, req.mounted)
         except Exception as exc:
             os.write(2, f"acecoder: removing {req.tmp} failed: {exc!r}\n".encode())
             self.stale_dirs.append((req.tmp, req.mounted))
         return not open_fds
+
+    def prepare(self, spare: bool = True) -> _Request:
+        """The next request's directory and output pipes, and (with `spare`) its first pair of
+        processes, spawned now so that the request does not wait for them."""
+        self._remove_stale()
+        self.seq += 1
+        tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
+        req = _Request(tmp, fs.make_job_dir(tmp, self.prog_uid, size=self.tmp_bytes))
+        if spare:
+            req.spare = self._spawn_pair(req)
+        return req
+
+    def _spawn_pair(self, req: _Request) -> _Pair:
+        ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        tester_pid = self.test_zygote.spawn(self.tester_spec,
+                                            [ctrl_w, req.out_w, req.err_w, theirs.fileno()])
+        req.pids.append(tester_pid)
+        os.close(ctrl_w)
+        theirs.close()
+        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
+        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
+        prog_pid = self.prog_zygote.spawn(self.program_spec, [t2p_r, p2t_w, req.out_w, req.err_w])
+        req.pids.append(prog_pid)
+        os.close(t2p_r)
+        os.close(p2t_w)
+        return _Pair(tester_pid, ctrl_r, mine, prog_pid, t2p_w, p2t_r)
+
+    @staticmethod
+    def _drop_pair(pair: _Pair) -> None:
+        _kill_tree(pair.tester_pid)
+        _kill_tree(pair.prog_pid)
+        pair.close()
 
     def _job_frame(self, job: dict[str, Any], tmp: str) -> dict[str, Any]:
         """What the program process reads from its own pipe before it runs anything."""
@@ -433,33 +498,22 @@ class Worker:
         """Run tests[start:] with a fresh test process against a fresh program process.
         Returns the index to resume at with a fresh pair, or None when the job is finished."""
         n = len(job["tests"])
-        ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        tester_pid = self.test_zygote.spawn(self.tester_spec,
-                                            [ctrl_w, req.out_w, req.err_w, theirs.fileno()])
-        req.pids.append(tester_pid)
-        os.close(ctrl_w)
-        theirs.close()
-        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
-        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
-        prog_pid = self.prog_zygote.spawn(self.program_spec, [t2p_r, p2t_w, req.out_w, req.err_w])
-        req.pids.append(prog_pid)
-        os.close(t2p_r)
-        os.close(p2t_w)
+        pair = req.spare or self._spawn_pair(req)
+        req.spare = None
+        tester_pid, prog_pid, ctrl_r = pair.tester_pid, pair.prog_pid, pair.ctrl_r
         try:
-            wire.send(t2p_w, self._job_frame(job, req.tmp))
+            wire.send(pair.t2p_w, self._job_frame(job, req.tmp))
         except OSError:
             pass  # the program process is gone already; the test process will say "lost"
         order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
                  "tests": job["tests"], "setup": job["setup"],
                  "memory_bytes": max(int(job["memory_bytes"]), 1 << 30)}
         try:
-            wire.send_msg(mine, order, [t2p_w, p2t_r])
+            wire.send_msg(pair.sock, order, [pair.t2p_w, pair.p2t_r])
         except OSError:
             pass  # the test process is gone; seen below as tester_died
-        for fd in (t2p_w, p2t_r):
-            os.close(fd)
-        mine.close()
+        pair.ctrl_r = -1  # ours to close below
+        pair.close()
         os.set_blocking(ctrl_r, False)
         reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT)
 
@@ -641,7 +695,18 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
 
     def serve(self) -> None:
+        """Jobs one at a time. Between two jobs (after the reply, so the caller does not wait
+        for it): the last request's processes are gone, and the next one's are ready."""
         while True:
+            try:
+                if not self.settle():
+                    os.write(2, b"acecoder: a request's process outlived it; worker retires\n")
+                    return  # the pool reruns whatever it sends next on a fresh worker
+                if self.next is None:
+                    self.next = self.prepare()
+            except Exception as exc:  # our bug, or the system's: never serve in doubt
+                os.write(2, f"acecoder: between jobs: {type(exc).__name__}: {exc}\n".encode())
+                return
             try:
                 job = wire.recv_trusted(self.chan_in)
             except wire.FrameError:
@@ -651,8 +716,6 @@ class Worker:
             except Exception as exc:  # our bug: report it, keep the channel in sync
                 result = {"internal_error": f"{type(exc).__name__}: {exc}"}
             wire.send(self.chan_out, result)
-            if "retire" in result:
-                return  # the pool replaces a worker that says so
 
 
 def main() -> None:
