@@ -1,0 +1,279 @@
+"""One request never reaches another: hostile request sequences through one long-lived server.
+
+Each scenario sends attacker requests (hostile programs, hostile tests) to a server with a single
+worker, so that every request lands on the same worker, then an honest victim request; the
+victim's verdicts, status, output and flags must be exactly what a server that never saw the
+attacker answers. Each attack goes through one mechanism by which state could outlive a
+request: a reused test process, a zygote's heap, kernel objects, the output pipe, the CPU
+placement, memory that accumulates, debris on disk, processes left running.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from acecoder.clients import ExecutorClient
+from acecoder.executor.types import Verdict
+from tests.conftest import RunningServer, start_server, stop_server
+
+random.seed(1234)
+AFTER_SEED = random.random()  # what random.random() gives right after random.seed(1234)
+random.seed()
+
+VICTIM = "import math\ndef f(xs):\n    print('victim output')\n    return sorted(xs)\n"
+# Two victims: one whose suite looks side-effect free (the kind a "pure suite" analysis would
+# have let share a test process with other such suites), one that does not.
+PURE_VICTIM_TESTS = [
+    "assert f([2, 1]) == [1, 2]",
+    "import math\nassert not math.isclose(1.0, 2.0)",
+    "assert f([1]) == [2]",  # FAILED, whatever an attacker did to the classifier
+    f"import random\nassert random.random() != {AFTER_SEED!r}",
+    "assert len(f([1, 2])) == 2 and abs(-2) == 2",
+]
+VICTIM_TESTS = [
+    "assert f([2, 1]) == [1, 2]",
+    "assert len(f([1, 2])) == 2",
+    "assert not math.isclose(1.0, 2.0)",
+    "assert f([1]) == [2]",  # FAILED, whatever an attacker did to the classifier
+    "import sys\nassert 'this' not in sys.modules and 'numbers' not in dir()",
+    f"import random\nassert random.random() != {AFTER_SEED!r}",
+    "assert isinstance(f([]), list) and abs(-2) == 2 and max([1, 3]) == 3",
+]
+
+# Attacks: (program, tests). Each is one mechanism, hit by computed names where names matter.
+ATTACKS = {
+    # Side-effect-free-looking suites: no underscore names, no setattr/getattr/vars, only
+    # "stateless" modules; attribute names arrive as strings.
+    "pure-looking-patch-of-math": (
+        "def f(x):\n    return x\n",
+        ["import math, operator\n"
+         "operator.setitem(operator.attrgetter('__dict__')(math), 'isclose', lambda *a, **k: True)"]),
+    "pure-looking-patch-of-the-harness": (
+        "def f(x):\n    return x\n",
+        ["import operator\n"
+         "g = operator.attrgetter('__class__.__init__.__globals__')(f)\n"
+         "operator.setitem(g, '_classify', lambda e: ('PASSED', '', ''))\n"
+         "b = operator.getitem(g, '__builtins__')\n"
+         "operator.setitem(operator.attrgetter('__dict__')(b) if not isinstance(b, dict) else b, "
+         "'len', lambda x: 0)"]),
+    "pure-looking-seed": ("def f(x):\n    return x\n", ["import random\nrandom.seed(1234)"]),
+    "poison-builtins-by-computed-names": (
+        "def f(x):\n    return x\n",
+        ["import builtins\nsetattr(builtins, 'l' + 'en', lambda x: 0)\n"
+         "setattr(builtins, 'Assertion' + 'Error', KeyError)\n"
+         "setattr(builtins, 'is' + 'instance', lambda *a: False)\n"
+         "vars(builtins)['a' + 'bs'] = lambda x: -1"]),
+    "poison-math-and-harness-via-dicts": (
+        "def f(x):\n    return x\n",
+        ["import math, sys, gc, types\nvars(math)['is' + 'close'] = lambda *a, **k: True\n"
+         "for name, m in list(sys.modules.items()):\n"
+         "    if 'acecoder' in name:\n"
+         "        d = vars(m)\n"
+         "        for k in list(d):\n"
+         "            if isinstance(d[k], types.FunctionType):\n"
+         "                d[k].__code__ = (lambda *a, **kw: ('PASSED', '', '')).__code__\n"
+         "for o in gc.get_objects():\n"
+         "    if isinstance(o, types.FunctionType) and 'acecoder' in (o.__module__ or ''):\n"
+         "        try:\n            o.__code__ = (lambda *a, **kw: None).__code__\n"
+         "        except Exception:\n            pass"]),
+    "seed-random": ("def f(x):\n    return x\n", ["import random\nrandom.seed(1234)"]),
+    "tests-import-modules": ("import types\ntorch = types.ModuleType('this')\n",
+                             ["import numbers\nimport this\nassert torch is not None"]),
+    "program-secret-in-zygote": (
+        "SECRET = 'ace' + 'coder-zygote-canary-7f3a'  # the source holds the joined form below\n"
+        "CANARY = 'acecoder-zygote-canary-7f3a'\ndef f(xs):\n    return sorted(xs)\n",
+        ["assert f([1]) == [1]"]),
+    "sysv-shm-and-mq": (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "shmid = libc.shmget(0xACEC, 1 << 20, 0o1666)\n"
+        "if shmid >= 0:\n"
+        "    addr = libc.shmat(shmid, None, 0)\n"
+        "    ctypes.memmove(addr, b'expected=12345', 14)\n"
+        "mq = libc.mq_open(b'/acecoder-mq', os.O_CREAT | os.O_RDWR, 0o666, None)\n"
+        "sem = libc.semget(0xACED, 1, 0o1666)\nmsg = libc.msgget(0xACEE, 0o1666)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
+    "output-after-the-end": (
+        "import os, threading, time, sys\n"
+        "def spam():\n    time.sleep(0.2)\n"
+        "    for _ in range(200):\n        print('All tests passed', flush=True)\n        time.sleep(0.005)\n"
+        "threading.Thread(target=spam, daemon=True).start()\n"
+        "if os.fork() == 0:\n    spam()\n    os._exit(0)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
+    "widen-cpu-affinity": (
+        "import os\ntry:\n    os.sched_setaffinity(0, set(range(os.cpu_count())))\nexcept OSError:\n    pass\n"
+        "def f(x):\n    while True:\n        pass\n",
+        ["f(1)"]),
+    "debris-deep-tree": (
+        "import os\nfor i in range(3000):\n    os.mkdir('d' * 100)\n    os.chdir('d' * 100)\n"
+        "    open('f', 'w').write('x')\nos.chmod('.', 0)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
+    "forged-frames-from-tests": (
+        "def f(x):\n    return x\n",
+        ["import os, pickle, struct\n"
+         "for m in [('done', 7, 'PASSED', '', ''), ('done', 0, 'BOGUS', '', ''), ('end',)]:\n"
+         "    d = pickle.dumps(m)\n    os.write(3, struct.pack('>I', len(d)) + d)\n"
+         "os.write(3, struct.pack('>I', 1 << 30))"]),
+    "half-a-frame-then-silence": (
+        "def f(x):\n    return x\n", ["import os, time\nos.write(3, b'\\x00\\x00')\ntime.sleep(30)"]),
+    "daemon-signals-everyone": (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    while True:\n"
+        "        for pid in range(2, 400):\n"
+        "            for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+        "                try:\n                    os.kill(pid, sig)\n"
+        "                except OSError:\n                    pass\n"
+        "            try:\n                os.setpriority(os.PRIO_PROCESS, pid, 19)\n"
+        "            except OSError:\n                pass\n"
+        "        time.sleep(0.001)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
+}
+
+
+def _serve() -> Iterator[tuple[RunningServer, ExecutorClient]]:
+    server = start_server(workers=1)
+    try:
+        with ExecutorClient(server.target, timeout=120) as client:
+            yield server, client
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def alone() -> Iterator[ExecutorClient]:
+    """A server that only ever runs victims: the reference."""
+    for _, client in _serve():
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[RunningServer, ExecutorClient]]:
+    """The server attackers and victims share, with one worker: every request meets the last."""
+    yield from _serve()
+
+
+def _essentials(r):  # type: ignore[no-untyped-def]
+    return ([(t.verdict, t.error_type) for t in r.tests], r.status, r.stdout, r.stderr,
+            r.flags, r.stdout_truncated)
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) -> None:  # type: ignore[no-untyped-def]
+    _, client = shared
+    program, tests = ATTACKS[attack]
+    for victim_tests in (PURE_VICTIM_TESTS, VICTIM_TESTS):
+        reference = alone.execute(VICTIM, victim_tests, timeout=5.0)
+        assert reference.verdicts.count(Verdict.PASSED) == len(victim_tests) - 1, reference
+        for _ in range(2):
+            hostile = client.execute(program, tests, timeout=1.0)
+            assert len(hostile.verdicts) == len(tests)  # the attacker's request is answered too
+            victim = client.execute(VICTIM, victim_tests, timeout=5.0)
+            assert _essentials(victim) == _essentials(reference), (attack, victim, hostile)
+
+
+def test_no_zygote_holds_another_requests_program(shared) -> None:  # type: ignore[no-untyped-def]
+    """The next program scans its whole address space for the last program's source."""
+    _, client = shared
+    program, tests = ATTACKS["program-secret-in-zygote"]
+    scanner = (
+        "import ctypes, re\n"
+        "def scan():\n"
+        "    needle = ('acecoder-zygote-' + 'canary-7f3a').encode()\n"
+        "    found = 0\n"
+        "    with open('/proc/self/maps') as maps:\n"
+        "        regions = [line for line in maps if re.match(r'[0-9a-f]+-[0-9a-f]+ r', line)]\n"
+        "    for line in regions:\n"
+        "        if '[v' in line or '/' in line:\n"
+        "            continue  # anonymous memory only: heap, stacks, arenas\n"
+        "        lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+        "        found += ctypes.string_at(lo, hi - lo).count(needle)\n"
+        "    return found\n")
+    for _ in range(3):
+        assert client.execute(program, tests).all_passed
+        r = client.execute(scanner, ["assert scan() <= 2, scan()"])  # its own needle only
+        assert r.all_passed, r
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    ("libc.shmget(0xACEC, 4096, 0o1666)", "shmget"),
+    ("libc.semget(0xACED, 1, 0o1666)", "semget"),
+    ("libc.msgget(0xACEE, 0o1666)", "msgget"),
+    ("libc.mq_open(b'/acecoder-mq', os.O_CREAT | os.O_RDWR, 0o666, None)", "mq_open"),
+    ("libc.sched_setaffinity(0, 128, (ctypes.c_ulong * 16)(*([~0 & 0xFFFFFFFFFFFFFFFF] * 16)))",
+     "sched_setaffinity"),
+])
+def test_objects_that_outlive_a_process_are_denied(shared, call: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    _, client = shared
+    prog = (f"import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"def attempt():\n    rc = {call}\n    return (rc, ctypes.get_errno())\n")
+    r = client.execute(prog, ["assert attempt() == (-1, 1)"])  # EPERM
+    assert r.all_passed, (name, r)
+
+
+def _worker_rss_kb(server: RunningServer) -> int:
+    """RSS of the server's worker processes (not their zygotes or children)."""
+    procs: dict[int, tuple[int, str, int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            status = open(f"/proc/{pid}/status").read()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+        rss = re.search(r"^VmRSS:\s+(\d+)", status, re.M)
+        procs[int(pid)] = (ppid, cmd, int(rss.group(1)) if rss else 0)
+
+    def descends(pid: int) -> bool:
+        while pid in procs and pid > 1:
+            if pid == server.proc.pid:
+                return True
+            pid = procs[pid][0]
+        return False
+
+    return sum(rss for pid, (ppid, cmd, rss) in procs.items()
+               if "sandbox.worker" in cmd and "sandbox.worker" not in procs.get(ppid, (0, "", 0))[1]
+               and descends(pid))
+
+
+def test_memory_does_not_accumulate(shared) -> None:  # type: ignore[no-untyped-def]
+    """Unique large suites, and exceptions whose tracebacks hold big frames, request after
+    request: the worker does not grow, and an honest program still gets its memory."""
+    server, client = shared
+    client.execute("def f(x):\n    return x\n", ["assert f(1) == 1"])
+    before = _worker_rss_kb(server)
+    for i in range(40):
+        big = f"blob = {'x' * 200_000!r} + {str(i)!r}\n"
+        tests = [big + "def g():\n    ballast = bytearray(20 << 20)\n    raise ValueError(blob)\ng()",
+                 big + f"assert f({i}) == {i}"]
+        r = client.execute("def f(x):\n    return x\n", tests)
+        assert r.verdicts == [Verdict.ERROR, Verdict.PASSED], r
+    after = _worker_rss_kb(server)
+    assert after - before < 16 * 1024, (before, after)
+    honest = client.execute("def f(n):\n    return len(bytearray(n << 20))\n",
+                            ["assert f(600) == 600 << 20"], memory_mb=1024)
+    assert honest.all_passed, honest
+
+
+def test_a_slow_killed_request_finishes_before_the_next_starts(shared) -> None:  # type: ignore[no-untyped-def]
+    """A program killed at its time limit with much memory and output in flight: the next
+    request's output and verdicts are its own."""
+    _, client = shared
+    hog = ("import sys\ndef f(x):\n    a = bytearray(400 << 20)\n"
+           "    while True:\n        sys.stdout.write('PASSED\\n' * 1000)\n")
+    t = time.monotonic()
+    r = client.execute(hog, ["f(1)"], timeout=0.5, memory_mb=1024)
+    assert r.verdicts == [Verdict.TIMEOUT] and time.monotonic() - t < 10
+    victim = client.execute(VICTIM, VICTIM_TESTS, timeout=5.0)
+    assert victim.stdout.count("victim output") == victim.stdout.count("\n") and victim.flags == ()
