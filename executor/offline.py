@@ -50,7 +50,8 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
     records = read_input(input_path)
     done = done_ids(output_path)
     todo = [r for r in records if r.id not in done]
-    counts = {"total": len(records), "skipped": len(records) - len(todo), "ran": 0, "invalid": 0}
+    counts = {"total": len(records), "skipped": len(records) - len(todo), "ran": 0, "invalid": 0,
+              "failed": 0}
     if not todo:
         return counts
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,14 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
                     bar.update()
                     return
                 async with limit:
-                    result = await pool.execute(req)
+                    try:
+                        result = await pool.execute(req)
+                    except Exception as exc:  # the pool answers every request; should it not,
+                        counts["failed"] += 1  # the record still gets its line, saying why
+                        bar.update()
+                        write({"id": rec.id, "pass_rate": 0.0, "verdicts": [],
+                               "status": "EXECUTOR_ERROR", "error": str(exc)})
+                        return
                 write(output_record(rec.id, result))
                 counts["ran"] += 1
                 bar.update()
