@@ -242,9 +242,14 @@ def _worker_rss_kb(server: RunningServer) -> int:
             pid = procs[pid][0]
         return False
 
-    return sum(rss for pid, (ppid, cmd, rss) in procs.items()
-               if "sandbox.worker" in cmd and "sandbox.worker" not in procs.get(ppid, (0, "", 0))[1]
-               and descends(pid))
+    def is_worker(pid: int) -> bool:  # the Python worker, not the jail tool's wrapper
+        argv = procs.get(pid, (0, "", 0))[1].split("\0")
+        return "python" in os.path.basename(argv[0]) and "acecoder.executor.sandbox.worker" in argv
+
+    workers = [rss for pid, (ppid, _, rss) in procs.items()
+               if is_worker(pid) and not is_worker(ppid) and descends(pid)]
+    assert len(workers) == server.workers, workers
+    return sum(workers)
 
 
 def test_memory_does_not_accumulate(shared) -> None:  # type: ignore[no-untyped-def]
