@@ -27,6 +27,14 @@ class Limits(NamedTuple):
     processes: int
 
 
+_PR_SET_NAME = 15
+
+
+def set_name(name: bytes) -> None:
+    """The process's name (`comm`), as /proc and ps show it; at most 15 bytes."""
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
 def prctl(option: int, arg: int) -> None:
     if _prctl(option, arg, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")

@@ -553,6 +553,9 @@ def serve(*, ctrl: int, jobs: int) -> None:
         return
     if len(fds) != 2:
         return
+    from .confine import set_name
+
+    set_name(b"acecoder-tests")
     memory = int(msg["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     to_prog, from_prog = fds

@@ -1,13 +1,14 @@
 """A seccomp-BPF filter for the program and test processes, assembled by hand (no libseccomp).
 
-Denied with EPERM: debugging and memory access to other processes, signals to anyone but the
-process's own group, new sockets, namespaces, mounts, kernel keyrings and modules, io_uring
-(which would bypass the filter), leaving the process group (so one killpg reaches every
-descendant), kernel objects that would outlive the process (SysV shared memory, message queues
-and semaphores, POSIX message queues: what one request left there, the next could read),
+Denied with EPERM: debugging and memory access to other processes, signals by thread id or with
+a payload, new sockets, namespaces, mounts, kernel keyrings and modules, io_uring (which would
+bypass the filter), kernel objects that would outlive the process (SysV shared memory, message
+queues and semaphores, POSIX message queues: what one request left there, the next could read),
 widening the CPU affinity the worker pinned (one slot's program could starve another's), and
 every other syscall an untrusted program has no business making. Foreign ABIs (i386, x32) are
-killed outright.
+killed outright. Two forms (see build_filter): per process, where supervisors share the
+process's uid (signals only to its own group, which it cannot leave); or one filter inherited
+from a zygote, where each child runs under a uid of its own.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ _DENIED_NAMES = (
     "socket", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
     "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "setsid", "setpgid",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
     "acct", "swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "adjtimex",
     "open_by_handle_at", "name_to_handle_at", "personality", "syslog", "quotactl",
     "fsopen", "fsmount", "move_mount", "open_tree", "fsconfig", "fspick", "mount_setattr",
@@ -146,8 +147,18 @@ class _Asm:
         return bytes(out)
 
 
-def build_filter(own_pid: int, machine: str | None = None) -> bytes:
-    """The filter program as raw `struct sock_filter` bytes."""
+# Denied only where processes share a uid with their supervisors (see build_filter).
+_GROUP_NAMES = ("setsid", "setpgid")
+
+
+def build_filter(own_pid: int | None, machine: str | None = None) -> bytes:
+    """The filter program as raw `struct sock_filter` bytes.
+
+    With `own_pid`, for one process: signals only to itself or its group, and no leaving the
+    group (so killpg reaches every descendant). With None, the filter a zygote installs once
+    and every child inherits, for children that each run under a uid of their own: the kernel
+    lets a process signal only processes of its own uid, which are its own request's, and the
+    worker finds and kills those by uid, whatever their group."""
     arch = _ARCHES[machine or os.uname().machine]
     nr = arch["nr"]
     assert isinstance(nr, dict)
@@ -158,19 +169,21 @@ def build_filter(own_pid: int, machine: str | None = None) -> bytes:
     a.op(_LD_W_ABS, _OFF_NR)
     if arch["x32_bit"] is not None:
         a.op(_JGE_K, int(arch["x32_bit"]), "kill", 0)  # type: ignore[arg-type]
-    for name in _DENIED_NAMES:
+    for name in _DENIED_NAMES + (_GROUP_NAMES if own_pid is not None else ()):
         a.op(_JEQ_K, nr[name], "deny", 0)
     a.op(_JEQ_K, nr["clone3"], "nosys", 0)
     a.op(_JEQ_K, nr["clone"], "clone", 0)
-    a.op(_JEQ_K, nr["kill"], "signal", 0)
-    a.op(_JEQ_K, nr["tgkill"], "signal", 0)
+    if own_pid is not None:
+        a.op(_JEQ_K, nr["kill"], "signal", 0)
+        a.op(_JEQ_K, nr["tgkill"], "signal", 0)
     a.op(_RET_K, _SECCOMP_RET_ALLOW)
-    # kill(pid, sig) / tgkill(tgid, ...): only the process itself, its group, or 0.
-    a.label("signal")
-    a.op(_LD_W_ABS, _OFF_ARG0_LO)
-    a.op(_JEQ_K, 0, "allow", 0)
-    a.op(_JEQ_K, own_pid, "allow", 0)
-    a.op(_JEQ_K, -own_pid, "allow", "deny")
+    if own_pid is not None:
+        # kill(pid, sig) / tgkill(tgid, ...): only the process itself, its group, or 0.
+        a.label("signal")
+        a.op(_LD_W_ABS, _OFF_ARG0_LO)
+        a.op(_JEQ_K, 0, "allow", 0)
+        a.op(_JEQ_K, own_pid, "allow", 0)
+        a.op(_JEQ_K, -own_pid, "allow", "deny")
     a.label("clone")
     a.op(_LD_W_ABS, _OFF_ARG0_LO)
     a.op(_JSET_K, _CLONE_NS, "deny", "allow")
@@ -227,6 +240,21 @@ def prepare() -> None:
     global _installer
     if _installer is None and supported():
         _installer = Installer()
+
+
+def install_shared() -> None:
+    """Install the pid-independent filter on the calling process (a zygote), for every child
+    it forks to inherit (see build_filter)."""
+    if not supported():
+        raise OSError(errno.ENOSYS, f"no seccomp filter for {os.uname().machine}")
+    prog = build_filter(None)
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 
 def install(own_pid: int | None = None) -> None:

@@ -24,6 +24,7 @@ test code's process, so each is checked; a malformed one costs only its own requ
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -52,6 +53,8 @@ _PREIMPORT = (
     "bisect collections copy functools heapq itertools math operator random re string typing"
 ).split()
 _TMP_ROOT = "/tmp/acecoder"
+# The name a pre-spawned child has until it gets its job (see Worker.prepare).
+SPARE_NAME = b"acecoder-spare"
 # Flags the test process may report (the others the worker decides itself).
 HARNESS_FLAGS = frozenset({"OVERRIDDEN_EQUALITY"})
 VERDICTS = frozenset({"PASSED", "FAILED", "ERROR", "TIMEOUT", "MEMORY", "CRASHED"})
@@ -160,7 +163,9 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
         confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=None,
                         fds=[devnull, out_w, err_w, rpc_in, rpc_out], env={},
                         use_seccomp=spec["seccomp"])
+        confine.set_name(SPARE_NAME)  # until it has a job: it holds nothing of any request
         job = pickle.loads(wire.read_frame(3))  # written by the worker before anyone else
+        confine.set_name(b"acecoder-prog")
         import resource
 
         _lower(resource.RLIMIT_AS, job["memory_bytes"])
@@ -183,6 +188,7 @@ def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
         confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/",
                         fds=[devnull, out_w, err_w, ctrl_w, jobs], env=spec["env"],
                         use_seccomp=spec["seccomp"])
+        confine.set_name(SPARE_NAME)
     except BaseException as exc:
         _die("starting the test process", exc)
     try:
@@ -192,13 +198,20 @@ def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
 
 
 class Zygote:
-    def __init__(self, become: Callable[[dict[str, Any], list[int]], None]) -> None:
+    def __init__(self, become: Callable[[dict[str, Any], list[int]], None], *,
+                 seccomp_shared: bool = False) -> None:
+        """`seccomp_shared`: install the pid-independent filter in the zygote itself, for every
+        child to inherit (installing one costs about as much as a fork, on every child)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = forking.fork()
         if pid == 0:
             parent.close()
             try:
+                if seccomp_shared:
+                    seccomp.install_shared()
                 _zygote_loop(child, become)
+            except BaseException as exc:
+                _die("starting a zygote", exc)
             finally:
                 os._exit(0)
         child.close()
@@ -320,8 +333,10 @@ class Worker:
         self.slot = int(hello["slot"])
         self.chan_in = chan_in
         self.chan_out = chan_out
-        separate = bool(hello.get("separate_uids", os.geteuid() == 0)) and os.geteuid() == 0
+        separate = separate_uids(hello)
         self.use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
+        # With a uid per child kind, the zygotes hold the filter and children inherit it.
+        self.inherit_seccomp = self.use_seccomp and separate
         uid_base = int(hello.get("uid_base", 61000))
         self.prog_uid = uid_base + 2 * self.slot if separate else None
         self.test_uid = uid_base + 2 * self.slot + 1 if separate else None
@@ -338,9 +353,14 @@ class Worker:
             file_bytes=int(hello.get("file_bytes", 16 << 20)),
             open_files=int(hello.get("open_files", 64)),
             processes=int(hello.get("processes", 32)))
-        self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": self.use_seccomp}
+        own_filter = self.use_seccomp and not self.inherit_seccomp
+        self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": own_filter}
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
-                            "seccomp": self.use_seccomp}
+                            "seccomp": own_filter}
+        self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
+        # Processes that live as long as the worker (the jail's, ours, the zygotes): never a
+        # request's, so never read when looking for those.
+        self.static_pids = {int(p) for p in os.listdir("/proc") if p.isdigit()}
         self.next: _Request | None = None  # the next request's, prepared between jobs
         self.ending: tuple[_Request, dict[str, Any]] | None = None  # the last, to settle
 
@@ -414,9 +434,10 @@ class Worker:
 
     def settle(self) -> bool:
         """Before the next request: wait until every process of the last one is gone (its
-        output pipes at EOF: no process holds them any more; what they still held is dropped)
-        and remove its directory. Returns False if a process outlived the wait; the worker
-        then takes no more requests."""
+        output pipes at EOF: no process holds them any more; what they still held is dropped;
+        and, where children run under uids of their own, no process of those uids is left,
+        whatever its process group) and remove its directory. Returns False if a process
+        outlived the wait; the worker then takes no more requests."""
         if self.ending is None:
             return True
         req, job = self.ending
@@ -424,7 +445,9 @@ class Worker:
         os.close(req.out_w)
         os.close(req.err_w)
         open_fds = {req.out_r, req.err_r}
-        deadline = time.monotonic() + _EXIT_WAIT
+        start = time.monotonic()
+        deadline = start + _EXIT_WAIT
+        swept = not self.uids
         sel = selectors.DefaultSelector()
         for fd in open_fds:
             sel.register(fd, selectors.EVENT_READ)
@@ -432,10 +455,14 @@ class Worker:
                                 "err_trunc": False}
         try:
             while open_fds:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     break
-                for key, _ in sel.select(wait):
+                if not swept and now - start > 0.05:  # a holder outside the killed groups
+                    self._kill_request_processes()
+                    swept = True
+                for key, _ in sel.select(min(deadline - now, 0.05) if not swept else
+                                         deadline - now):
                     if self._drain(key.fd, req.out_r, {"output_bytes": 0}, late, final=True):
                         open_fds.discard(key.fd)
                         sel.unregister(key.fd)
@@ -443,6 +470,8 @@ class Worker:
             sel.close()
         os.close(req.out_r)
         os.close(req.err_r)
+        if self.uids:  # one that left its group and closed its output dies now too
+            open_fds |= self._outlivers(deadline)
         self._check_zygotes()
         try:
             fs.remove_job_dir(req.tmp, req.mounted)
@@ -450,6 +479,39 @@ class Worker:
             os.write(2, f"acecoder: removing {req.tmp} failed: {exc!r}\n".encode())
             self.stale_dirs.append((req.tmp, req.mounted))
         return not open_fds
+
+    def _kill_request_processes(self) -> list[int]:
+        left = self._request_processes()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return left
+
+    def _request_processes(self) -> list[int]:
+        """Live processes running under this slot's request uids (zombies are gone already)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in self.static_pids:
+                continue
+            try:
+                with open(f"/proc/{entry}/status", "rb") as f:
+                    status = f.read(1024)
+            except OSError:
+                continue
+            state = status.split(b"\nState:\t", 1)[-1][:1]
+            uid_line = status.split(b"\nUid:\t", 1)[-1].split(b"\n", 1)[0].split()
+            if state not in (b"Z", b"X") and any(int(u) in self.uids for u in uid_line[:3]):
+                found.append(int(entry))
+        return found
+
+    def _outlivers(self, deadline: float) -> set[int]:
+        """Kill every process of the slot's request uids, and wait (until `deadline`) for them
+        to be gone. Returns those still there."""
+        while True:
+            left = self._kill_request_processes()
+            if not left or time.monotonic() >= deadline:
+                return set(left)
+            time.sleep(0.001)
 
     def prepare(self, spare: bool = True) -> _Request:
         """The next request's directory and output pipes, and (with `spare`) its first pair of
@@ -718,6 +780,11 @@ class Worker:
             wire.send(self.chan_out, result)
 
 
+def separate_uids(hello: dict[str, Any]) -> bool:
+    """Whether children run under uids of their own (only a root worker can switch uids)."""
+    return bool(hello.get("separate_uids", os.geteuid() == 0)) and os.geteuid() == 0
+
+
 def main() -> None:
     # Keep the job channel off fds 0/1 so nothing printed by accident can corrupt it.
     chan_in = os.dup(0)
@@ -754,14 +821,15 @@ def main() -> None:
     # Objects that exist now are never collected by children: they need not touch them.
     gc.collect()
     gc.freeze()
-    prog_zygote = Zygote(_become_program)
+    shared = bool(hello.get("seccomp", True)) and seccomp.supported() and separate_uids(hello)
+    prog_zygote = Zygote(_become_program, seccomp_shared=shared)
 
     # Then the test zygote, with the harness.
     from . import harness
 
     gc.collect()
     gc.freeze()
-    test_zygote = Zygote(_become_tester)
+    test_zygote = Zygote(_become_tester, seccomp_shared=shared)
 
     import selectors
 

@@ -48,13 +48,13 @@ CASES = [
 
 
 @pytest.mark.parametrize(("program", "allowed"), CASES)
-def test_hostile_program_is_contained(client, program: str, allowed: set[Verdict]) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_program_is_contained(client, server, program: str, allowed: set[Verdict]) -> None:  # type: ignore[no-untyped-def]
     result = client.execute(program, ["assert f(2) == 7", "assert f(3) == 10"], timeout=1.0,
                             memory_mb=256)
     assert result.verdicts[0] in allowed, result
     assert len(result.verdicts) == 2
     assert result.stdout_truncated or len(result.stdout) <= 64 * 1024
-    assert_no_leftovers()
+    assert_no_leftovers(root=server.proc.pid)
     ok = client.execute("def f(x):\n    return 3 * x + 1\n", ["assert f(2) == 7"])
     assert ok.all_passed  # the service keeps serving
 
@@ -150,8 +150,8 @@ def test_a_crash_costs_only_that_test(client) -> None:  # type: ignore[no-untype
     assert result.status is ProgramStatus.OK
 
 
-def test_files_cannot_fill_the_disk(client) -> None:  # type: ignore[no-untyped-def]
-    """One file is capped by RLIMIT_FSIZE, all of them by the size of the worker's /tmp."""
+def test_files_cannot_fill_the_disk(client, server) -> None:  # type: ignore[no-untyped-def]
+    """One file is capped by RLIMIT_FSIZE, all of them by the size of the job's own tmpfs."""
     program = (
         "import errno\n"
         "def fill(size):\n    written = 0\n    try:\n        for i in range(10**6):\n"
@@ -167,4 +167,4 @@ def test_files_cannot_fill_the_disk(client) -> None:  # type: ignore[no-untyped-
                                  "code, n = files()\nassert code == 'ENOSPC' and n <= 20000, (code, n)"],
                        timeout=10)
     assert r.all_passed, r
-    assert_no_leftovers()
+    assert_no_leftovers(root=server.proc.pid)

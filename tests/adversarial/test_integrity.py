@@ -129,7 +129,7 @@ TESTS_FOR = {
 
 
 @pytest.mark.parametrize("program", HOSTILE)
-def test_hostile_program_never_passes(client, request, program: str) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_program_never_passes(client, server, request, program: str) -> None:  # type: ignore[no-untyped-def]
     case = request.node.callspec.id
     tests = TESTS_FOR.get(case, TESTS)
     result = client.execute(program, tests, timeout=3.0)
@@ -137,7 +137,7 @@ def test_hostile_program_never_passes(client, request, program: str) -> None:  #
     assert result.pass_rate == 0.0 and not result.all_passed
     assert len(result.verdicts) == len(tests)
     assert client.info().workers == 2  # the server still answers
-    assert_no_leftovers()
+    assert_no_leftovers(root=server.proc.pid)
 
 
 def test_honest_program_still_passes_after_hostile_ones(client) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ def manifest_capabilities() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def confined() -> Iterator[tuple[str, str]]:
+def confined() -> Iterator[tuple[str, str, int]]:
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) is needed to run the executor with the pod's caps"
     assert os.geteuid() == 0, "run as root: the executor's container does"
@@ -38,13 +38,13 @@ def confined() -> Iterator[tuple[str, str]]:
            "--inh-caps=-all", sys.executable, "-m", "acecoder.cli", "serve", "executor",
            "--port", "0", "--workers", "2"]
     proc, m = spawn_server(cmd, r"listening on (\S+) \(jail: (\w+)", "the confined executor")
-    yield m.group(1), m.group(2)
+    yield m.group(1), m.group(2), proc.pid
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
 
 
-def test_the_jail_starts_with_only_those_capabilities(confined: tuple[str, str]) -> None:
-    target, jail = confined
+def test_the_jail_starts_with_only_those_capabilities(confined: tuple[str, str, int]) -> None:
+    target, jail, _ = confined
     if shutil.which("firejail"):
         assert jail == "firejail"  # the preferred jail, not a fallback
     with ExecutorClient(target) as ex:
@@ -59,11 +59,11 @@ def test_the_jail_starts_with_only_those_capabilities(confined: tuple[str, str])
 
 
 @pytest.mark.parametrize(("program", "allowed"), CASES)
-def test_hostile_programs_stay_contained(confined: tuple[str, str], program: str,
+def test_hostile_programs_stay_contained(confined: tuple[str, str, int], program: str,
                                          allowed: set[Verdict]) -> None:
     with ExecutorClient(confined[0]) as ex:
         result = ex.execute(program, ["assert f(2) == 7", "assert f(3) == 10"], timeout=1.0,
                             memory_mb=256)
         assert result.verdicts[0] in allowed, result
-        assert_no_leftovers()
+        assert_no_leftovers(root=confined[2])
         assert ex.execute("def f(x):\n    return 3 * x + 1\n", ["assert f(2) == 7"]).all_passed
