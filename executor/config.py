@@ -40,7 +40,8 @@ class ExecutorConfig:
     file_bytes: int = 16 << 20
     """Largest file a program may write (RLIMIT_FSIZE)."""
     tmp_bytes: int = 256 << 20
-    """All files a program may write together (the size of its worker's /tmp)."""
+    """All files a program may write together: the size of the tmpfs each request gets as its
+    own directory (detached whole when the request ends)."""
     open_files: int = 64
     """Open file descriptors per program process (RLIMIT_NOFILE)."""
     processes: int = 32

@@ -2,9 +2,10 @@
 
 Everything becomes read-only; the server's own files (and other configured paths) are covered
 by empty tmpfs mounts, with only the Python installation and the acecoder package put back;
-/tmp, /var/tmp and /dev/shm become fresh root-owned tmpfs mounts in which only the per-program
-directories the worker makes are writable by their program's uid; /proc is remounted for the
-jail's pid namespace with other uids' processes hidden.
+/tmp, /var/tmp and /dev/shm become fresh root-owned tmpfs mounts; /proc is remounted for the
+jail's pid namespace with other uids' processes hidden. Each request then gets a directory of
+its own under /tmp: a fresh tmpfs owned by its program's uid, the only place it may write,
+detached whole when the request ends (`make_job_dir`, `remove_job_dir`).
 """
 
 from __future__ import annotations
