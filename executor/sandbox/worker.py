@@ -234,6 +234,19 @@ class Zygote:
 # --------------------------------------------------------------------------- supervision
 
 
+def _ancestors(pid: int) -> set[int]:
+    """`pid` and every process above it (in this pid namespace)."""
+    out = set()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def _describe_status(status: int) -> tuple[str, str]:
     """(verdict, detail) for a program process that died on its own."""
     if os.WIFSIGNALED(status):
@@ -358,9 +371,9 @@ class Worker:
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": own_filter}
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
-        # Processes that live as long as the worker (the jail's, ours, the zygotes): never a
-        # request's, so never read when looking for those.
-        self.static_pids = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        # Processes that live as long as the worker (its ancestors in the jail, itself, the
+        # zygotes): never a request's, so never read when looking for those.
+        self.static_pids = {*_ancestors(os.getpid()), prog_zygote.pid, test_zygote.pid}
         self.next: _Request | None = None  # the next request's, prepared between jobs
         self.ending: tuple[_Request, dict[str, Any]] | None = None  # the last, to settle
 
