@@ -21,7 +21,6 @@ import builtins
 import importlib
 import io
 import marshal
-import os
 import pickle
 import resource
 import socket
