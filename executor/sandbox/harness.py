@@ -30,6 +30,7 @@ import types
 from typing import Any
 
 from . import wire
+from .confine import set_name
 
 REPLY_LIMIT = 64 * 1024 * 1024
 _MSG_CAP = 2000  # of a reported error message (a diagnostic, never a value)
@@ -552,8 +553,6 @@ def serve(*, ctrl: int, jobs: int) -> None:
         return
     if len(fds) != 2:
         return
-    from .confine import set_name
-
     set_name(b"acecoder-tests")
     memory = int(msg["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))

@@ -20,7 +20,7 @@ import pytest
 
 from acecoder.clients import ExecutorClient
 from acecoder.executor.types import Verdict
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import RunningServer, assert_no_leftovers, start_server, stop_server
 
 random.seed(1234)
 AFTER_SEED = random.random()  # what random.random() gives right after random.seed(1234)
@@ -124,6 +124,19 @@ ATTACKS = {
          "os.write(3, struct.pack('>I', 1 << 30))"]),
     "half-a-frame-then-silence": (
         "def f(x):\n    return x\n", ["import os, time\nos.write(3, b'\\x00\\x00')\ntime.sleep(30)"]),
+    # Where children run under uids of their own, leaving the process group is allowed (the
+    # worker sweeps by uid): daemons that leave it, close their output and fork on.
+    "escaped-daemons": (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        for fd in (0, 1, 2, 3, 4):\n"
+        "            try:\n                os.close(fd)\n            except OSError:\n                pass\n"
+        "        while True:\n"
+        "            try:\n                os.fork()\n            except OSError:\n                time.sleep(0.01)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
     "daemon-signals-everyone": (
         "import os, signal, time\n"
         "if os.fork() == 0:\n"
@@ -179,6 +192,17 @@ def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) 
             assert len(hostile.verdicts) == len(tests)  # the attacker's request is answered too
             victim = client.execute(VICTIM, victim_tests, timeout=5.0)
             assert _essentials(victim) == _essentials(reference), (attack, victim, hostile)
+
+
+def test_nothing_of_a_request_runs_once_the_next_has_started(shared) -> None:  # type: ignore[no-untyped-def]
+    """Daemons that left their process group and closed every pipe are gone before the next
+    request runs: only the one pre-spawned spare of the slot's program uid is left."""
+    server, client = shared
+    program, tests = ATTACKS["escaped-daemons"]
+    for _ in range(3):
+        assert len(client.execute(program, tests, timeout=1.0).verdicts) == 1
+        assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
+        assert_no_leftovers(workers=1, root=server.proc.pid)
 
 
 def test_no_zygote_holds_another_requests_program(shared) -> None:  # type: ignore[no-untyped-def]

@@ -202,3 +202,35 @@ def test_a_forked_child_never_answers_for_the_program(client) -> None:  # type: 
             "    return x * 10\n")
     r = client.execute(prog, [f"assert f({i}) == {i * 10}" for i in range(1, 6)])
     assert r.all_passed, r
+
+
+# Replies the program forges by hand on its own channel, each calling the callables the plain
+# decoder admits (types a defaultdict factory may be, the namedtuple builder) with hostile
+# arguments: at worst an error for that test, never a pass, and the next request is served.
+_FORGE = (
+    "import os, pickle, struct, collections\n"
+    "class R:\n"
+    "    def __init__(self, fn, args): self.fn, self.args = fn, args\n"
+    "    def __reduce__(self): return (self.fn, self.args)\n"
+    "def f(x):\n"
+    "    d = pickle.dumps(('value', PAYLOAD), protocol=pickle.HIGHEST_PROTOCOL)\n"
+    "    os.write(4, struct.pack('>I', len(d)) + d)\n"
+    "    os._exit(0)\n"
+)
+
+
+@pytest.mark.parametrize("payload", [
+    "R(bytes, (1 << 40,))",                       # an allocation no test process may make
+    "R(list, (range(10 ** 9),))",                 # a long one
+    "R(int, ('9' * 100000,))",
+    "R(collections.defaultdict, (range, {7: 7}))",
+    "R(__import__('acecoder.executor.sandbox.plain', fromlist=['x']).namedtuple_value, "
+    "('P', ('x', 'import'), (1, 2)))",
+    "R(__import__('acecoder.executor.sandbox.plain', fromlist=['x']).namedtuple_value, "
+    "('P', ('x',), (1, 2)))",
+    "R(eval, ('7',))",                            # not admitted at all
+])
+def test_forged_replies_calling_admitted_globals_never_pass(client, payload: str) -> None:  # type: ignore[no-untyped-def]
+    r = client.execute(_FORGE.replace("PAYLOAD", payload), ["assert f(1) == 7"], timeout=2.0)
+    assert r.verdicts[0] is not Verdict.PASSED, r
+    assert client.execute("def f(x):\n    return 7\n", ["assert f(1) == 7"]).all_passed
