@@ -74,13 +74,19 @@ def _add_listen_options(p: argparse.ArgumentParser, *, port: int) -> None:
     g.add_argument("--tls-client-ca", default=None, metavar="PEM",
                    help="mutual TLS: accept only clients with a certificate this CA signed")
     g.add_argument("--auth-tokens", default=None, metavar="FILE",
-                   help="bearer tokens accepted, one per line ('NAME TOKEN' or 'TOKEN'); "
-                        "default: ACECODER_AUTH_TOKENS (NAME=TOKEN,...) if set, else none asked")
+                   help="bearer tokens accepted, one per line ('NAME TOKEN' or 'TOKEN'; lines "
+                        "starting with # are comments); default: ACECODER_AUTH_TOKENS "
+                        "(NAME=TOKEN,...) if set, else none asked")
     g.add_argument("--rate-limit", type=float, default=None, metavar="R",
-                   help="calls per second per client (token, certificate or address); over "
-                        "it: RESOURCE_EXHAUSTED (default: no limit)")
+                   help="items per second per client (token, certificate or address), shared "
+                        "by the gRPC and HTTP ports: a call costs the items it carries (score "
+                        "items, batch programs, rerank candidates, stream messages); over it: "
+                        "RESOURCE_EXHAUSTED, HTTP 429 (default: no limit)")
     g.add_argument("--rate-burst", type=int, default=None, metavar="B",
-                   help="calls a client may make at once (default: 2 s worth)")
+                   help="items a client may send at once (default: 2 s worth)")
+    g.add_argument("--auth-failures", type=float, default=None, metavar="N",
+                   help="failed authentications a peer address may make a minute; past "
+                        "them all its calls are refused until the budget refills (default 30)")
     g.add_argument("--health-port", type=int, default=None,
                    help="also serve the health service alone, plaintext, on this port (for "
                         "kubelet's gRPC probes when the main port speaks TLS)")
@@ -98,7 +104,8 @@ def _server_security(args: argparse.Namespace, what: str):  # type: ignore[no-un
     security = server_security(
         tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.tls_client_ca,
         tokens_file=args.auth_tokens, rate_limit=args.rate_limit, rate_burst=args.rate_burst,
-        health_port=args.health_port, trust_network=args.trust_network)
+        health_port=args.health_port, trust_network=args.trust_network,
+        auth_failures=args.auth_failures)
     if what == "executor":
         security.check_listen(args.host, what)
     else:
@@ -217,6 +224,8 @@ def cmd_serve_rm(args: argparse.Namespace) -> int:
         if args.gateway_reward != "rm" and not args.executor:
             raise ValueError(f"--gateway-reward {args.gateway_reward} needs --executor HOST:PORT")
         server = RewardServerConfig(host=args.host, port=args.port, http_port=args.http_port,
+                                    http_max_body_mb=args.http_max_body_mb,
+                                    http_header_timeout=args.http_header_timeout,
                                     metrics_port=args.metrics_port, grace=args.grace,
                                     security=_server_security(args, "RM server"),
                                     policy_template=args.policy_template,
@@ -632,6 +641,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen_options(s, port=50052)
     s.add_argument("--http-port", type=int, default=None,
                    help="serve the OpenRLHF gateway on this port (default: off)")
+    s.add_argument("--http-max-body-mb", type=float, default=64.0, metavar="MB",
+                   help="largest request body the gateway reads; larger is refused with 413 "
+                        "from its Content-Length, unread (default 64)")
+    s.add_argument("--http-header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a connection has to send a request's headers before the "
+                        "gateway closes it (default 10)")
     s.add_argument("--policy-template", default="auto", metavar="auto|chatml|llama3|DIR",
                    help="how the gateway splits a policy's query into question and response "
                         "(default auto: ChatML, then Llama-3)")

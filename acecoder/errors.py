@@ -38,6 +38,11 @@ class FailedPrecondition(AcecoderError):
 class ResourceExhausted(AcecoderError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which a retry may be let in, when known (HTTP's Retry-After)."""
+
 
 class Unavailable(AcecoderError):
     grpc_code = "UNAVAILABLE"

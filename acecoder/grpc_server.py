@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from acecoder.interceptor import ErrorInterceptor, RpcMetrics
+from acecoder.interceptor import Cost, RpcMetrics, ServiceInterceptor
 from acecoder.serving import GRPC_OPTIONS, ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class GrpcServer:
     service_name: str
     """Full gRPC name of the service, for health and reflection."""
     what = "server"
+    costs: dict[str, Cost] = {}
+    """What a request message of each method costs in a client's rate bucket, by method name
+    (default: 1)."""
 
     def __init__(self, server_config: ServerConfig, *, metrics: RpcMetrics, registry: Any,
                  service: Drainable) -> None:
@@ -50,6 +53,9 @@ class GrpcServer:
         self._health_server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
         self._stopped = asyncio.Event()
+        security = server_config.security
+        self.guard = security.guard() if security is not None else None
+        """Tokens and limits, shared by every port of this server (the RM's HTTP gateway too)."""
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError
@@ -60,9 +66,8 @@ class GrpcServer:
 
         sc = self.server_config
         security = sc.security or ServerSecurity()
-        guard = security.interceptor()
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.metrics), *([guard] if guard else [])],
+            interceptors=[ServiceInterceptor(self.metrics, guard=self.guard, costs=self.costs)],
             options=GRPC_OPTIONS)
         self.add_servicers(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -101,7 +106,7 @@ class GrpcServer:
         if sec.tokens:
             parts.append(f"{len(sec.tokens)} bearer token(s)")
         if sec.rate_limit is not None:
-            parts.append(f"{sec.rate_limit:g} calls/s per client")
+            parts.append(f"{sec.rate_limit:g} items/s per client")
         if self.health_port is not None:
             parts.append(f"health on :{self.health_port}")
         return "".join(", " + x for x in parts)

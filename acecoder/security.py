@@ -6,9 +6,15 @@ Server side (`ServerSecurity`, built from `acecoder serve ...` flags):
 - bearer tokens (`--auth-tokens FILE`, or ACECODER_AUTH_TOKENS): a call must carry
   `authorization: Bearer TOKEN` with a listed token, compared in constant time, or it gets
   UNAUTHENTICATED; the health service stays open (probes carry no token);
-- a per-client rate limit (`--rate-limit R` calls/s, `--rate-burst B`): over it, a call gets
-  RESOURCE_EXHAUSTED at once. A client is its token's name, else its certificate's subject,
-  else its address;
+- a per-client rate limit counted in items (`--rate-limit R` items/s, `--rate-burst B`): a
+  call costs what it carries (a ScoreRequest its items, an ExecuteBatch its programs, a
+  stream each message as it arrives, a gateway request its queries), one bucket per client
+  shared by the gRPC port and the HTTP gateway. Over it, a call gets RESOURCE_EXHAUSTED (HTTP
+  429 with Retry-After) at once. A client is its token's name, else its certificate's
+  subject, else its address;
+- failed authentications are limited per peer address (`--auth-failures` a minute): past
+  them every call from that address gets RESOURCE_EXHAUSTED, a valid token included (no
+  answer tells a guesser it guessed right), until the budget refills;
 - `--health-port`: the health service alone, plaintext, for kubelet's gRPC probes (which speak
   no TLS).
 
@@ -19,9 +25,11 @@ and ACECODER_TLS_KEY (a client certificate, for mutual TLS), ACECODER_TLS_SERVER
 to check the server's certificate against, when it is not the target's host), ACECODER_TOKEN
 or ACECODER_TOKEN_FILE.
 
-Token files hold one token per line, `NAME TOKEN` or a bare `TOKEN` (named by its hash);
-blank lines and `#` comments are skipped. ACECODER_AUTH_TOKENS is the same, comma-separated,
-with `NAME=TOKEN` for named ones.
+Token files hold one token per line, `NAME TOKEN` or a bare `TOKEN` (named by its hash),
+fields separated by blanks. Blank lines are skipped, and so are comment lines: lines whose
+first non-blank character is `#`. There are no trailing comments: a `#` anywhere else is part
+of a name or token, and a line with more than two fields is an error. ACECODER_AUTH_TOKENS is
+the same, comma-separated, with `NAME=TOKEN` for named ones (no comments).
 """
 
 from __future__ import annotations
@@ -33,17 +41,14 @@ import ipaddress
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from acecoder.errors import ResourceExhausted, Unauthenticated
-
-OPEN_METHODS = ("/grpc.health.v1.Health/",)
-"""Calls that need no token (kubelet probes and load balancers cannot send one)."""
+from acecoder.errors import AcecoderError, ResourceExhausted, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ def parse_tokens(text: str, *, separator: str = "\n", what: str = "tokens") -> t
     """Tokens from a token file's text (or ACECODER_AUTH_TOKENS with separator ',')."""
     out = []
     for n, raw in enumerate(text.split(separator), 1):
-        line = raw.split("#", 1)[0].strip() if separator == "\n" else raw.strip()
-        if not line:
+        line = raw.strip()
+        if not line or (separator == "\n" and line.startswith("#")):
             continue
         parts = line.split("=", 1) if separator == "," and "=" in line else line.split()
         if len(parts) == 1:
@@ -67,7 +72,7 @@ def parse_tokens(text: str, *, separator: str = "\n", what: str = "tokens") -> t
             name, secret = parts[0].strip(), parts[1].strip()
         else:
             raise ValueError(f"{what}, entry {n}: expected 'NAME TOKEN' or 'TOKEN', got "
-                             f"{len(parts)} fields")
+                             f"{len(parts)} fields (comments are whole lines starting with #)")
         if len(secret) < 16:
             raise ValueError(f"{what}, entry {n} ({name}): a token needs 16 characters or "
                              "more (e.g. `openssl rand -hex 32`)")
@@ -86,7 +91,10 @@ def match_token(given: bytes, tokens: Sequence[Token]) -> Token | None:
 
 
 class RateLimiter:
-    """A token bucket per client: `rate` calls per second, bursts of `burst`."""
+    """A token bucket per client: `rate` units per second, bursts of `burst`. A call may cost
+    more than one unit (a request of N items costs N) and more than the burst: it is let in
+    while the client's bucket holds at least one unit, and leaves it in debt, so over any
+    stretch of time a client gets `rate` units a second and no more."""
 
     def __init__(self, rate: float, burst: int, *, max_clients: int = 10000) -> None:
         self.rate = rate
@@ -96,16 +104,110 @@ class RateLimiter:
             collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def allow(self, client: str, now: float | None = None) -> bool:
+    def take(self, client: str, cost: float = 1.0, now: float | None = None) -> float:
+        """Charge `cost` to `client`: 0.0 when let in, else the seconds until it would be."""
         now = time.monotonic() if now is None else now
         with self._lock:
             level, last = self._buckets.pop(client, (float(self.burst), now))
             level = min(float(self.burst), level + (now - last) * self.rate)
-            ok = level >= 1.0
-            self._buckets[client] = (level - 1.0 if ok else level, now)
+            wait = 0.0 if level >= 1.0 else (1.0 - level) / self.rate
+            self._buckets[client] = (level - cost if wait == 0.0 else level, now)
             while len(self._buckets) > self.max_clients:  # forget the least recent
                 self._buckets.popitem(last=False)
-            return ok
+            return wait
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        return self.take(client, 1.0, now) == 0.0
+
+    def wait(self, client: str, now: float | None = None) -> float:
+        """Seconds until `client` would be let in (0.0: now), charging nothing."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            level, last = self._buckets.get(client, (float(self.burst), now))
+            level = min(float(self.burst), level + (now - last) * self.rate)
+            return 0.0 if level >= 1.0 else (1.0 - level) / self.rate
+
+
+AUTH_FAILURES_PER_MINUTE = 30
+"""Failed authentications a peer address may make a minute (bursts of as many) by default."""
+
+
+def peer_address(peer: str) -> str:
+    """A client's address without its port, the same for gRPC and HTTP: gRPC's
+    'ipv4:127.0.0.1:5555' and HTTP's ('127.0.0.1', 5555) are both 'ipv4:127.0.0.1';
+    'ipv6:[::1]:5555' is 'ipv6:[::1]'."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+    if peer.startswith("unix:") or not peer:
+        return peer or "?"
+    try:
+        ip = ipaddress.ip_address(peer.strip("[]"))
+    except ValueError:
+        return peer
+    return f"ipv4:{ip}" if ip.version == 4 else f"ipv6:[{ip}]"
+
+
+class Guard:
+    """Who may call and how much, for every port of a server (gRPC and HTTP share one): the
+    bearer tokens, the per-client bucket counted in items, and the per-address budget of
+    failed authentications. Raises acecoder errors; the gRPC interceptor and the HTTP gateway
+    turn them into their own status codes."""
+
+    def __init__(self, tokens: Sequence[Token], limiter: RateLimiter | None, *,
+                 failures: RateLimiter | None = None) -> None:
+        self.tokens = tuple(tokens)
+        self.limiter = limiter
+        self.failures = failures if failures is not None else RateLimiter(
+            AUTH_FAILURES_PER_MINUTE / 60.0, AUTH_FAILURES_PER_MINUTE)
+
+    @property
+    def needs_token(self) -> bool:
+        return bool(self.tokens)
+
+    def authenticate(self, header: str | bytes | None, *, query_token: str = "") -> Token | None:
+        """The token an `authorization: Bearer T` header (or, for HTTP callers that send no
+        headers, a `?token=T`) names; None when this server asks for none."""
+        if not self.tokens:
+            return None
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        header = header or ""
+        given = header[7:].strip() if header.lower().startswith("bearer ") else query_token
+        if not given:
+            raise Unauthenticated("this server needs a bearer token: send the metadata "
+                                  "'authorization: Bearer TOKEN' (ACECODER_TOKEN for acecoder "
+                                  "clients; ?token=TOKEN in the URL over HTTP)")
+        token = match_token(given.encode("utf-8", "surrogateescape"), self.tokens)
+        if token is None:
+            raise Unauthenticated("the bearer token is not one this server accepts")
+        return token
+
+    def failed(self, address: str, exc: Unauthenticated) -> AcecoderError:
+        """What to answer a failed authentication from `address`: `exc` itself within the
+        address's budget, RESOURCE_EXHAUSTED past it."""
+        wait = self.failures.take(address)
+        return exc if wait == 0.0 else self._locked(address, wait)
+
+    def check_address(self, address: str) -> None:
+        """Refuse every call from an address that spent its failed-authentication budget."""
+        wait = self.failures.wait(address)
+        if wait > 0.0:
+            raise self._locked(address, wait)
+
+    def _locked(self, address: str, wait: float) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"too many failed authentications from {address}: every call from it is refused "
+            f"for {wait:.0f}s more", retry_after=wait)
+
+    def charge(self, client: str, cost: int) -> None:
+        """Charge `cost` items to `client`'s bucket, or raise RESOURCE_EXHAUSTED."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.take(client, float(max(cost, 1)))
+        if wait > 0.0:
+            raise ResourceExhausted(
+                f"rate limit: client {client} is over {self.limiter.rate:g} items/s (bursts "
+                f"of {self.limiter.burst}); retry in {wait:.1f}s", retry_after=wait)
 
 
 def is_loopback(host: str) -> bool:
@@ -126,9 +228,12 @@ class ServerSecurity:
     tokens: tuple[Token, ...] = ()
     """Bearer tokens accepted; none: no token is asked for."""
     rate_limit: float | None = None
-    """Calls per second per client; None: no limit."""
+    """Items per second per client (a call costs the items it carries); None: no limit."""
     rate_burst: int | None = None
-    """Calls a client may make at once after a quiet spell (default: 2 s worth, at least 1)."""
+    """Items a client may send at once after a quiet spell (default: 2 s worth, at least 1)."""
+    auth_failures: float = AUTH_FAILURES_PER_MINUTE
+    """Failed authentications a peer address may make a minute before all its calls are
+    refused (until the budget refills)."""
     health_port: int | None = None
     """A plaintext port with the health service alone (for kubelet's gRPC probes)."""
     trust_network: bool = False
@@ -144,7 +249,9 @@ class ServerSecurity:
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"--{name.replace('_', '-')}: no such file: {path}")
         if self.rate_limit is not None and not self.rate_limit > 0:
-            raise ValueError(f"--rate-limit must be > 0 calls/s, got {self.rate_limit}")
+            raise ValueError(f"--rate-limit must be > 0 items/s, got {self.rate_limit}")
+        if not self.auth_failures >= 1:
+            raise ValueError(f"--auth-failures must be >= 1 a minute, got {self.auth_failures}")
         if self.rate_burst is not None and self.rate_burst < 1:
             raise ValueError(f"--rate-burst must be >= 1, got {self.rate_burst}")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
@@ -179,20 +286,24 @@ class ServerSecurity:
         return grpc.ssl_server_credentials([pair], root_certificates=ca,
                                            require_client_auth=ca is not None)
 
-    def interceptor(self) -> GuardInterceptor | None:
+    def guard(self) -> Guard | None:
+        """A fresh Guard for one server (all its ports share it); None when it checks nothing."""
         if not self.tokens and self.rate_limit is None:
             return None
         limiter = None
         if self.rate_limit is not None:
             burst = self.rate_burst or max(1, int(2 * self.rate_limit))
             limiter = RateLimiter(self.rate_limit, burst)
-        return GuardInterceptor(self.tokens, limiter)
+        per_minute = self.auth_failures
+        return Guard(self.tokens, limiter,
+                     failures=RateLimiter(per_minute / 60.0, max(1, int(per_minute))))
 
 
 def server_security(*, tls_cert: str | None = None, tls_key: str | None = None,
                     client_ca: str | None = None, tokens_file: str | None = None,
                     rate_limit: float | None = None, rate_burst: int | None = None,
                     health_port: int | None = None, trust_network: bool = False,
+                    auth_failures: float | None = None,
                     env: dict[str, str] | None = None) -> ServerSecurity:
     """ServerSecurity from command-line values (and ACECODER_AUTH_TOKENS when no file)."""
     env = os.environ if env is None else env  # type: ignore[assignment]
@@ -210,86 +321,18 @@ def server_security(*, tls_cert: str | None = None, tls_key: str | None = None,
     return ServerSecurity(
         tls_cert=Path(tls_cert) if tls_cert else None, tls_key=Path(tls_key) if tls_key else None,
         client_ca=Path(client_ca) if client_ca else None, tokens=tokens, rate_limit=rate_limit,
-        rate_burst=rate_burst, health_port=health_port, trust_network=trust_network)
+        rate_burst=rate_burst, health_port=health_port, trust_network=trust_network,
+        auth_failures=AUTH_FAILURES_PER_MINUTE if auth_failures is None else auth_failures)
 
 
-def _client_of(context: grpc.aio.ServicerContext, token: Token | None) -> str:
+def client_name(token: Token | None, common_name: str | None, address: str) -> str:
+    """Whose bucket a call is charged to: its token's name, else its client certificate's
+    subject, else its address (`peer_address`)."""
     if token is not None:
         return token.name
-    with_cert = context.auth_context().get("x509_common_name")
-    if with_cert:
-        return "cn:" + with_cert[0].decode(errors="replace")
-    peer = context.peer()  # ipv4:127.0.0.1:5555, ipv6:[::1]:5555
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-
-
-class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token and the client's rate before a call runs. Install it after
-    the error interceptor, which turns its errors into status codes and counts them by code
-    (`..._requests_total{code="UNAUTHENTICATED"}`)."""
-
-    def __init__(self, tokens: Sequence[Token], limiter: RateLimiter | None) -> None:
-        self.tokens = tuple(tokens)
-        self.limiter = limiter
-
-    def check(self, context: grpc.aio.ServicerContext) -> None:
-        token = None
-        if self.tokens:
-            metadata = dict(context.invocation_metadata() or ())
-            header = metadata.get("authorization", "")
-            if isinstance(header, bytes):
-                header = header.decode(errors="replace")
-            if not header.lower().startswith("bearer "):
-                raise Unauthenticated("this server needs a bearer token: send the metadata "
-                                      "'authorization: Bearer TOKEN' (ACECODER_TOKEN for "
-                                      "acecoder clients)")
-            token = match_token(header[7:].strip().encode(), self.tokens)
-            if token is None:
-                raise Unauthenticated("the bearer token is not one this server accepts")
-        if self.limiter is not None:
-            client = _client_of(context, token)
-            if not self.limiter.allow(client):
-                raise ResourceExhausted(
-                    f"rate limit: client {client} is over {self.limiter.rate:g} calls/s "
-                    f"(bursts of {self.limiter.burst}); retry with backoff")
-
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_METHODS):
-            return handler
-        check = self.check
-        kw = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                check(context)
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(unary, **kw)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                check(context)
-                async for item in inner_stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(stream, **kw)
-        if handler.stream_stream is not None:  # reflection
-            inner_bidi = handler.stream_stream
-
-            async def bidi(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                check(context)
-                async for item in inner_bidi(requests, context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(bidi, **kw)
-        return handler
+    if common_name:
+        return "cn:" + common_name
+    return address
 
 
 # -- clients ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import math
 import concurrent.futures
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -236,17 +237,44 @@ async def rule_results(executor: Any, samples: Sequence[Sample], *, deadline: fl
     runnable = [i for i, s in enumerate(samples) if s.tests]
     if not runnable:
         return results
+    def verdict(r: Any) -> tuple[float, bool, tuple[str, ...]]:
+        flags = set(r.flags)
+        if r.status.value == "EXITED_EARLY":  # an executor from before flags
+            flags.add("EXITED_EARLY")
+        return r.pass_rate, r.all_passed, tuple(sorted(flags))
+
+    started = time.monotonic()
     try:
         async for r in executor.execute_batch([programs[i] for i in runnable],
                                               deadline=deadline):
-            flags = set(r.flags)
-            if r.status.value == "EXITED_EARLY":  # an executor from before flags
-                flags.add("EXITED_EARLY")
-            results[runnable[r.index]] = (r.pass_rate, r.all_passed, tuple(sorted(flags)))
+            results[runnable[r.index]] = verdict(r)
     except Exception as exc:  # the executor is gone or too slow: no reward, not 0
-        reason = f"executor: {_why(exc)}"
-        results = [reason if r == pending else r for r in results]
+        left = [i for i in runnable if results[i] == pending]
+        if _code(exc) == "INVALID_ARGUMENT" and len(left) > 1:
+            # The executor refuses a whole batch for one bad program (no tests, too many,
+            # too large): run each alone, so that the bad one fails alone.
+            remaining = max(1.0, deadline - (time.monotonic() - started))
+
+            async def alone(i: int) -> None:
+                p = programs[i]
+                try:
+                    results[i] = verdict(await executor.execute(
+                        p.program, p.tests, setup=p.setup, timeout=p.timeout,
+                        deadline=remaining))
+                except Exception as one_exc:
+                    results[i] = f"executor: {_why(one_exc)}"
+
+            await asyncio.gather(*(alone(i) for i in left))
+        else:
+            reason = f"executor: {_why(exc)}"
+            results = [reason if r == pending else r for r in results]
     return results
+
+
+def _code(exc: BaseException) -> str | None:
+    code = getattr(exc, "code", None)
+    value = code() if callable(code) else code
+    return getattr(value, "name", None)
 
 
 def _flag(name: str, default: bool) -> bool:

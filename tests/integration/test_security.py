@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from acecoder.clients import ExecutorClient, RetryPolicy, RewardClient
 from acecoder.security import ClientSecurity
 from acecoder.serving import spawn_server
+from acecoder.v1 import executor_pb2
 from tests.pki import CA, Issued
 
 TRAINER = "trainer-token-0123456789abcdef"
@@ -259,6 +260,144 @@ def test_a_secured_rm_server_calling_a_secured_executor(pki: PKI, secured: Secur
         with pytest.raises(httpx.ConnectError):  # a CA the client does not trust
             httpx.post(http, json=body, timeout=30,
                        verify=ssl.create_default_context(cafile=str(pki.rogue_ca.files.cert)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+# -- hostile clients ---------------------------------------------------------------------------
+# Each test names the mechanism it proves; every server here is a real process on loopback.
+
+HASHED = "hash#in-the-middle-0123456789"  # a `#` inside a token is part of it
+NAMES = ("batch", "shared", "stream", "mix", "utf8", "limits", "hostile")
+
+
+def secret(name: str) -> str:
+    return f"{name}-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def hostile_tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hostile") / "tokens"
+    path.write_text("# one line per client; whole-line comments only\n"
+                    + "".join(f"{n} {secret(n)}\n" for n in NAMES) + f"hashed {HASHED}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokened(hostile_tokens: Path) -> Iterator[Secured]:
+    """A plaintext executor with tokens, 2 items/s per client (bursts of 4)."""
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0", "--workers",
+           "1", "--metrics-port", "0", "--auth-tokens", str(hostile_tokens), "--rate-limit", "2",
+           "--rate-burst", "4"]
+    proc, m = spawn_server(cmd, r"listening on (\S+) .*metrics on :(\d+)", "the executor")
+    yield Secured(proc, m.group(1), 0, f"http://127.0.0.1:{m.group(2)}/metrics")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def raw_call(target: str, method: str, payload: bytes, token: str | None = None,
+             stream: bool = False) -> tuple[str, str, dict[str, str]]:
+    """(code, details, trailing metadata) of a call made of raw bytes."""
+    meta = [("authorization", f"Bearer {token}")] if token else None
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(target, options=options) as ch:
+        try:
+            if stream:
+                list(ch.unary_stream(method)(payload, timeout=30, metadata=meta))
+            else:
+                ch.unary_unary(method)(payload, timeout=30, metadata=meta)
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details() or "", dict(exc.trailing_metadata() or ())
+    return "OK", "", {}
+
+
+def test_an_unauthenticated_peer_costs_neither_its_bytes_nor_their_parsing(
+        tokened: Secured) -> None:
+    """Authentication runs on the metadata, before grpc reads the message: garbage and
+    oversized messages without a token are UNAUTHENTICATED, and the server's memory does not
+    grow by what they carried. With a token, garbage is INVALID_ARGUMENT, never UNKNOWN."""
+    execute = "/acecoder.v1.Executor/Execute"
+    assert raw_call(tokened.target, execute, b"\xff" * 64)[0] == "UNAUTHENTICATED"
+    before = rss_mb(tokened.proc.pid)
+    huge = b"\x0a" + b"\xff\xff\xff\x2f" + b"x" * (100 << 20)  # a 100 MB field
+    for _ in range(3):
+        code, details, _ = raw_call(tokened.target, execute, huge)
+        assert code == "UNAUTHENTICATED", details
+    grown = rss_mb(tokened.proc.pid) - before
+    assert grown < 16, f"RSS grew {grown:.0f} MB on 300 MB of unauthenticated messages"
+    code, details, _ = raw_call(tokened.target, execute, b"\xff" * 64, token=secret("batch"))
+    assert (code, details) == ("INVALID_ARGUMENT",
+                               "the request is not a valid acecoder.v1.ExecuteRequest message")
+    bad_id = executor_pb2.ExecuteRequest(program=b"x", tests=[b"assert 1"],
+                                         request_id="\xe9").SerializeToString()
+    bad_id = bad_id.replace("\xe9".encode(), b"\xe9\x00")
+    code, details, _ = raw_call(tokened.target, execute, bad_id, token=secret("batch"))
+    assert code == "INVALID_ARGUMENT" and "ExecuteRequest.request_id is not valid UTF-8" in details
+    metrics = httpx.get(tokened.metrics).text
+    assert 'code="UNKNOWN"' not in metrics
+
+
+def test_a_hash_inside_a_token_is_part_of_it(tokened: Secured) -> None:
+    with ExecutorClient(tokened.target, timeout=30, retry=ONCE,
+                        security=ClientSecurity(token=HASHED)) as ex:
+        assert ex.info().version
+    with ExecutorClient(tokened.target, timeout=30, retry=ONCE,
+                        security=ClientSecurity(token=HASHED.split("#")[0])) as ex, \
+            pytest.raises(grpc.RpcError) as err:
+        ex.info()
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_batch_costs_its_programs(tokened: Secured) -> None:
+    """Burst 4 at 2 items/s: a batch of 12 programs is let in (the bucket was full) and leaves
+    the client 8 in debt; its next call waits about 4.5 s, and is told so."""
+    from acecoder.clients.executor import Program
+
+    with ExecutorClient(tokened.target, timeout=60, retry=ONCE,
+                        security=ClientSecurity(token=secret("batch"))) as ex:
+        got = list(ex.execute_batch([Program(GOOD, ["assert add(1, 2) == 3"])] * 12))
+        assert len(got) == 12 and all(r.all_passed for r in got)
+    code, details, trailers = raw_call(tokened.target, "/acecoder.v1.Executor/Info", b"",
+                                       token=secret("batch"))
+    assert code == "RESOURCE_EXHAUSTED" and "rate limit: client batch" in details
+    assert 3 <= int(trailers["retry-after"]) <= 6
+    with ExecutorClient(tokened.target, timeout=30, retry=ONCE,
+                        security=ClientSecurity(token=secret("shared"))) as ex:
+        ex.info()  # another client's own bucket
+
+
+def test_health_watch_on_every_server(server, tokened: Secured) -> None:  # type: ignore[no-untyped-def]
+    """grpc's own Watch writes with `context.write`; the interceptor once broke it with UNKNOWN
+    on every service. It streams, with no token, on open and guarded servers alike."""
+    for target in (server.target, tokened.target):
+        with grpc.insecure_channel(target) as ch:
+            stream = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service="acecoder.v1.Executor"), timeout=10)
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            stream.cancel()
+
+
+def test_failed_authentications_lock_the_address_out(hostile_tokens: Path) -> None:
+    """Past its budget of failed authentications, an address gets RESOURCE_EXHAUSTED for every
+    call, a right token included: a guesser learns nothing more."""
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0", "--workers",
+           "1", "--auth-tokens", str(hostile_tokens), "--auth-failures", "3"]
+    proc, m = spawn_server(cmd, r"listening on (\S+)", "the executor")
+    try:
+        info = "/acecoder.v1.Executor/Info"
+        codes = [raw_call(m.group(1), info, b"", token="guess-%018d" % i)[0] for i in range(5)]
+        assert codes == ["UNAUTHENTICATED"] * 3 + ["RESOURCE_EXHAUSTED"] * 2, codes
+        code, details, trailers = raw_call(m.group(1), info, b"", token=secret("batch"))
+        assert code == "RESOURCE_EXHAUSTED" and "too many failed authentications" in details
+        assert int(trailers["retry-after"]) > 0
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -7,22 +7,40 @@ from pathlib import Path
 
 import pytest
 
-from acecoder.security import (ClientSecurity, RateLimiter, ServerSecurity, is_loopback,
-                               match_token, parse_tokens, server_security)
+from acecoder.errors import ResourceExhausted, Unauthenticated
+from acecoder.security import (ClientSecurity, Guard, RateLimiter, ServerSecurity, client_name,
+                               is_loopback, match_token, parse_tokens, peer_address,
+                               server_security)
 
 A, B = "a" * 20, "b" * 32
 
 
 def test_token_files_and_env() -> None:
-    got = parse_tokens(f"# comment\n\ntrainer {A}  # inline comment\n{B}\n")
+    got = parse_tokens(f"# comment\n\ntrainer {A}\n  # an indented comment\n{B}\n")
     assert [t.name for t in got][0] == "trainer" and got[0].secret == A.encode()
     assert got[1].name.startswith("token-") and got[1].secret == B.encode()
+    assert len(got) == 2
     env = parse_tokens(f"trainer={A}, {B}", separator=",")
     assert [t.secret for t in env] == [A.encode(), B.encode()]
     with pytest.raises(ValueError, match="16 characters or more"):
         parse_tokens("short")
     with pytest.raises(ValueError, match="entry 1: expected 'NAME TOKEN'"):
         parse_tokens(f"a b {A}")
+
+
+def test_a_hash_inside_a_token_is_part_of_it() -> None:
+    """Comments are whole lines: a `#` anywhere else belongs to the name or the token, so a
+    token is never silently cut short (to something a guesser could find)."""
+    secret = "0123456789#abcdef0123"
+    got = parse_tokens(f"trainer {secret}\n#{A}\n{B}#x\n")
+    assert [t.secret for t in got] == [secret.encode(), f"{B}#x".encode()]
+    assert match_token(b"0123456789", got) is None
+    assert parse_tokens(f"team#1 {A}")[0].name == "team#1"
+    # what used to be a trailing comment is now an error, not a token cut at the `#`
+    with pytest.raises(ValueError, match="comments are whole lines"):
+        parse_tokens(f"trainer {A}  # who")
+    env = parse_tokens(f"t={secret},{B}", separator=",")
+    assert env[0].secret == secret.encode()
 
 
 def test_match_token() -> None:
@@ -40,6 +58,46 @@ def test_rate_limiter_refills_per_client() -> None:
     assert [limiter.allow("x", now=10.0) for _ in range(4)] == [True, True, True, False]
     limiter.allow("z", now=10.0)  # a third client: the least recent one is forgotten
     assert len(limiter._buckets) == 2
+
+
+def test_a_call_costs_its_items_and_may_go_into_debt() -> None:
+    limiter = RateLimiter(rate=10.0, burst=20)
+    assert limiter.take("x", 50, now=0.0) == 0.0  # bigger than the burst: let in, in debt
+    wait = limiter.take("x", 1, now=0.0)
+    assert wait == pytest.approx(3.1)  # (1 - (20 - 50)) / 10 s
+    assert limiter.wait("x", now=3.0) > 0 and limiter.wait("x", now=3.1) == 0.0
+    assert limiter.take("x", 1, now=3.1) == 0.0
+    # over any stretch of time a client gets `rate` items a second and no more
+    limiter = RateLimiter(rate=10.0, burst=20)
+    let_in = sum(5 for t in range(100) if limiter.take("y", 5, now=t * 0.1) == 0.0)
+    assert let_in <= 20 + 10 * 10 + 5
+
+
+def test_guard_locks_an_address_out_after_failed_authentications() -> None:
+    guard = Guard(parse_tokens(f"trainer {A}"), None, failures=RateLimiter(1 / 60, 3))
+    bad = Unauthenticated("no")
+    assert guard.authenticate(f"Bearer {A}").name == "trainer"  # type: ignore[union-attr]
+    with pytest.raises(Unauthenticated):
+        guard.authenticate("Bearer " + "x" * 20)
+    with pytest.raises(Unauthenticated, match="needs a bearer token"):
+        guard.authenticate(None)
+    assert [type(guard.failed("ipv4:10.0.0.1", bad)).__name__ for _ in range(4)] == \
+        ["Unauthenticated"] * 3 + ["ResourceExhausted"]
+    with pytest.raises(ResourceExhausted, match="too many failed authentications") as err:
+        guard.check_address("ipv4:10.0.0.1")  # even a caller with the right token
+    assert err.value.retry_after is not None and err.value.retry_after > 0
+    guard.check_address("ipv4:10.0.0.2")  # another address is not touched
+    assert guard.authenticate(None, query_token=A).name == "trainer"  # type: ignore[union-attr]
+
+
+def test_clients_are_named_alike_on_grpc_and_http() -> None:
+    assert peer_address("ipv4:127.0.0.1:5555") == peer_address("127.0.0.1") == "ipv4:127.0.0.1"
+    assert peer_address("ipv6:[::1]:5555") == peer_address("::1") == "ipv6:[::1]"
+    assert peer_address("unix:/tmp/x") == "unix:/tmp/x"
+    token = parse_tokens(f"trainer {A}")[0]
+    assert client_name(token, "cn", "ipv4:1.2.3.4") == "trainer"
+    assert client_name(None, "x", "ipv4:1.2.3.4") == "cn:x"
+    assert client_name(None, None, "ipv4:1.2.3.4") == "ipv4:1.2.3.4"
 
 
 def test_listening_rules(tmp_path: Path) -> None:
@@ -64,6 +122,8 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         ServerSecurity(client_ca=pem)
     with pytest.raises(ValueError, match="--rate-limit must be > 0"):
         ServerSecurity(rate_limit=0)
+    with pytest.raises(ValueError, match="--auth-failures must be >= 1"):
+        ServerSecurity(auth_failures=0)
     with pytest.raises(ValueError, match="holds no token"):
         (tmp_path / "empty").write_text("# nobody\n")
         server_security(tokens_file=str(tmp_path / "empty"), env={})
