@@ -13,12 +13,21 @@ JSON string of one, or {"tests", "setup"}), or a record id looked up in a tests 
 its pass rate (1.0 only when all pass, with `binary`), or the weighted mix with the RM score.
 A sample that cannot be scored gets reward 0.0 and `extra_logs["failed"] = 1` with the
 reason in `extra_logs["error"]`; the request as a whole still succeeds.
+
+Hostile clients: every route but /health needs the token (checked on the headers, before the
+body is read); the gRPC port's Guard is shared, so a client has one rate bucket (charged per
+query) across both ports, and 429 carries Retry-After. The HTTP server itself bounds what a
+client can hold: headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
+body must fit in `max_body_bytes` (refused from its Content-Length, before reading) and arrive
+within `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` connections are served at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import socket
 import time
@@ -29,7 +38,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from acecoder.clients.rewards import sigmoid
-from acecoder.errors import AcecoderError, InvalidArgument
+from acecoder.errors import (AcecoderError, DeadlineExceeded, InvalidArgument,
+                             ResourceExhausted, Unauthenticated)
+from acecoder.security import Guard, client_name, peer_address
 
 from . import templates
 from .metrics import RewardMetrics
@@ -38,7 +49,38 @@ from .service import RewardService
 logger = logging.getLogger(__name__)
 
 _HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
-                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
+                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500,
+                "NOT_FOUND": 404, "FAILED_PRECONDITION": 400}
+
+HEADER_TIMEOUT = 10.0
+"""Default seconds a connection has to deliver a request's headers (from connecting, or from
+the end of its previous response); then it is closed."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Request line and headers, together; longer is answered 400 and the connection closed."""
+BODY_TIMEOUT = 60.0
+"""Seconds a request has to deliver its whole body once its headers are in."""
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Default cap on a request body (`max_body_bytes`)."""
+MAX_CONNECTIONS = 1024
+"""Connections served at once; more are answered 503."""
+
+
+class _TooLarge(ResourceExhausted):
+    http_status = 413
+
+
+class _TooSlow(DeadlineExceeded):
+    http_status = 408
+
+
+def _error_response(exc: AcecoderError) -> JSONResponse:
+    code = exc.grpc_code
+    status = getattr(exc, "http_status", None) or _HTTP_STATUS.get(code, 500)
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after + 0.5)))
+    return JSONResponse({"error": str(exc), "code": code}, status_code=status, headers=headers)
 
 
 def policy_formats(spec: str) -> tuple[templates.ChatFormat, ...]:
@@ -98,7 +140,12 @@ class Gateway:
     def __init__(self, service: RewardService, *, policy_template: str = "auto",
                  metrics: RewardMetrics | None = None, reward: str = "rm",
                  binary: bool = False, rm_weight: float = 0.5,
-                 tests: dict[str, Any] | None = None, security: Any = None) -> None:
+                 tests: dict[str, Any] | None = None, security: Any = None,
+                 guard: Guard | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+                 header_timeout: float = HEADER_TIMEOUT) -> None:
+        if not max_body_bytes > 0 or not header_timeout > 0:
+            raise ValueError(f"the gateway's body cap and header timeout must be > 0, got "
+                             f"{max_body_bytes} bytes and {header_timeout}s")
         if reward not in REWARDS:
             raise ValueError(f"gateway reward must be one of {', '.join(REWARDS)}, got "
                              f"{reward!r}")
@@ -112,12 +159,11 @@ class Gateway:
         self.formats = policy_formats(policy_template)
         self.metrics = metrics or service.metrics
         self.security = security
-        self.limiter = None
-        if security is not None and security.rate_limit is not None:
-            from acecoder.security import RateLimiter
-
-            self.limiter = RateLimiter(security.rate_limit,
-                                       security.rate_burst or max(1, int(2 * security.rate_limit)))
+        self.guard = guard if guard is not None else (
+            security.guard() if security is not None else None)
+        """The gRPC port's Guard when both run in one server: one bucket per client."""
+        self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -130,21 +176,23 @@ class Gateway:
             started = time.monotonic()
             code = "OK"
             try:
-                self.guard(request)
-                try:
-                    body = await request.json()
-                except Exception:
-                    raise InvalidArgument("the body is not JSON: send "
-                                          '{"query": [...], "prompts": [...], "labels": [...]}')
+                body = await self._read_json(request)
                 if not isinstance(body, dict) or "query" not in body:
                     raise InvalidArgument("the body must be a JSON object with a 'query' list")
-                result = await self.get_reward(body.get("query"), body.get("prompts"),
-                                               body.get("labels"))
+                queries = body.get("query")
+                if self.guard is not None:
+                    self.guard.charge(request.scope.get("acecoder.client", ""),
+                                      len(queries) if isinstance(queries, list) else 1)
+                result = await self.get_reward(queries, body.get("prompts"), body.get("labels"))
                 return JSONResponse(result)
             except AcecoderError as exc:
                 code = exc.grpc_code
-                return JSONResponse({"error": str(exc), "code": code},
-                                    status_code=_HTTP_STATUS.get(code, 500))
+                return _error_response(exc)
+            except Exception:
+                code = "INTERNAL"
+                logger.exception("get_reward failed")
+                return _error_response(AcecoderError(
+                    "internal error; the server's log has the details"))
             finally:
                 self.metrics.requests.labels(method="get_reward", code=code).inc()
                 self.metrics.rpc_latency.labels(method="get_reward").observe(
@@ -156,7 +204,37 @@ class Gateway:
             return JSONResponse({"status": "SERVING" if ok else "NOT_SERVING"},
                                 status_code=200 if ok else 503)
 
-        return app
+        return _Authenticated(app, self)
+
+    async def _read_json(self, request: Request) -> Any:
+        """The body as JSON: refused from its Content-Length when too large (before reading a
+        byte), read within BODY_TIMEOUT and no further than `max_body_bytes`."""
+        cap = self.max_body_bytes
+        too_large = _TooLarge(f"the body is over {cap} bytes (the gateway's limit); send fewer "
+                              "queries per request")
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise InvalidArgument("Content-Length is not a number")
+            if int(length) > cap:
+                raise too_large
+        data = bytearray()
+
+        async def read() -> None:
+            async for chunk in request.stream():
+                data.extend(chunk)
+                if len(data) > cap:
+                    raise too_large
+
+        try:
+            await asyncio.wait_for(read(), BODY_TIMEOUT)
+        except TimeoutError:
+            raise _TooSlow(f"the body did not arrive within {BODY_TIMEOUT:g}s") from None
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise InvalidArgument("the body is not JSON: send "
+                                  '{"query": [...], "prompts": [...], "labels": [...]}') from None
 
     async def get_reward(self, queries: Any, prompts: Any = None,
                          labels: Any = None) -> dict[str, Any]:
@@ -227,32 +305,6 @@ class Gateway:
             },
         }
 
-    def guard(self, request: Request) -> None:
-        """The gRPC server's rules over HTTP: with bearer tokens, a request carries one in
-        `Authorization: Bearer T`, or (for OpenRLHF, which sends no headers) in the URL as
-        `?token=T`; then the per-client rate limit."""
-        from acecoder.errors import ResourceExhausted, Unauthenticated
-        from acecoder.security import match_token
-
-        token = None
-        if self.security is not None and self.security.tokens:
-            header = request.headers.get("authorization", "")
-            given = header[7:].strip() if header.lower().startswith("bearer ") else \
-                request.query_params.get("token", "")
-            if not given:
-                raise Unauthenticated("this gateway needs a bearer token: send "
-                                      "'Authorization: Bearer TOKEN' or add ?token=TOKEN to the "
-                                      "URL")
-            token = match_token(given.encode(), self.security.tokens)
-            if token is None:
-                raise Unauthenticated("the bearer token is not one this server accepts")
-        if self.limiter is not None:
-            client = token.name if token is not None else (
-                request.client.host if request.client else "?")
-            if not self.limiter.allow(client):
-                raise ResourceExhausted(f"rate limit: client {client} is over "
-                                        f"{self.limiter.rate:g} calls/s; retry with backoff")
-
     async def start(self, host: str, port: int) -> int:
         """Serve on host:port (0 picks one) inside the running event loop; returns the port."""
         import uvicorn
@@ -282,7 +334,10 @@ class Gateway:
             if sec.client_ca is not None:
                 tls.update(ssl_ca_certs=str(sec.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
-                                access_log=False, **tls)
+                                access_log=False, http=_guarded_h11(),
+                                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                                limit_concurrency=MAX_CONNECTIONS, **tls)
+        config.acecoder_header_timeout = self.header_timeout  # read by _guarded_h11
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
@@ -297,3 +352,91 @@ class Gateway:
             self._server.should_exit = True
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._task, 10)
+
+
+class _Authenticated:
+    """ASGI middleware: every route but /health needs the token, checked on the headers before
+    the route reads anything; the client's name is left in the scope for the rate limit."""
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        guard = self.gateway.guard
+        if scope["type"] != "http" or guard is None or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = peer_address(client[0] if client else "")
+        headers = dict(scope.get("headers") or ())
+        query = scope.get("query_string", b"").decode("latin-1")
+        given = ""
+        for part in query.split("&"):
+            if part.startswith("token="):
+                from urllib.parse import unquote
+
+                given = unquote(part[6:])
+        try:
+            guard.check_address(address)
+            try:
+                token = guard.authenticate(headers.get(b"authorization"), query_token=given)
+            except Unauthenticated as exc:
+                raise guard.failed(address, exc) from None
+        except AcecoderError as exc:
+            method = "get_reward" if scope["path"] == "/get_reward" else "http"
+            self.gateway.metrics.requests.labels(method=method, code=exc.grpc_code).inc()
+            await _error_response(exc)(scope, receive, send)
+            return
+        scope["acecoder.client"] = client_name(token, None, address)
+        await self.app(scope, receive, send)
+
+
+@functools.cache
+def _guarded_h11() -> type:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Guarded(H11Protocol):  # type: ignore[misc]
+        """uvicorn's h11 protocol with a deadline on each request's headers: a client that
+        connects and sends a partial request (or nothing) is closed after the header timeout,
+        however slowly it trickles bytes (uvicorn's keep-alive timer restarts on every
+        byte)."""
+
+        header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            timeout = getattr(self.config, "acecoder_header_timeout", HEADER_TIMEOUT)
+            self.header_timer = self.loop.call_later(timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _expired(self) -> None:
+            self.header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers are in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return Guarded
+

@@ -31,6 +31,10 @@ class RewardServerConfig(ServerConfig):
     """gRPC port; 0 picks a free one."""
     http_port: int | None = None
     """Port of the OpenRLHF-compatible HTTP gateway (POST /get_reward); None disables it."""
+    http_max_body_mb: float = 64.0
+    """The gateway's largest request body; larger is refused (413) before it is read."""
+    http_header_timeout: float = 10.0
+    """Seconds a gateway connection has to send a request's headers; then it is closed."""
     policy_template: str = "auto"
     """How the gateway finds question and response in a query: 'auto' (ChatML, then
     Llama-3), 'chatml', 'llama3', or a tokenizer directory whose chat template the policy
@@ -51,6 +55,8 @@ class RewardServer(GrpcServer):
 
     service_name = SERVICE_NAME
     what = "reward server"
+    costs = {"Score": lambda r: len(r.items), "ScoreStream": lambda r: len(r.items),
+             "Rerank": lambda r: len(r.candidates)}
 
     def __init__(self, config: RewardConfig, server_config: RewardServerConfig, *,
                  backend: Backend | None = None) -> None:
@@ -82,7 +88,9 @@ class RewardServer(GrpcServer):
             self._gateway = Gateway(self.service, policy_template=sc.policy_template,
                                     metrics=self.metrics, reward=sc.gateway_reward,
                                     binary=sc.gateway_binary, rm_weight=sc.gateway_rm_weight,
-                                    tests=tests, security=sc.security)
+                                    tests=tests, security=sc.security, guard=self.guard,
+                                    max_body_bytes=int(sc.http_max_body_mb * 1024 * 1024),
+                                    header_timeout=sc.http_header_timeout)
             self.http_port = await self._gateway.start(sc.host, sc.http_port)
         self._loading = asyncio.create_task(self._load())
 

@@ -53,10 +53,14 @@ class RewardServicer(pb_grpc.RewardModelServicer):
                 await done.put(exc)
 
         async def read() -> None:
-            async for request in requests:
-                task = asyncio.create_task(one(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            except Exception as exc:  # a message refused on arrival ends the stream with it
+                await done.put(exc)
+                return
             await done.put(None)
 
         reader = asyncio.create_task(read())

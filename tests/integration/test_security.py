@@ -29,6 +29,7 @@ TRAINER = "trainer-token-0123456789abcdef"
 RM = "rm-token-0123456789abcdef012345"
 ONCE = RetryPolicy(attempts=1)
 GOOD = "def add(a, b):\n    return a + b\n"
+QUESTION = "Write a function add(a, b) that returns the sum of a and b."
 
 
 @dataclass
@@ -401,3 +402,218 @@ def test_failed_authentications_lock_the_address_out(hostile_tokens: Path) -> No
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+@dataclass
+class GuardedRM:
+    proc: subprocess.Popen[str]
+    target: str
+    http: str
+    metrics: str
+
+
+@pytest.fixture(scope="module")
+def guarded_rm(hostile_tokens: Path, server, tiny_acecode_rm) -> Iterator[GuardedRM]:  # type: ignore[no-untyped-def]
+    """An RM server with its HTTP gateway (mixed rewards on the session's executor): tokens,
+    1 item/s per client in bursts of 10 shared by both ports, 6 failed authentications per
+    address, a 2 s header timeout and a 1 MB body cap."""
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "rm", "--port", "0", "--http-port", "0",
+           "--metrics-port", "0", "--model", str(tiny_acecode_rm[0]), "--executor",
+           server.target, "--gateway-reward", "mix", "--auth-tokens", str(hostile_tokens),
+           "--rate-limit", "1", "--rate-burst", "10", "--auth-failures", "6",
+           "--http-header-timeout", "2", "--http-max-body-mb", "1"]
+    proc, m = spawn_server(cmd, r"listening on (\S+) .*http on :(\d+), metrics on :(\d+)",
+                           "the RM server")
+    assert proc.stdout is not None and "ready" in proc.stdout.readline()
+    yield GuardedRM(proc, m.group(1), f"http://127.0.0.1:{m.group(2)}",
+                    f"http://127.0.0.1:{m.group(3)}/metrics")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def chatml(question: str, response: str) -> str:
+    return (f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{response}"
+            "<|im_end|>")
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret(name)}"}
+
+
+def from_address(address: str) -> httpx.Client:
+    """An HTTP client whose connections come from `address` (any 127/8 one reaches loopback),
+    so that an address's failed-authentication budget is its own."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_every_http_route_but_health_needs_a_token(guarded_rm: GuardedRM) -> None:
+    with from_address("127.0.0.5") as http:
+        for method, path in (("GET", "/openapi.json"), ("HEAD", "/openapi.json"),
+                             ("GET", "/docs"), ("GET", "/nowhere"), ("POST", "/get_reward")):
+            r = http.request(method, guarded_rm.http + path)
+            assert r.status_code == 401, (method, path, r.status_code)
+        assert http.get(guarded_rm.http + "/health").status_code == 200
+        assert http.get(guarded_rm.http + "/openapi.json", headers=bearer("limits")).json()[
+            "info"]["title"] == "acecoder reward gateway"
+
+
+def test_failed_authentications_over_http_lock_the_address_out(guarded_rm: GuardedRM) -> None:
+    body = {"query": [chatml(QUESTION, GOOD)], "labels": [["assert add(1, 2) == 3"]]}
+    with from_address("127.0.0.9") as http:
+        codes = [http.post(guarded_rm.http + "/get_reward", json=body,
+                           headers={"Authorization": f"Bearer wrong-{i:020d}"}).status_code
+                 for i in range(8)]
+        assert codes == [401] * 6 + [429] * 2, codes
+        locked = http.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("hostile"))
+        assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+        assert "too many failed authentications from ipv4:127.0.0.9" in locked.json()["error"]
+    # the lockout is the address's alone: the same token from another address is served
+    with from_address("127.0.0.10") as http:
+        assert http.post(guarded_rm.http + "/get_reward", json=body,
+                         headers=bearer("hostile")).status_code == 200
+
+
+def test_one_bucket_per_client_across_grpc_and_http(guarded_rm: GuardedRM) -> None:
+    """The gRPC port and the gateway charge one bucket per client, in items: 12 items over
+    gRPC (burst 10, 1 item/s) leave the client 2 in debt, and its next call on either port is
+    refused, over HTTP with 429 and a Retry-After that says when to come back."""
+    with RewardClient(guarded_rm.target, timeout=60, retry=ONCE,
+                      security=ClientSecurity(token=secret("shared"))) as rm:
+        assert len(rm.score([(QUESTION, GOOD)] * 12)) == 12
+        with pytest.raises(grpc.RpcError) as err:
+            rm.score([(QUESTION, GOOD)])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    body = {"query": [chatml(QUESTION, GOOD)], "labels": [["assert add(1, 2) == 3"]]}
+    r = httpx.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("shared"),
+                   timeout=30)
+    assert r.status_code == 429 and r.json()["code"] == "RESOURCE_EXHAUSTED"
+    assert 2 <= int(r.headers["Retry-After"]) <= 4
+    assert "rate limit: client shared" in r.json()["error"]
+    r = httpx.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("mix"), timeout=60)
+    assert r.status_code == 200  # another client
+
+
+def test_a_stream_is_charged_message_by_message(guarded_rm: GuardedRM) -> None:
+    from acecoder.v1 import reward_pb2 as pb
+    from acecoder.v1 import reward_pb2_grpc as pb_grpc
+
+    one = pb.ScoreRequest(items=[pb.ScoreItem(question=QUESTION.encode(),
+                                              response=GOOD.encode())])
+    got = []
+    with grpc.insecure_channel(guarded_rm.target) as ch:
+        stream = pb_grpc.RewardModelStub(ch).ScoreStream(
+            iter([one] * 200), timeout=60, metadata=[("authorization",
+                                                      f"Bearer {secret('stream')}")])
+        with pytest.raises(grpc.RpcError) as err:
+            for response in stream:
+                got.append(response)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert len(got) <= 11, len(got)
+
+
+def test_invalid_utf8_in_a_score_item_is_invalid_argument(guarded_rm: GuardedRM) -> None:
+    from acecoder.v1 import reward_pb2 as pb
+
+    item = pb.ScoreItem(question=b"q", response=b"r", id="\xe9").SerializeToString()
+    request = b"\x12" + bytes([len(item) + 1]) + item.replace("\xe9".encode(), b"\xe9\x00")
+    code, details, _ = raw_call(guarded_rm.target, "/acecoder.v1.RewardModel/Score", request,
+                                token=secret("utf8"))
+    assert code == "INVALID_ARGUMENT"
+    assert details.startswith("ScoreRequest.items[0].id is not valid UTF-8"), details
+
+
+def test_one_bad_sample_fails_alone_in_the_mixed_gateway(guarded_rm: GuardedRM) -> None:
+    test = "assert add(1, 2) == 3"
+    body = {"query": [chatml(QUESTION, GOOD)] * 3, "labels": [[test], [""], [test] * 1001]}
+    r = httpx.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("mix"),
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["extra_logs"]["failed"] == [0.0, 1.0, 1.0]
+    assert got["rewards"][0] >= 0.5 and got["extra_logs"]["pass_rate"][0] == 1.0
+    assert "tests[0] is empty" in got["extra_logs"]["error"][1]
+    assert "1000" in got["extra_logs"]["error"][2]
+
+
+def _raw_http(port_url: str, data: bytes, wait: float = 10.0) -> bytes:
+    """Send `data` on a fresh connection and return what comes back until the server closes
+    it (or `wait` passes)."""
+    import socket
+
+    host, port = port_url.rsplit(":", 1)
+    with socket.create_connection((host.split("//")[1], int(port)), timeout=wait) as s:
+        try:
+            s.sendall(data)
+        except OSError:  # the server closed on us mid-send
+            pass
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
+def test_the_gateway_bounds_what_a_client_can_hold(guarded_rm: GuardedRM) -> None:
+    """Header timeout, header size cap, body cap from Content-Length (before reading), body
+    cap on a chunked body, and a nesting bomb: each is answered (or closed) fast, and a
+    well-behaved request is served meanwhile."""
+    import socket
+    import time
+
+    host, port = "127.0.0.1", int(guarded_rm.http.rsplit(":", 1)[1])
+    # 50 clients that send half a request, and one that trickles a byte every 0.3 s
+    stalled = [socket.create_connection((host, port)) for _ in range(50)]
+    for s in stalled:
+        s.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\n")
+    trickle = socket.create_connection((host, port))
+    started = time.monotonic()
+    body = {"query": [chatml(QUESTION, GOOD)], "labels": [["assert add(1, 2) == 3"]]}
+    ok = httpx.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("limits"),
+                    timeout=30)
+    assert ok.status_code == 200
+    closed_at = None
+    for ch in b"GET /health HTTP/1.1\r\nHost: x\r\n" * 4:
+        try:
+            trickle.sendall(bytes([ch]))
+        except OSError:
+            closed_at = time.monotonic() - started
+            break
+        time.sleep(0.3)
+        trickle.setblocking(False)
+        try:
+            if trickle.recv(1) == b"":
+                closed_at = time.monotonic() - started
+                break
+        except BlockingIOError:
+            pass
+        finally:
+            trickle.setblocking(True)
+    assert closed_at is not None and closed_at < 6, closed_at
+    for s in stalled:
+        s.settimeout(5)
+        assert s.recv(1) == b""  # closed by the server, not by us
+        s.close()
+    trickle.close()
+    # a 1 MB request line: refused without being read whole
+    reply = _raw_http(guarded_rm.http, b"GET /" + b"a" * (1 << 20) + b" HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400") or reply == b"", reply[:100]
+    # a 300 MB body announced: 413 from the headers alone (nothing of the body is sent)
+    head = (f"POST /get_reward HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret('limits')}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {300 << 20}\r\n\r\n")
+    reply = _raw_http(guarded_rm.http, head.encode(), wait=5)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    # a chunked body that never says its length is cut at the cap
+    r = httpx.post(guarded_rm.http + "/get_reward", headers=bearer("limits"), timeout=30,
+                   content=(b"[" + b" " * 65536 for _ in range(40)))
+    assert r.status_code == 413 and r.json()["code"] == "RESOURCE_EXHAUSTED"
+    # a nesting bomb is a bad request, not a server error
+    r = httpx.post(guarded_rm.http + "/get_reward", headers=bearer("limits"), timeout=30,
+                   content=b"[" * 200_000 + b"]" * 200_000)
+    assert r.status_code == 413 or (r.status_code == 400 and "not JSON" in r.json()["error"])
+    r = httpx.post(guarded_rm.http + "/get_reward", headers=bearer("limits"), timeout=30,
+                   content=b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code == 400 and "not JSON" in r.json()["error"], r.text[:200]
+    metrics = httpx.get(guarded_rm.metrics).text
+    assert 'code="INTERNAL"' not in metrics and 'code="UNKNOWN"' not in metrics
