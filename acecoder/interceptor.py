@@ -5,8 +5,8 @@ In the order a call meets it:
    answered UNAUTHENTICATED (RESOURCE_EXHAUSTED once its address has failed too often) by a
    handler that never reads the request message, so an unauthenticated peer costs neither the
    bytes of its message nor their parsing;
-2. per call: the address's failed-authentication lockout, then the client's rate charged in
-   items (`costs`; a stream is charged message by message as the servicer reads it);
+2. per call: the client's rate, charged in items (`costs`; a stream is charged message by
+   message as the servicer reads it);
 3. a message that does not parse is INVALID_ARGUMENT naming the field at fault (a string
    field that is not UTF-8, say), never UNKNOWN;
 4. errors to status codes: an AcecoderError to its own, anything unexpected to INTERNAL
@@ -230,7 +230,6 @@ class _Call:
         if guard is None or self.open:
             return
         address = peer_address(context.peer() or "")
-        guard.check_address(address)
         common = None
         if guard.limiter is not None and self.token is None:
             names = (context.auth_context() or {}).get("x509_common_name")

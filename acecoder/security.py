@@ -13,8 +13,10 @@ Server side (`ServerSecurity`, built from `acecoder serve ...` flags):
   429 with Retry-After) at once. A client is its token's name, else its certificate's
   subject, else its address;
 - failed authentications are limited per peer address (`--auth-failures` a minute): past
-  them every call from that address gets RESOURCE_EXHAUSTED, a valid token included (no
-  answer tells a guesser it guessed right), until the budget refills;
+  them a call from that address without a valid token gets RESOURCE_EXHAUSTED (with a retry
+  delay) until the budget refills. Calls with a valid token are still served: clients behind
+  one address (a NAT, an ingress) must not be locked out by a stranger's bad guesses, and
+  tokens of 16 characters or more are not found by guessing at any rate;
 - `--health-port`: the health service alone, plaintext, for kubelet's gRPC probes (which speak
   no TLS).
 
@@ -186,18 +188,11 @@ class Guard:
         """What to answer a failed authentication from `address`: `exc` itself within the
         address's budget, RESOURCE_EXHAUSTED past it."""
         wait = self.failures.take(address)
-        return exc if wait == 0.0 else self._locked(address, wait)
-
-    def check_address(self, address: str) -> None:
-        """Refuse every call from an address that spent its failed-authentication budget."""
-        wait = self.failures.wait(address)
-        if wait > 0.0:
-            raise self._locked(address, wait)
-
-    def _locked(self, address: str, wait: float) -> ResourceExhausted:
+        if wait == 0.0:
+            return exc
         return ResourceExhausted(
-            f"too many failed authentications from {address}: every call from it is refused "
-            f"for {wait:.0f}s more", retry_after=wait)
+            f"too many failed authentications from {address}: calls without a valid token "
+            f"are refused for {wait:.0f}s more", retry_after=wait)
 
     def charge(self, client: str, cost: int) -> None:
         """Charge `cost` items to `client`'s bucket, or raise RESOURCE_EXHAUSTED."""

@@ -378,7 +378,6 @@ class _Authenticated:
 
                 given = unquote(part[6:])
         try:
-            guard.check_address(address)
             try:
                 token = guard.authenticate(headers.get(b"authorization"), query_token=given)
             except Unauthenticated as exc:

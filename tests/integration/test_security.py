@@ -386,9 +386,10 @@ def test_health_watch_on_every_server(server, tokened: Secured) -> None:  # type
             stream.cancel()
 
 
-def test_failed_authentications_lock_the_address_out(hostile_tokens: Path) -> None:
-    """Past its budget of failed authentications, an address gets RESOURCE_EXHAUSTED for every
-    call, a right token included: a guesser learns nothing more."""
+def test_failed_authentications_are_limited_per_address(hostile_tokens: Path) -> None:
+    """Past its budget of failed authentications, an address gets RESOURCE_EXHAUSTED (with a
+    retry delay) for calls without a valid token; a client with one, behind the same address,
+    is still served."""
     cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0", "--workers",
            "1", "--auth-tokens", str(hostile_tokens), "--auth-failures", "3"]
     proc, m = spawn_server(cmd, r"listening on (\S+)", "the executor")
@@ -396,9 +397,10 @@ def test_failed_authentications_lock_the_address_out(hostile_tokens: Path) -> No
         info = "/acecoder.v1.Executor/Info"
         codes = [raw_call(m.group(1), info, b"", token="guess-%018d" % i)[0] for i in range(5)]
         assert codes == ["UNAUTHENTICATED"] * 3 + ["RESOURCE_EXHAUSTED"] * 2, codes
-        code, details, trailers = raw_call(m.group(1), info, b"", token=secret("batch"))
+        code, details, trailers = raw_call(m.group(1), info, b"")
         assert code == "RESOURCE_EXHAUSTED" and "too many failed authentications" in details
         assert int(trailers["retry-after"]) > 0
+        assert raw_call(m.group(1), info, b"", token=secret("batch"))[0] == "OK"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -457,20 +459,23 @@ def test_every_http_route_but_health_needs_a_token(guarded_rm: GuardedRM) -> Non
             "info"]["title"] == "acecoder reward gateway"
 
 
-def test_failed_authentications_over_http_lock_the_address_out(guarded_rm: GuardedRM) -> None:
+def test_failed_authentications_over_http_are_limited_per_address(guarded_rm: GuardedRM
+                                                                   ) -> None:
     body = {"query": [chatml(QUESTION, GOOD)], "labels": [["assert add(1, 2) == 3"]]}
     with from_address("127.0.0.9") as http:
         codes = [http.post(guarded_rm.http + "/get_reward", json=body,
                            headers={"Authorization": f"Bearer wrong-{i:020d}"}).status_code
                  for i in range(8)]
         assert codes == [401] * 6 + [429] * 2, codes
-        locked = http.post(guarded_rm.http + "/get_reward", json=body, headers=bearer("hostile"))
+        locked = http.post(guarded_rm.http + "/get_reward", json=body)
         assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
         assert "too many failed authentications from ipv4:127.0.0.9" in locked.json()["error"]
-    # the lockout is the address's alone: the same token from another address is served
-    with from_address("127.0.0.10") as http:
+        # a client with a valid token behind the same address is still served
         assert http.post(guarded_rm.http + "/get_reward", json=body,
                          headers=bearer("hostile")).status_code == 200
+    # and the budget is the address's own
+    with from_address("127.0.0.10") as http:
+        assert http.post(guarded_rm.http + "/get_reward", json=body).status_code == 401
 
 
 def test_one_bucket_per_client_across_grpc_and_http(guarded_rm: GuardedRM) -> None:
