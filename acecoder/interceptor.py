@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol
@@ -201,7 +202,7 @@ class _Call:
         self.code = exc.grpc_code
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            context.set_trailing_metadata((("retry-after", f"{max(1, round(retry_after))}"),))
+            context.set_trailing_metadata((("retry-after", f"{max(1, math.ceil(retry_after))}"),))
         await context.abort(grpc.StatusCode[self.code], str(exc) or type(exc).__name__)
         raise AssertionError("abort returned")  # pragma: no cover
 

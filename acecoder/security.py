@@ -6,8 +6,8 @@ Server side (`ServerSecurity`, built from `acecoder serve ...` flags):
 - bearer tokens (`--auth-tokens FILE`, or ACECODER_AUTH_TOKENS): a call must carry
   `authorization: Bearer TOKEN` with a listed token, compared in constant time, or it gets
   UNAUTHENTICATED; the health service stays open (probes carry no token);
-- a per-client rate limit counted in items (`--rate-limit R` items/s, `--rate-burst B`): a
-  call costs what it carries (a ScoreRequest its items, an ExecuteBatch its programs, a
+- a per-client rate limit counted in items (`--rate-limit R` items/s, `--rate-burst B`, also
+  the most one call may carry): a call costs what it carries (a ScoreRequest its items, an ExecuteBatch its programs, a
   stream each message as it arrives, a gateway request its queries), one bucket per client
   shared by the gRPC port and the HTTP gateway. Over it, a call gets RESOURCE_EXHAUSTED (HTTP
   429 with Retry-After) at once. A client is its token's name, else its certificate's
@@ -40,6 +40,7 @@ import collections
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import threading
 import time
@@ -94,9 +95,8 @@ def match_token(given: bytes, tokens: Sequence[Token]) -> Token | None:
 
 class RateLimiter:
     """A token bucket per client: `rate` units per second, bursts of `burst`. A call may cost
-    more than one unit (a request of N items costs N) and more than the burst: it is let in
-    while the client's bucket holds at least one unit, and leaves it in debt, so over any
-    stretch of time a client gets `rate` units a second and no more."""
+    more than one unit (a request of N items costs N); it is let in when the client's bucket
+    holds its cost, and a call that costs more than the whole burst is never let in."""
 
     def __init__(self, rate: float, burst: int, *, max_clients: int = 10000) -> None:
         self.rate = rate
@@ -107,12 +107,16 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def take(self, client: str, cost: float = 1.0, now: float | None = None) -> float:
-        """Charge `cost` to `client`: 0.0 when let in, else the seconds until it would be."""
+        """Charge `cost` to `client`: 0.0 when let in, else the seconds until it would be
+        (infinite when `cost` is over the burst)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             level, last = self._buckets.pop(client, (float(self.burst), now))
             level = min(float(self.burst), level + (now - last) * self.rate)
-            wait = 0.0 if level >= 1.0 else (1.0 - level) / self.rate
+            if cost > self.burst:
+                wait = math.inf
+            else:
+                wait = 0.0 if level >= cost else (cost - level) / self.rate
             self._buckets[client] = (level - cost if wait == 0.0 else level, now)
             while len(self._buckets) > self.max_clients:  # forget the least recent
                 self._buckets.popitem(last=False)
@@ -120,14 +124,6 @@ class RateLimiter:
 
     def allow(self, client: str, now: float | None = None) -> bool:
         return self.take(client, 1.0, now) == 0.0
-
-    def wait(self, client: str, now: float | None = None) -> float:
-        """Seconds until `client` would be let in (0.0: now), charging nothing."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            level, last = self._buckets.get(client, (float(self.burst), now))
-            level = min(float(self.burst), level + (now - last) * self.rate)
-            return 0.0 if level >= 1.0 else (1.0 - level) / self.rate
 
 
 AUTH_FAILURES_PER_MINUTE = 30
@@ -198,7 +194,12 @@ class Guard:
         """Charge `cost` items to `client`'s bucket, or raise RESOURCE_EXHAUSTED."""
         if self.limiter is None:
             return
-        wait = self.limiter.take(client, float(max(cost, 1)))
+        cost = max(cost, 1)
+        wait = self.limiter.take(client, float(cost))
+        if wait == math.inf:
+            raise ResourceExhausted(
+                f"rate limit: this call carries {cost} items, more than the "
+                f"{self.limiter.burst} a client may send at once; split it into smaller calls")
         if wait > 0.0:
             raise ResourceExhausted(
                 f"rate limit: client {client} is over {self.limiter.rate:g} items/s (bursts "

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ def _error_response(exc: AcecoderError) -> JSONResponse:
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after + 0.5)))
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": str(exc), "code": code}, status_code=status, headers=headers)
 
 

@@ -3,6 +3,7 @@ the per-client token bucket, and the rules on listening and on TLS settings."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -60,17 +61,25 @@ def test_rate_limiter_refills_per_client() -> None:
     assert len(limiter._buckets) == 2
 
 
-def test_a_call_costs_its_items_and_may_go_into_debt() -> None:
+def test_a_call_costs_its_items() -> None:
     limiter = RateLimiter(rate=10.0, burst=20)
-    assert limiter.take("x", 50, now=0.0) == 0.0  # bigger than the burst: let in, in debt
-    wait = limiter.take("x", 1, now=0.0)
-    assert wait == pytest.approx(3.1)  # (1 - (20 - 50)) / 10 s
-    assert limiter.wait("x", now=3.0) > 0 and limiter.wait("x", now=3.1) == 0.0
-    assert limiter.take("x", 1, now=3.1) == 0.0
+    assert limiter.take("x", 15, now=0.0) == 0.0
+    assert limiter.take("x", 10, now=0.0) == pytest.approx(0.5)  # 5 left: 5 more at 10/s
+    assert limiter.take("x", 10, now=0.5) == 0.0
+    assert limiter.take("x", 21, now=100.0) == math.inf  # over the burst: never
+    assert limiter.take("x", 20, now=100.0) == 0.0  # and it cost nothing
     # over any stretch of time a client gets `rate` items a second and no more
     limiter = RateLimiter(rate=10.0, burst=20)
     let_in = sum(5 for t in range(100) if limiter.take("y", 5, now=t * 0.1) == 0.0)
-    assert let_in <= 20 + 10 * 10 + 5
+    assert let_in <= 20 + 10 * 10
+    guard = Guard((), RateLimiter(rate=1.0, burst=4))
+    with pytest.raises(ResourceExhausted, match="carries 5 items, more than the 4") as err:
+        guard.charge("x", 5)
+    assert err.value.retry_after is None  # waiting would not help
+    guard.charge("x", 4)
+    with pytest.raises(ResourceExhausted, match="over 1 items/s") as err:
+        guard.charge("x", 1)
+    assert err.value.retry_after == pytest.approx(1.0, abs=0.05)
 
 
 def test_guard_limits_failed_authentications_per_address() -> None:
