@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acecoder.jsonl import (Progress, done_ids, finish, read_records, run_pool, staging_path,
-                            text_field, text_list)
+from acecoder.jsonl import (Progress, done_ids, read_records, run_pool, staging_path, text_field,
+                            text_list)
 
 from . import decontam
 from .filter import FilterRule, filter_tests, proxy_chat
 from .llm import Chat, ChatResult, LLMError
 from .parse import check_test
 from .rewrite import rewrite
+from .safefs import FilePath, finish
 
 
 STAGES = ("rewrite", "decontaminate", "filter")
@@ -72,7 +73,7 @@ class Seed:
     """The seed's own tests (used when the rewrite stage is off)."""
 
 
-def read_seeds(path: Path) -> list[Seed]:
+def read_seeds(path: FilePath) -> list[Seed]:
     def parse(rid: str, row: dict[str, Any]) -> Seed:
         q, p = text_field(row, "question", ""), text_field(row, "program", "")
         if not q.strip() and not p.strip():
@@ -80,7 +81,7 @@ def read_seeds(path: Path) -> list[Seed]:
         tests = text_list(row, "tests" if "tests" in row else "test_cases", [])
         return Seed(rid, q, p, text_field(row, "source", "seed"), tuple(tests))
 
-    return read_records(path, parse)
+    return read_records(path, parse)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def new_report(seeds: int = 0) -> dict[str, Any]:
             "tests_rejected": collections.Counter()}
 
 
-def count_done(output_path: Path, dropped_path: Path, report: dict[str, Any]) -> None:
+def count_done(output_path: FilePath, dropped_path: FilePath, report: dict[str, Any]) -> None:
     """Count what a previous run wrote: kept questions and their tests, dropped by reason."""
     if output_path.exists():
         for line in output_path.read_text(encoding="utf-8").splitlines():
@@ -248,22 +249,24 @@ def count_done(output_path: Path, dropped_path: Path, report: dict[str, Any]) ->
                 report["dropped"][(json.loads(line).get("reason") or "?").split(":")[0]] += 1
 
 
-def dropped_path_of(output_path: Path) -> Path:
+def dropped_path_of(output_path: FilePath) -> FilePath:
     return output_path.with_name(output_path.name + ".dropped.jsonl")
 
 
-async def run(input_path: Path, output_path: Path, *, llm: Chat, proxy: Chat, executor: Any,
-              config: SynthConfig = SynthConfig(), progress: bool = True,
+async def run(input_path: FilePath, output_path: FilePath, *, llm: Chat, proxy: Chat,
+              executor: Any, config: SynthConfig = SynthConfig(), progress: bool = True,
               report: dict[str, Any] | None = None,
               on_event: Callable[[Event], None] | None = None,
               index: decontam.BenchmarkIndex | None = None) -> dict[str, Any]:
     """Synthesize every seed of `input_path` not yet in the outputs. `report` (see
     `new_report`), when given, is updated as seeds finish, so a caller can watch it; kept,
-    dropped and tests kept count earlier runs' outcomes too, `skipped` says how many."""
+    dropped and tests kept count earlier runs' outcomes too, `skipped` says how many. The
+    paths are `Path`s, or, in the server, `safefs.JobPath`s: then every file is opened below
+    its data directory and through no link."""
     seeds = read_seeds(input_path)
-    final_path, output_path = output_path, staging_path(output_path)
+    final_path, output_path = output_path, staging_path(output_path)  # type: ignore[arg-type]
     dropped_path = dropped_path_of(final_path)
-    done = done_ids(output_path) | done_ids(dropped_path)
+    done = done_ids(output_path) | done_ids(dropped_path)  # type: ignore[arg-type]
     todo = [s for s in seeds if s.id not in done]
     if report is None:
         report = new_report()

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from acecoder.codeblocks import extract_program
-from acecoder.jsonl import (Progress, done_ids, finish, read_records, run_pool, staging_path,
-                            text_list)
+from acecoder.jsonl import Progress, done_ids, read_records, run_pool, staging_path, text_list
 
 from .llm import Chat, LLMError
+from .safefs import FilePath, finish
 
 
-def read_questions(path: Path) -> list[dict[str, Any]]:
+def read_questions(path: FilePath) -> list[dict[str, Any]]:
     def parse(rid: str, row: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(row.get("question"), str):
             raise ValueError("\"question\" must be a string")
         text_list(row, "test_cases")
         return row
 
-    return read_records(path, parse)
+    return read_records(path, parse)  # type: ignore[arg-type]
 
 
 async def sample_one(record: dict[str, Any], *, policy: Chat, model_name: str, k: int,
@@ -60,16 +59,16 @@ async def sample_one(record: dict[str, Any], *, policy: Chat, model_name: str, k
     return {**record, "inferences": inferences}
 
 
-async def run(input_path: Path, output_path: Path, *, policy: Chat, model_name: str, k: int,
-              executor: Any, temperature: float = 1.0, concurrency: int = 4,
+async def run(input_path: FilePath, output_path: FilePath, *, policy: Chat, model_name: str,
+              k: int, executor: Any, temperature: float = 1.0, concurrency: int = 4,
               progress: bool = True, counts: dict[str, int] | None = None) -> dict[str, int]:
     """Sample every question not yet in the output. `counts`, when given, is updated as
     questions finish (questions, skipped, sampled)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     records = read_questions(input_path)
-    staged = staging_path(output_path)
-    done = done_ids(staged)
+    staged: FilePath = staging_path(output_path)  # type: ignore[arg-type]
+    done = done_ids(staged)  # type: ignore[arg-type]
     todo = [r for r in records if r["id"] not in done]
     if counts is None:
         counts = {}

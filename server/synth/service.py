@@ -17,13 +17,16 @@ from acecoder.serving import Admission
 
 from . import decontam, offline, pipeline, sample
 from .filter import FilterRule
-from .jobs import Job, JobManager
+from .jobs import Job, JobManager, checked_text, in_thread
 from .llm import Chat
 from .metrics import SynthMetrics
 
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_BYTES = 256 * 1024
+"""The longest question, program or test a request may carry."""
+MAX_ID_BYTES = 1024
+"""The longest seed id, source or request id."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +68,8 @@ def options(base: pipeline.SynthConfig, overrides: dict[str, Any]) -> pipeline.S
     stages = tuple(overrides.get("stages") or base.stages)
     unknown = sorted(set(stages) - set(pipeline.STAGES))
     if unknown:
-        raise InvalidArgument(f"unknown stage(s) {', '.join(unknown)}: choose from "
+        shown = ", ".join(repr(stage[:40]) for stage in unknown[:5])
+        raise InvalidArgument(f"unknown stage(s) {shown}: choose from "
                               f"{', '.join(pipeline.STAGES)}")
     k = overrides.get("k", 8)
     if not 1 <= k <= 1024:
@@ -80,15 +84,23 @@ def options(base: pipeline.SynthConfig, overrides: dict[str, Any]) -> pipeline.S
 
 def seed(seed_id: str, question: str, program: str, source: str,
          tests: tuple[str, ...] = ()) -> pipeline.Seed:
-    """A request's seed, validated."""
+    """A request's seed, validated: every field free of NUL bytes and of bounded size."""
+    checked_text("seed.id", seed_id, MAX_ID_BYTES)
+    checked_text("seed.source", source, MAX_ID_BYTES)
+    for what, text in (("seed.question", question), ("seed.program", program)):
+        checked_text(what, text, MAX_TEXT_BYTES)
+    for k, test in enumerate(tests):
+        checked_text(f"seed.tests[{k}]", test, MAX_TEXT_BYTES)
     if not seed_id:
         raise InvalidArgument("seed.id is empty: give the seed an id")
     if not question.strip() and not program.strip():
         raise InvalidArgument("the seed needs a question, a program, or both")
-    for what, text in (("seed.question", question), ("seed.program", program)):
-        if len(text.encode("utf-8", errors="surrogatepass")) > MAX_TEXT_BYTES:
-            raise InvalidArgument(f"{what} is over {MAX_TEXT_BYTES} bytes")
     return pipeline.Seed(seed_id, question, program, source or "seed", tests)
+
+
+def request_id(value: str) -> str:
+    """A request's own id (it goes into every log line of the request), validated."""
+    return checked_text("request_id", value, MAX_ID_BYTES)
 
 
 class SynthesisService:
@@ -162,7 +174,7 @@ class SynthesisService:
         return self.jobs.submit(input_path, output_path, overrides, job_id, kind or "synth")
 
     async def _run_job(self, job: Job) -> None:
-        source, target = Path(job.input_path), Path(job.output_path)
+        source, target = self.jobs.file(job.input_path), self.jobs.file(job.output_path)
         config = options(self.config.synth, job.options)
         report = job.report
         if job.kind == "synth":
@@ -179,11 +191,11 @@ class SynthesisService:
                              executor=self.executor, progress=False, counts=counts)
             counts["done"] = counts["skipped"] + counts["sampled"]
         elif job.kind == "pairs":
-            counts.update(await asyncio.to_thread(offline.run_pairs, source, target,
-                                                  progress=False))
+            counts.update(await in_thread(lambda stopped: offline.run_pairs(
+                source, target, progress=False, stopped=stopped)))
         else:
-            counts.update(await asyncio.to_thread(offline.run_hard, source, target,
-                                                  progress=False))
+            counts.update(await in_thread(lambda stopped: offline.run_hard(
+                source, target, progress=False, stopped=stopped)))
         report["seeds"] = report["done"] = counts["questions"]
 
     # -- lifecycle

@@ -15,7 +15,7 @@ from acecoder.v1 import synthesis_pb2_grpc as pb_grpc
 from . import pipeline
 from .jobs import Job
 from .llm import ChatResult
-from .service import SynthesisService, seed
+from .service import SynthesisService, request_id, seed
 
 _OPTION_FIELDS = ("n_tests", "min_passed", "min_kept", "decontam_threshold", "proxy_reference",
                   "k", "temperature")
@@ -98,12 +98,12 @@ class SynthesisServicer(pb_grpc.SynthesisServicer):
 
     async def Synthesize(self, request: pb.SynthesizeRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SynthesisEvent]:
-        request_id = request.request_id or uuid.uuid4().hex[:16]
-        log.request_id.set(request_id)
+        rid = request_id(request.request_id) or uuid.uuid4().hex[:16]
+        log.request_id.set(rid)
         s = request.seed
         one = seed(s.id, s.question, s.program, s.source, tuple(s.tests))
         async for event in self.service.synthesize(one, overrides(request.options)):
-            yield event_proto(event, request_id)
+            yield event_proto(event, rid)
 
     async def SubmitJob(self, request: pb.SubmitJobRequest,
                         context: grpc.aio.ServicerContext) -> pb.Job:
@@ -116,7 +116,7 @@ class SynthesisServicer(pb_grpc.SynthesisServicer):
 
     async def CancelJob(self, request: pb.CancelJobRequest,
                         context: grpc.aio.ServicerContext) -> pb.Job:
-        return job_proto(self.service.jobs.cancel(request.job_id))
+        return job_proto(await self.service.jobs.cancel(request.job_id))
 
     async def ListJobs(self, request: pb.ListJobsRequest,
                        context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:

@@ -98,3 +98,32 @@ def test_parquet_outputs(tmp_path: Path) -> None:
     hard = tmp_path / "hard.parquet"
     offline.run_hard(src, hard, progress=False)
     assert {r["id"] for r in pq.read_table(str(hard)).to_pylist()} == {"q0", "q1", "q2"}
+
+
+@pytest.mark.parametrize("kind", ["pairs", "hard"])
+def test_a_stop_is_heard_between_records_and_the_rerun_completes(tmp_path: Path,
+                                                                   kind: str) -> None:
+    from acecoder.server.synth import offline
+
+    src = tmp_path / "acecode.jsonl"
+    src.write_text("".join(json.dumps(record(f"q{k}", [1.0, 0.5, 0.5 - k / 100])) + "\n"
+                           for k in range(20)))
+    out = tmp_path / "out.parquet"
+    run = offline.run_pairs if kind == "pairs" else offline.run_hard
+    asked = []
+
+    def stopped() -> bool:  # stop once two records are written
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(offline.Stopped, match="stopped after 2 of"):
+        run(src, out, progress=False, stopped=stopped)
+    staged = tmp_path / "out.parquet.partial.jsonl"
+    lines = staged.read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines) and not out.exists()
+    counts = run(src, out, progress=False)
+    assert counts["written"] > 0 and not staged.exists()
+    import pyarrow.parquet as pq
+
+    ids = [r["id"] for r in pq.read_table(str(out)).to_pylist()]
+    assert len(ids) == len(set(ids)) == len(lines) + counts["written"]
