@@ -18,8 +18,17 @@ from acecoder.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-GRPC_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # What one connection may hold: calls at once, and its lifetime. A connection older than
+    # 30 minutes is sent GOAWAY (clients reconnect at once, which also spreads them over new
+    # replicas) and its calls get 5 more minutes; so a call left open without a deadline
+    # cannot hold server resources forever.
+    ("grpc.max_concurrent_streams", 1000),
+    ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 5 * 60 * 1000),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
