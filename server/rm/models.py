@@ -16,6 +16,7 @@ checkpoint without it is taken as trained (that is how released reward models co
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "acecoder_rm.json"
 HEAD_PREFIX = "v_head.summary."
 _SENTINEL = "\u2063ACECODER_RESPONSE\u2063"
+_QUESTION_SENTINEL = "\u2063ACECODER_QUESTION\u2063"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,7 +215,7 @@ class RewardModel:
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
-        self._template_parts: tuple[str, str] | None = None
+        self._question_frame_parts: tuple[str, str] | None = None
 
     @property
     def decoder(self) -> bool:
@@ -239,67 +241,80 @@ class RewardModel:
         before, after = text.split(_SENTINEL)
         return before, after
 
+    def _question_frame(self) -> tuple[str, str]:
+        """The template's text before and after the question, up to the response (the same
+        for every question: rendered once, with sentinels). ("", "") when the template does
+        not copy the question verbatim."""
+        if self._question_frame_parts is None:
+            before, _ = self._split_template(_QUESTION_SENTINEL)
+            parts = before.split(_QUESTION_SENTINEL)
+            self._question_frame_parts = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+        return self._question_frame_parts
+
     def encode(self, question: str, response: str) -> Encoded:
-        """Tokenize one item; over max_length, cut the question from the left, then the
-        response from the left, keeping the template's markers."""
+        """Tokenize one item with ONE tokenizer call, however long it is. Over max_length,
+        question tokens go from the left, then response tokens from the left, keeping the
+        template's markers and the response's end (where the score is read)."""
         if not self.decoder:
             return self._encode_pair(question, response)
-        max_len = self.max_length
-        enc = self._encode_decoder(question, response)
-        if len(enc.ids) <= max_len:
-            return enc
-        # Drop question tokens from the left until it fits (a few tries: re-tokenizing the
-        # cut text can differ by a token or two from the arithmetic).
-        q_ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
-        over = len(enc.ids) - max_len
-        while q_ids and over > 0:
-            q_ids = q_ids[over:]
-            enc = self._encode_decoder(self.tokenizer.decode(q_ids), response)
-            over = len(enc.ids) - max_len
-        if over <= 0:
-            return Encoded(enc.ids, enc.prefix_len, True)
-        # The response alone is too long: keep its end (where the score is read).
-        r_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        while r_ids and over > 0:
-            r_ids = r_ids[over:]
-            enc = self._encode_decoder("", self.tokenizer.decode(r_ids))
-            over = len(enc.ids) - max_len
-        ids = enc.ids[-max_len:]
-        return Encoded(ids, min(enc.prefix_len, len(ids) - 1), True)
-
-    def _encode_decoder(self, question: str, response: str) -> Encoded:
         before, after = self._split_template(question)
-        text = before + response + after
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = tuple(enc["input_ids"])
-        cut = len(before)
+        enc = self.tokenizer(before + response + after, add_special_tokens=False,
+                             return_offsets_mapping=True)
+        ids: list[int] = list(enc["input_ids"])
+        starts = [start for start, _ in enc["offset_mapping"]]
+        ends = [end for _, end in enc["offset_mapping"]]
         # A token is prefix only if it ends before the response starts: the prefix is then
         # exactly the leading tokens of the whole text's tokenization.
-        prefix_len = 0
-        for start, end in enc["offset_mapping"]:
-            if end > cut:
-                break
-            prefix_len += 1
-        prefix_len = min(prefix_len, len(ids) - 1)  # at least one token left to score
-        return Encoded(ids, prefix_len, False)
+        prefix_len = bisect.bisect_right(ends, len(before))
+        over = len(ids) - self.max_length
+        if over <= 0:
+            return Encoded(tuple(ids), min(prefix_len, len(ids) - 1), False)
+        # Cut the ids of this one tokenization: re-tokenizing a cut text costs a whole
+        # tokenization per try, seconds for a long item.
+        head, mid = self._question_frame()
+        if (head or mid) and before.startswith(head) and before.endswith(mid) and \
+                len(head) + len(mid) <= len(before):
+            # question tokens: those within it (one that straddles its start keeps the
+            # template's characters)
+            first = bisect.bisect_left(starts, len(head))
+            last = bisect.bisect_right(ends, len(before) - len(mid))
+        else:  # a template whose frame changes with the question: cut the response only
+            first = last = 0
+        drop = min(over, max(0, last - first))
+        del ids[first:first + drop]
+        prefix_len -= drop
+        over -= drop
+        if over > 0:  # the response alone is too long: keep its end
+            response_end = bisect.bisect_right(ends, len(before) + len(response)) - drop
+            cut = min(over, max(0, response_end - prefix_len - 1))
+            del ids[prefix_len:prefix_len + cut]
+            over -= cut
+        if over > 0:  # the template alone is too long
+            del ids[:over]
+            prefix_len = max(0, prefix_len - over)
+        return Encoded(tuple(ids), min(prefix_len, len(ids) - 1), True)
 
     def _encode_pair(self, question: str, response: str) -> Encoded:
-        tok = self.tokenizer
-        full = tok(question, response, truncation=False)
-        truncated = len(full["input_ids"]) > self.max_length
-        if truncated:
-            side = tok.truncation_side
-            tok.truncation_side = "left"
-            try:
-                full = tok(question, response, truncation="only_first",
-                           max_length=self.max_length)
-            except Exception:
-                full = tok(question, response, truncation="longest_first",
-                           max_length=self.max_length)
-            finally:
-                tok.truncation_side = side
-        type_ids = tuple(full.get("token_type_ids") or ())
-        return Encoded(tuple(full["input_ids"]), 0, truncated, type_ids)
+        """Encoders take (question, response) as a text pair; over max_length the question
+        loses its start (its end and the whole response stay), or when the response alone
+        fills the limit, the longer of the two does. One tokenizer call: the cut is made on
+        its ids."""
+        enc = self.tokenizer(question, response)
+        ids: list[int] = list(enc["input_ids"])
+        types: list[int] = list(enc.get("token_type_ids") or ())
+        if len(ids) <= self.max_length:
+            return Encoded(tuple(ids), 0, False, tuple(types))
+        seq = enc.sequence_ids(0)
+        n_q, n_r = seq.count(0), seq.count(1)
+        room = max(2, self.max_length - (len(ids) - n_q - n_r))
+        keep_q, keep_r = pair_budget(n_q, n_r, room)
+        # each sequence's tokens are contiguous (and may be none: BERT drops control
+        # characters)
+        q0 = seq.index(0) if n_q else 0
+        r0 = seq.index(1) if n_r else len(ids)
+        keep = [*range(q0), *range(q0 + n_q - keep_q, r0), *range(r0 + n_r - keep_r, len(ids))]
+        return Encoded(tuple(ids[i] for i in keep), 0, True,
+                       tuple(types[i] for i in keep) if types else ())
 
     # -- reference scoring ----------------------------------------------------------------
 
@@ -402,6 +417,21 @@ def load(model: str, *, dtype: str = "auto", device: str = "cpu",
         logger.warning("%s: %s", model, description.warning)
     return RewardModel(tokenizer=tokenizer, backbone=backbone, head=head,
                        description=description, full_model=full_model)
+
+
+def pair_budget(n_question: int, n_response: int, room: int) -> tuple[int, int]:
+    """(question, response) tokens an encoder keeps of a pair within `room` tokens, as the
+    tokenizer's only_first, and longest_first where that cannot work, would: the question
+    is cut first; when the response alone fills the room, the shorter of the two stays
+    whole if it takes at most half the room, else each gets half (the longer the odd
+    token)."""
+    if n_question + n_response <= room:
+        return n_question, n_response
+    if n_response < room:
+        return room - n_response, n_response
+    shorter = min(n_question, n_response, room // 2)
+    longer = room - shorter
+    return (longer, shorter) if n_question >= n_response else (shorter, longer)
 
 
 def _default_max_length(config: Any, tokenizer: Any) -> int:

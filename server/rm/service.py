@@ -4,7 +4,9 @@ Knows nothing of grpc or HTTP."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from acecoder.codeblocks import extract_program
-from acecoder.errors import AcecoderError, InvalidArgument, Unavailable
+from acecoder.errors import AcecoderError, DeadlineExceeded, InvalidArgument, Unavailable
 from acecoder.serving import Admission
 
 from .batcher import Batcher, BatchPolicy
@@ -21,6 +23,15 @@ from .metrics import RewardMetrics
 from .models import BatchStats, Encoded, ModelDescription
 
 logger = logging.getLogger(__name__)
+
+INLINE_TOKENIZE_CHARS = 4096
+"""A request with at most this much text is tokenized on the event loop (about a
+millisecond per KiB): it costs less than a thread hop and never queues behind long ones."""
+TOKENIZE_CHUNK_CHARS = 64 * 1024
+"""Larger requests are tokenized off the loop in chunks of about this much text (an item is
+never split), one chunk at a time per request: a request that is cancelled or out of time
+stops after the chunk in hand, and requests take turns at the tokenizer threads."""
+TOKENIZER_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 RERANK_RULE = ("pass rate (descending) first when tests ran, then RM score (descending), "
                "then request order; when a budget ran out, a candidate whose tests did not run "
@@ -131,6 +142,8 @@ class RewardService:
         self.backend = backend
         self.batcher: Batcher | None = None
         self._executor: Any = None
+        self._tokenizers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=TOKENIZER_THREADS, thread_name_prefix="rm-tokenize")
         self.admission = Admission("reward server")
 
     @property
@@ -162,6 +175,7 @@ class RewardService:
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        self._tokenizers.shutdown(wait=False, cancel_futures=True)
         if self._executor is not None:
             await self._executor.close()
         if self.backend is not None:
@@ -196,23 +210,35 @@ class RewardService:
         return [(text(q, f"{what}[{i}].question", limit), text(r, f"{what}[{i}].response", limit))
                 for i, (q, r) in enumerate(items)]
 
-    async def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]:
+    async def _encode(self, pairs: Sequence[tuple[str, str]],
+                      deadline: float | None) -> list[Encoded]:
+        """Tokenize every pair, off the event loop unless the request is small."""
         backend = self.backend
         assert backend is not None
 
-        def run() -> list[Encoded]:
-            return [backend.encode(q, r) for q, r in pairs]
+        def run(chunk: Sequence[tuple[str, str]]) -> list[Encoded]:
+            return [backend.encode(q, r) for q, r in chunk]
 
-        # Tokenizing a few items is cheaper than a thread hop; many would stall the loop.
-        return run() if len(pairs) <= 16 else await asyncio.to_thread(run)
+        if sum(len(q) + len(r) for q, r in pairs) <= INLINE_TOKENIZE_CHARS:
+            return run(pairs)
+        loop = asyncio.get_running_loop()
+        encoded: list[Encoded] = []
+        for chunk in _chunks(pairs, TOKENIZE_CHUNK_CHARS):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.metrics.rejected.labels(reason="deadline").inc(len(pairs))
+                raise DeadlineExceeded("the deadline passed while the items were tokenized")
+            encoded += await loop.run_in_executor(self._tokenizers, run, chunk)
+        return encoded
 
     async def score(self, items: Sequence[tuple[bytes | str, bytes | str]], *,
                     ids: Sequence[str] = (), deadline: float | None = None) -> list[ItemScore]:
-        """Score (question, response) items; `deadline` is a time.monotonic() value."""
+        """Score (question, response) items; `deadline` is a time.monotonic() value. A call
+        that is cancelled, or whose deadline passes, stops its work between chunks and
+        batches: the rest of its items are neither tokenized nor scored."""
         pairs = self.validate(items)
         batcher = self._admit()
         try:
-            encoded = await self._encode(pairs)
+            encoded = await self._encode(pairs, deadline)
             scores = await batcher.submit(encoded, deadline)
         finally:
             self._release()
@@ -310,6 +336,21 @@ class RewardService:
             if code is not None and code.name == "INVALID_ARGUMENT":
                 raise InvalidArgument(f"the executor refused the tests: {detail}") from None
             raise Unavailable(f"the executor at {self.config.executor} failed: {detail}") from None
+
+
+def _chunks(pairs: Sequence[tuple[str, str]],
+            size: int) -> list[Sequence[tuple[str, str]]]:
+    """Consecutive runs of pairs of about `size` characters each (at least one pair)."""
+    out: list[Sequence[tuple[str, str]]] = []
+    start, chars = 0, 0
+    for i, (q, r) in enumerate(pairs):
+        chars += len(q) + len(r)
+        if chars >= size:
+            out.append(pairs[start:i + 1])
+            start, chars = i + 1, 0
+    if start < len(pairs):
+        out.append(pairs[start:])
+    return out
 
 
 def rank_key(score: float | None, pass_rate: float | None, index: int) -> tuple[Any, ...]:

@@ -199,3 +199,121 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
             await b.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("prefix", [
+    pytest.param(lambda k: 5, id="one-prefix"),  # the hostile request shares the question
+    pytest.param(lambda k: 1 + k % 7, id="many-prefixes"),
+])
+def test_a_later_request_leads_the_next_batch(prefix) -> None:  # type: ignore[no-untyped-def]
+    rec = Recorder(delay=0.02)
+
+    async def main() -> tuple[int, int, bool]:
+        b = Batcher(rec, BatchPolicy(max_wait=0.0, max_batch_items=4, lanes=1), RewardMetrics())
+        await b.start()
+        try:
+            big = asyncio.create_task(b.submit([item(prefix(k), 10, tag=k) for k in range(40)]))
+            while not rec.batches:
+                await asyncio.sleep(0.001)
+            seen = len(rec.batches)
+            assert await b.submit([item(5, 10, tag=99)]) == [float(15 * 1000 + 99)]
+            answered_in = next(i for i, batch in enumerate(rec.batches)
+                               if any(e.ids[-1] == 99 for e in batch))
+            done = big.done()
+            await big
+            return seen, answered_in, done
+        finally:
+            await b.close()
+
+    seen, answered_in, big_done = run(main())
+    # The small request waited for the batch in flight (and at most one more), not for the
+    # ten batches of the big one; and it did not cost a forward of its own.
+    assert answered_in <= seen + 1 and not big_done
+    assert len(rec.batches[answered_in]) == 4
+    assert [len(batch) for batch in rec.batches] == [4] * 10 + [1]
+
+
+def test_waiting_requests_take_turns_and_share_every_batch_fully() -> None:
+    rec = Recorder(delay=0.01)
+
+    async def main() -> None:
+        b = Batcher(rec, BatchPolicy(max_wait=0.0, max_batch_items=4, lanes=1), RewardMetrics())
+        await b.start()
+        try:
+            first = asyncio.create_task(b.submit([item(5, 10, tag=1)] * 12))
+            await asyncio.sleep(0.005)  # the first batch is running
+            await asyncio.gather(first, b.submit([item(6, 10, tag=2)] * 12))
+        finally:
+            await b.close()
+
+    run(main())
+    tags = [[e.ids[-1] for e in batch] for batch in rec.batches]
+    assert all(len(t) == 4 for t in tags)  # 24 items, 6 full batches
+    # After the first batch, the two requests lead in turn: each leads with its own items.
+    leaders = [t[0] for t in tags[1:]]
+    assert leaders[:4] == [2, 1, 2, 1]
+
+
+def test_a_deadline_takes_the_items_out_of_the_queue_at_once() -> None:
+    rec = Recorder(delay=0.5)
+    metrics = RewardMetrics()
+
+    async def main() -> None:
+        b = Batcher(rec, BatchPolicy(max_wait=0.0, lanes=1), metrics)
+        await b.start()
+        try:
+            busy = asyncio.create_task(b.submit([item(0, 3, tag=1)]))
+            await asyncio.sleep(0.05)
+            with pytest.raises(DeadlineExceeded):
+                await b.submit([item(0, 3, tag=2)] * 10, deadline=time.monotonic() + 0.05)
+            # answered while the lane is still busy with the first batch, the queue empty
+            assert rec.concurrent == 1 and b.queued == 0
+            with pytest.raises(DeadlineExceeded):  # already past: refused at the door
+                await b.submit([item(0, 3, tag=3)], deadline=time.monotonic() - 1)
+            await busy
+        finally:
+            await b.close()
+
+    run(main())
+    assert [e.ids[-1] for batch in rec.batches for e in batch] == [1]
+    assert metrics.rejected.labels(reason="deadline")._value.get() == 11
+
+
+def test_a_cancelled_request_leaves_the_queue_at_once() -> None:
+    rec = Recorder(delay=0.3)
+    metrics = RewardMetrics()
+
+    async def main() -> None:
+        b = Batcher(rec, BatchPolicy(max_wait=0.0, lanes=1, max_queue=20), metrics)
+        await b.start()
+        try:
+            busy = asyncio.create_task(b.submit([item(0, 3, tag=1)]))
+            await asyncio.sleep(0.05)
+            gone = asyncio.create_task(b.submit([item(0, 3, tag=2)] * 20))
+            await asyncio.sleep(0.01)
+            assert b.queued == 20
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            # its places are free before the lane is: another request fits the queue
+            assert b.queued == 0 and rec.concurrent == 1
+            assert await b.submit([item(0, 3, tag=3)] * 20) == [3003.0] * 20
+            await busy
+        finally:
+            await b.close()
+
+    run(main())
+    assert 2 not in [e.ids[-1] for batch in rec.batches for e in batch]
+    assert metrics.rejected.labels(reason="cancelled")._value.get() == 20
+
+
+def test_one_prefix_counts_once_in_the_token_budget() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        group = [_Waiting(item(100, 10, tag=k), loop.create_future(), None, float(k))
+                 for k in range(20)]
+        chosen = select_batch(group, BatchPolicy(max_batch_tokens=200), decoder=True)
+    finally:
+        loop.close()
+    # the 100 prefix tokens once, then 10 per item
+    assert chosen == group[:10]

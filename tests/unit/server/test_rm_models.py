@@ -113,6 +113,68 @@ def test_over_the_maximum_the_question_is_cut_from_the_left(tiny_acecode_rm) -> 
     assert "x199 = 199" in model.tokenizer.decode(long.ids)
 
 
+class CountingTokenizer:
+    """A real tokenizer that counts the texts it is asked to tokenize."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+    def encode(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.inner.encode(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(("question", "response"), [
+    pytest.param("Explain it all again. " * 3000 + "Write add.", "def add(a, b): return a + b",
+                 id="long-question"),
+    pytest.param("Write add.", "x = 1\n" * 5000 + "def add(a, b): return a + b", id="long-response"),
+    pytest.param("Explain it all again. " * 3000, "x = 1\n" * 5000, id="both"),
+])
+def test_a_long_item_is_tokenized_once(tiny_acecode_rm, question: str, response: str) -> None:  # type: ignore[no-untyped-def]
+    path, reference = tiny_acecode_rm
+    model = models.load(str(path), max_length=64)
+    model.tokenizer = counting = CountingTokenizer(model.tokenizer)
+    enc = model.encode(question, response)
+    assert counting.calls == 1
+    assert enc.truncated and len(enc.ids) == 64
+    text = counting.decode(enc.ids)
+    assert text.startswith("<|im_start|>system\n") and "<|im_start|>user\n" in text
+    assert text.endswith(response[-20:] + "<|im_end|>\n")  # the score is read at the end
+    # the prefix is what precedes the response: the conversation up to the assistant header
+    assert counting.decode(enc.ids[:enc.prefix_len]).endswith("<|im_start|>assistant\n")
+    assert model.forward_full([enc])[0] == pytest.approx(reference.reward(list(enc.ids)), abs=1e-5)
+
+
+def test_an_encoder_pair_is_tokenized_once_and_cut_like_the_tokenizer() -> None:
+    model = models.load("embedded:minilm-l6", max_length=64)
+    tok = model.tokenizer
+    model.tokenizer = counting = CountingTokenizer(tok)
+    for q, r in [("w " * 100, "y " * 20), ("w " * 20, "y " * 100), ("w " * 100, "y " * 61),
+                 ("w " * 31, "y " * 100), ("w " * 30, "y " * 100), ("q", "r")]:
+        counting.calls = 0
+        enc = model.encode(q, r)
+        assert counting.calls == 1
+        side = tok.truncation_side
+        tok.truncation_side = "left"
+        try:
+            try:  # what the tokenizer itself makes of the pair (in two calls)
+                want = tok(q, r, truncation="only_first", max_length=64)
+            except Exception:
+                want = tok(q, r, truncation="longest_first", max_length=64)
+        finally:
+            tok.truncation_side = side
+        assert (list(enc.ids), list(enc.type_ids)) == (want["input_ids"], want["token_type_ids"])
+        assert enc.truncated == (len(tok(q, r)["input_ids"]) > 64)
+
+
 def test_one_label_sequence_classifier(tmp_path: Path, smol_tokenizer_dir: str) -> None:
     reference = make_seq_cls(tmp_path, smol_tokenizer_dir)
     model = models.load(str(tmp_path))
