@@ -184,7 +184,8 @@ class Gateway:
                 if self.guard is not None:
                     self.guard.charge(request.scope.get("acecoder.client", ""),
                                       len(queries) if isinstance(queries, list) else 1)
-                result = await self.get_reward(queries, body.get("prompts"), body.get("labels"))
+                result = await _unless_gone(
+                    request, self.get_reward(queries, body.get("prompts"), body.get("labels")))
                 return JSONResponse(result)
             except AcecoderError as exc:
                 code = exc.grpc_code
@@ -353,6 +354,31 @@ class Gateway:
             self._server.should_exit = True
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._task, 10)
+
+
+class _CallerGone(AcecoderError):
+    grpc_code = "CANCELLED"
+    http_status = 499
+
+
+async def _unless_gone(request: Request, work: Any) -> Any:
+    """Await `work`, cancelling it as soon as the HTTP caller disconnects: the RM service
+    then takes the request's items out of its queue (a caller that gave up costs nothing
+    more than the batch in flight)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise _CallerGone("the caller disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 class _Authenticated:

@@ -281,6 +281,32 @@ def _metric(rm: RMServer, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def test_a_gateway_caller_that_hangs_up_stops_its_work(rm: RMServer) -> None:
+    """A caller that disconnects mid-request: the gateway cancels the work, and the RM
+    service drops the request's items that had not been scored yet."""
+    import socket
+
+    def cancelled() -> float:
+        text = httpx.get(rm.metrics, timeout=30).text
+        m = re.search(r'^acecoder_rm_rejected_items_total\{reason="cancelled"\} (\S+)', text,
+                      re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = cancelled()
+    query = ("<|im_start|>user\n" + QUESTION + "<|im_end|>\n<|im_start|>assistant\n"
+             + GOOD * 60 + "<|im_end|>")
+    body = json.dumps({"query": [query] * 64}).encode()
+    port = int(rm.http.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(1.0)  # the items are queued and the first batches run
+    deadline = time.monotonic() + 30
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cancelled() - before >= 32, "the hung-up request's items kept running"
+
+
 def test_metrics(rm: RMServer, rm_client: RewardClient) -> None:
     rm_client.score([(QUESTION, GOOD)])
     text = httpx.get(rm.metrics, timeout=10).text
