@@ -130,6 +130,9 @@ class Batcher:
         scored, reason = False, "cancelled"
         try:
             results = asyncio.gather(*(w.future for w in waiting))
+            # When the caller leaves first, the items' cancellation ends the gather with an
+            # exception nobody awaits any more: retrieve it, so asyncio does not log it.
+            results.add_done_callback(lambda f: f.cancelled() or f.exception())
             if deadline is None:
                 scores = list(await results)
             else:
