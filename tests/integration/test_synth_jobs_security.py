@@ -17,36 +17,16 @@ import pytest
 
 from acecoder.clients import SynthesisClient
 from acecoder.clients.synthesis import state_name
-from tests.fake_openai import FakeOpenAI
-from tests.integration.test_synth_server import SynthServer, ids_in, start_synth, stop, \
-    write_seeds
+from tests.integration.test_synth_server import SynthServer, ids_in, write_seeds
+from tests.integration.test_synth_server import data, fake, synth  # noqa: F401 (fixtures)
 
 PRECIOUS = '{"id": "precious", "note": "outside the data directory"}\n'
 """What a file outside the data directory holds: JSONL, so only the links stop a job."""
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    f = FakeOpenAI().start()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("outside")
-
-
-@pytest.fixture(scope="module")
-def synth(fake: FakeOpenAI, server, data: Path) -> Iterator[SynthServer]:  # type: ignore[no-untyped-def]
-    s = start_synth(fake, server.target, data / "state", data)
-    yield s
-    assert stop(s) == 0
 
 
 @pytest.fixture(scope="module")
