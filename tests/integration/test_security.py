@@ -379,15 +379,22 @@ def test_a_batch_costs_its_programs(tokened: Secured) -> None:
         ex.info()  # another client's own bucket
 
 
+def watch(target: str, service: str = "") -> int:
+    """The first status grpc's health Watch streams."""
+    with grpc.insecure_channel(target) as ch:
+        stream = health_pb2_grpc.HealthStub(ch).Watch(
+            health_pb2.HealthCheckRequest(service=service), timeout=10)
+        status = next(stream).status
+        stream.cancel()
+    return status
+
+
 def test_health_watch_on_every_server(server, tokened: Secured) -> None:  # type: ignore[no-untyped-def]
     """grpc's own Watch writes with `context.write`; the interceptor once broke it with UNKNOWN
-    on every service. It streams, with no token, on open and guarded servers alike."""
+    on every service. It streams, with no token, on open and guarded servers alike (the RM
+    and synthesis servers are watched in their own tests below and beside the jobs)."""
     for target in (server.target, tokened.target):
-        with grpc.insecure_channel(target) as ch:
-            stream = health_pb2_grpc.HealthStub(ch).Watch(
-                health_pb2.HealthCheckRequest(service="acecoder.v1.Executor"), timeout=10)
-            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
-            stream.cancel()
+        assert watch(target, "acecoder.v1.Executor") == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_failed_authentications_are_limited_per_address(hostile_tokens: Path) -> None:
@@ -450,6 +457,11 @@ def from_address(address: str) -> httpx.Client:
     """An HTTP client whose connections come from `address` (any 127/8 one reaches loopback),
     so that an address's failed-authentication budget is its own."""
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_health_watch_on_the_rm_server(guarded_rm: GuardedRM) -> None:
+    assert watch(guarded_rm.target, "acecoder.v1.RewardModel") == \
+        health_pb2.HealthCheckResponse.SERVING
 
 
 def test_every_http_route_but_health_needs_a_token(guarded_rm: GuardedRM) -> None:

@@ -292,3 +292,11 @@ def test_nul_bytes_and_long_strings_are_invalid_argument_naming_the_field(
         err = refused(call)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (message, err.details())
         assert message in err.details(), (message, err.details())
+
+
+def test_health_watch_on_the_synthesis_server(synth: SynthServer) -> None:
+    from grpc_health.v1 import health_pb2
+
+    from tests.integration.test_security import watch
+
+    assert watch(synth.target, "acecoder.v1.Synthesis") == health_pb2.HealthCheckResponse.SERVING
