@@ -20,8 +20,10 @@ process behind. Outputs go under one directory, printed at the start and the end
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -29,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from acecoder.executor import demo as executor_demo
-from acecoder.executor.datasets import Problem, load_mbpp
+from acecoder.clients.executor import ExecutorClient, Program
+from acecoder.datasets import Problem, broken, load_mbpp
+from acecoder.executor.types import Verdict
 from acecoder.jsonl import Progress
 from acecoder.serving import spawn_server
 
@@ -153,7 +156,7 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
 
         print(f"\nacecoder demo, step 1: {len(problems)} MbppBase problems through the "
               "executor, reference + broken solution each", flush=True)
-        executor_demo.run(ex.target, problems)
+        executor_step(ex.target, problems)
 
         chosen = with_question[:rm_problems]
         print(f"\nacecoder demo, step 2: online best-of-4 on {len(chosen)} problems with the "
@@ -185,3 +188,47 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
     print(f"acecoder demo done in {time.perf_counter() - started:.0f} s; outputs under {out}")
     clean = all(c == 0 for c in codes.values()) and not group.leftovers
     return 0 if clean and not failed else 1
+
+
+def executor_step(target: str, problems: list[Problem]) -> None:
+    """Run every problem's reference and broken solution through the executor at `target`;
+    print verdicts and throughput."""
+    variants = {"reference": [p.program for p in problems],
+                "broken": [broken(p) for p in problems]}
+    rows = []
+    with ExecutorClient(target, timeout=600) as client:
+        info = client.info()
+        for name, programs in variants.items():
+            batch = [Program(prog, p.tests, setup=p.setup, request_id=p.task_id)
+                     for prog, p in zip(programs, problems)]
+            started = time.perf_counter()
+            results = list(client.execute_batch(batch, deadline=600))
+            wall = time.perf_counter() - started
+            verdicts = collections.Counter(v for r in results for v in r.verdicts)
+            lat = sorted(r.duration for r in results)
+            rows.append({
+                "variant": name, "programs": len(results),
+                "all passed": sum(r.all_passed for r in results),
+                "mean pass rate": statistics.fmean(r.pass_rate for r in results),
+                **{v.value: verdicts.get(v, 0) for v in Verdict},
+                "programs/s": len(results) / wall,
+                "tests/s": sum(len(r.tests) for r in results) / wall,
+                "p50 ms": 1000 * lat[len(lat) // 2],
+                "p99 ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            })
+    print_table(rows)
+    print(f"jail: {info.jail}, workers: {info.workers}")
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    cols = list(rows[0])
+    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) and v < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))

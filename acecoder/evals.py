@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from acecoder.executor.datasets import Problem, wrong_variants
+from acecoder.datasets import Problem, wrong_variants
 from acecoder.jsonl import Progress
 
 PICKS = ("random", "RM", "first test", "first test + RM", "first test + RM, budget", "oracle")

@@ -29,7 +29,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from acecoder.errors import AcecoderError, InvalidArgument, ResourceExhausted, Unauthenticated
+from acecoder.errors import AcecoderError, InvalidArgument, Unauthenticated
 from acecoder.security import Guard, Token, client_name, peer_address
 
 logger = logging.getLogger(__name__)

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from acecoder.serving import spawn_server
 
 
@@ -134,3 +137,18 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def start_executor(workers: int, jail: str) -> tuple[subprocess.Popen[str], str]:
+    """`acecoder serve executor` on a free loopback port, once its health says SERVING:
+    (process, target). For commands that need an executor only for their own duration."""
+    cmd = [sys.executable, "-m", "acecoder.cli", "serve", "executor", "--port", "0",
+           "--workers", str(workers), "--jail", jail, "--max-queue", "4096"]
+    proc, m = spawn_server(cmd, r"listening on (\S+)", "the executor server")
+    target = m.group(1)
+    with grpc.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError("the executor server is not serving")
+    return proc, target

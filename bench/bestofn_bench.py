@@ -21,8 +21,8 @@ from acecoder import log
 from acecoder.clients.bestofn import BestOfN
 from acecoder.demo import start_rm
 from acecoder.evals import best_of_n_gain, format_gain
-from acecoder.executor import demo as executor_demo
-from acecoder.executor.datasets import load_mbpp
+from acecoder.services import start_executor
+from acecoder.datasets import load_mbpp
 
 
 def main() -> int:
@@ -38,7 +38,7 @@ def main() -> int:
     args = ap.parse_args()
     log.configure()
     problems = [p for p in load_mbpp() if p.question][:args.limit]
-    ex_proc, ex_target = executor_demo.start_server(args.workers, "auto")
+    ex_proc, ex_target = start_executor(args.workers, "auto")
     rm_proc, rm_target = start_rm(ex_target)
     try:
         with BestOfN(rm_target, timeout=600) as bon:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from acecoder.clients import ExecutorClient, Program
 from acecoder.executor.config import ExecutorConfig
-from acecoder.executor.datasets import Problem, broken, load_humaneval, load_mbpp
+from acecoder.datasets import Problem, broken, load_humaneval, load_mbpp
 from acecoder.executor.pool import WorkerPool
 from acecoder.executor.service import validate
 

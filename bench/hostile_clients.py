@@ -232,7 +232,7 @@ def main() -> int:
     for kind, counts in tallies:
         print(f"  {kind:<16} " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     worst = max(ratios)
-    print(f"\np99 under attack / idle: "
+    print("\np99 under attack / idle: "
           + ", ".join(f"{n} {r:.2f}x" for n, r in zip(idle, ratios))
           + f" (target <= 2x): {'PASS' if worst <= 2.0 else 'FAIL'}")
     return 0 if worst <= 2.0 else 1

@@ -18,7 +18,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request
 
-from acecoder.server.rm import models
+from acecoder.models import reward as models
 
 
 def build_app(model: models.RewardModel) -> FastAPI:

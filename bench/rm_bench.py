@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from acecoder.clients.reward import AsyncRewardClient
-from acecoder.executor.datasets import Problem, load_mbpp
+from acecoder.datasets import Problem, load_mbpp
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = 8
@@ -297,7 +297,7 @@ def main() -> int:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     levels = traffic([int(c) for c in args.concurrency.split(",")], args.requests)
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     tokenizer = models.load(args.model).tokenizer
     print(f"# {machine()}\n# model {args.model}, {args.requests} single-item requests per "

@@ -13,7 +13,7 @@ With --head-only the backbone stays frozen and only the value head learns (minut
 hours, on a CPU). That is how the embedded model's shipped head was made:
 
     python bench/rm_train_bench.py --problems 400 --head-only --epochs 4 --lr 1e-3 \
-        --export-head server/rm/heads/smollm2-135m.safetensors
+        --export-head acecoder/models/heads/smollm2-135m.safetensors
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from pathlib import Path
 
 from acecoder import log
 from acecoder.clients import AsyncExecutorClient
-from acecoder.executor.datasets import load_mbpp
+from acecoder.datasets import load_mbpp
 from acecoder.serving import spawn_server
 
 
 def held_out_accuracy(model: str, pairs_path: Path, fraction: float) -> tuple[float, int]:
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
     from acecoder.trainer import rm_data
 
     rm = models.load(model)
@@ -116,7 +116,7 @@ def main() -> int:
                             text=True).stdout.strip()
     print(f"\nmachine: {platform.machine()}, {platform.processor() or '?'}; commit {commit}")
     print(f"{'model':<34} {'held-out pairs':>14} {'accuracy':>9} {'vs chance':>10}")
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     start = ("shipped head" if models.load("embedded:smollm2-135m").description.head_trained
              else "untrained head")
@@ -129,7 +129,7 @@ def main() -> int:
     if args.export_head:
         from safetensors.torch import load_file, save_file
 
-        from acecoder.server.rm.models import HEAD_PREFIX
+        from acecoder.models.files import HEAD_PREFIX
 
         weights = load_file(str(out / "model" / "model.safetensors"))
         head = {k: v.contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIX)}

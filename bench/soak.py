@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 
 from acecoder.clients import ExecutorClient
-from acecoder.executor.datasets import broken, load_mbpp
+from acecoder.datasets import broken, load_mbpp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from executor_bench import Server, _descendants, _rss, machine  # noqa: E402

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from acecoder.clients import AsyncExecutorClient, Program
-from acecoder.executor.datasets import load_mbpp, wrong_variants
+from acecoder.datasets import load_mbpp, wrong_variants
 from acecoder.server.synth import decontam
 from acecoder.server.synth import filter as stage2
 from acecoder.server.synth.pairs import hard_subset, make_pairs

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from acecoder import log
-from acecoder.executor.demo import start_server
+from acecoder.services import start_executor
 from acecoder.serving import spawn_server
 
 
@@ -70,7 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     log.configure()
 
-    executor, target = start_server(args.workers, "auto")
+    executor, target = start_executor(args.workers, "auto")
     rm_proc = rm = None
     try:
         if args.mix:

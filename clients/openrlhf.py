@@ -33,7 +33,7 @@ def question_and_response(query: str, prompt: str) -> tuple[str, str]:
     """(question, response) of a chat-templated query: the last user turn and the answer,
     without the policy's chat markers (ChatML or Llama-3), as the RM wants them; the prompt
     and the rest of the query when neither template matches."""
-    from acecoder.server.rm.templates import split_query
+    from acecoder.models.templates import split_query
 
     try:
         return split_query(query, prompt)

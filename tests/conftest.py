@@ -125,7 +125,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast, not afte
 @pytest.fixture(scope="session")
 def smol_dir() -> str:
     """The embedded SmolLM2-135M AceCode-RM checkpoint (converted once, then cached)."""
-    from acecoder.server.rm import embedded
+    from acecoder.models import embedded
 
     return str(embedded.ensure("smollm2-135m"))
 

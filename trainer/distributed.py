@@ -25,7 +25,7 @@ def ensure_env() -> tuple[int, int, int]:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     # DeepSpeed JIT-builds C++ ops on first use (tens of seconds each): keep them with the
     # other caches, so that they are built once per checkout, not per process.
-    from acecoder.server.rm.models import cache_dir
+    from acecoder.models.files import cache_dir
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
     return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from acecoder.executor.datasets import Problem, load_mbpp, wrong_variants
+from acecoder.datasets import Problem, load_mbpp, wrong_variants
 
 
 async def build(executor: Any, problems: list[Problem] | None = None, *,

@@ -37,7 +37,7 @@ class Prompt:
 
 
 def mbpp_prompts() -> list[Prompt]:
-    from acecoder.executor.datasets import load_mbpp
+    from acecoder.datasets import load_mbpp
 
     out = []
     for p in load_mbpp():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from acecoder.jsonl import read_records, text_field
-from acecoder.server.rm.models import Encoded, RewardModel
+from acecoder.models.reward import Encoded, RewardModel
 from acecoder.server.synth.pairs import PairRule, _inferences, make_pairs
 
 

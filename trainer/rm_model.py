@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from acecoder.server.rm import models
-from acecoder.server.rm.models import HEAD_PREFIX, METADATA_FILE, ModelDescription, RewardModel
+from acecoder.models import reward as models
+from acecoder.models.files import HEAD_PREFIX, METADATA_FILE
+from acecoder.models.reward import ModelDescription, RewardModel
 
 logger = logging.getLogger(__name__)
 

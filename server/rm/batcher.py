@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from acecoder.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 from .metrics import RewardMetrics
-from .models import BatchStats, Encoded
+from acecoder.models.reward import BatchStats, Encoded
 
 logger = logging.getLogger(__name__)
 

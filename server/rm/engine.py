@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .models import BatchStats, Encoded, RewardModel
+from acecoder.models.reward import BatchStats, Encoded, RewardModel
 
 Prefix = tuple[int, ...]
 LayerKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, heads, P, dim)

@@ -43,7 +43,7 @@ from acecoder.errors import (AcecoderError, DeadlineExceeded, InvalidArgument,
                              ResourceExhausted, Unauthenticated)
 from acecoder.security import Guard, client_name, peer_address
 
-from . import templates
+from acecoder.models import templates
 from .metrics import RewardMetrics
 from .service import RewardService
 

@@ -20,7 +20,7 @@ from acecoder.serving import Admission
 from .batcher import Batcher, BatchPolicy
 from .config import RewardConfig
 from .metrics import RewardMetrics
-from .models import BatchStats, Encoded, ModelDescription
+from acecoder.models.reward import BatchStats, Encoded, ModelDescription
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def load_backend(config: RewardConfig) -> Backend:
         return VllmBackend.load(config)
     import torch
 
-    from . import models
+    from acecoder.models import reward as models
     from .engine import TransformersEngine
 
     if config.device == "cpu":

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import convert, models
+from acecoder.models import convert
+from acecoder.models import reward as models
 from .config import RewardConfig
-from .models import BatchStats
-from .models import Encoded, ModelDescription, RewardModel
+from acecoder.models.reward import BatchStats
+from acecoder.models.reward import Encoded, ModelDescription, RewardModel
 
 logger = logging.getLogger(__name__)
 

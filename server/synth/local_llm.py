@@ -36,7 +36,7 @@ class TransformersChat:
 
     def __init__(self, model: str = "embedded:smollm2-135m", *, device: str = "cpu",
                  max_tokens: int = 512, temperature: float = 0.7, seed: int = 0) -> None:
-        from acecoder.server.rm import models
+        from acecoder.models import reward as models
 
         self.path = models.resolve(model)
         self.device = device

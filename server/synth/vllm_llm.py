@@ -42,7 +42,7 @@ class VllmChat:
                  temperature: float = 0.7, seed: int = 0, max_model_len: int = 4096,
                  dtype: str = "auto", gpu_memory_utilization: float = 0.5,
                  max_batch: int = 64) -> None:
-        from acecoder.server.rm import models
+        from acecoder.models import reward as models
 
         self.model = model
         self.path = models.resolve(model)
@@ -67,7 +67,7 @@ class VllmChat:
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from acecoder.server.rm import convert, models
+        from acecoder.models import convert, reward as models
 
         path = self.path
         if models.has_value_head(path):  # an AceCode-RM checkpoint: generate with its trunk

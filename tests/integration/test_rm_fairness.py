@@ -16,7 +16,7 @@ import pytest
 from acecoder.errors import DeadlineExceeded
 from acecoder.server.rm import service as service_module
 from acecoder.server.rm.config import RewardConfig
-from acecoder.server.rm.models import BatchStats, Encoded
+from acecoder.models.reward import BatchStats, Encoded
 from acecoder.server.rm.service import RewardService, load_backend
 
 QUESTION = "Write a function add(a, b) that returns the sum of a and b."

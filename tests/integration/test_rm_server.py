@@ -77,7 +77,7 @@ def rm_client(rm: RMServer) -> Iterator[RewardClient]:
 
 @pytest.fixture(scope="module")
 def reference():  # type: ignore[no-untyped-def]
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     return models.load("embedded:smollm2-135m")
 
@@ -92,13 +92,13 @@ def test_health_waits_for_the_model_and_info_says_the_head_is_trained(
     info = rm_client.model_info()
     assert (info.model_id, info.format, info.backend, info.dtype) == (
         "embedded:smollm2-135m", "acecode-rm", "transformers", "float32")
-    # the embedded model's shipped head, trained on MbppBase pairs (server/rm/heads/)
+    # the embedded model's shipped head, trained on MbppBase pairs (acecoder/models/heads/)
     assert info.head_trained and not info.warning
 
 
 def test_scores_match_the_reference_forward_under_concurrency(rm_client: RewardClient,
                                                              reference, rm: RMServer) -> None:  # type: ignore[no-untyped-def]
-    from acecoder.executor.datasets import load_mbpp
+    from acecoder.datasets import load_mbpp
 
     problems = load_mbpp()[:6]
     items = [(p.question, p.program + ("\n# variant %d\n" % k) * k)

@@ -39,7 +39,7 @@ def train(tmp: Path, model: str, *extra: str, launcher: list[str] | None = None,
 def held_out_margin(out: Path, pairs: list[dict[str, str]], held: int) -> tuple[float, int]:
     """(mean chosen - rejected score, correctly ordered pairs) of the saved model, on the
     held-out pairs, through the RM server's own loader."""
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
     from acecoder.trainer import rm_data
 
     rm = models.load(str(out))
@@ -133,7 +133,7 @@ def test_other_inits(tmp_path: Path, smol_tokenizer_dir: str, make, saved_as: st
     write_pairs(tmp_path / "pairs.jsonl")
     done = train(tmp_path, str(tmp_path / "init"))
     assert done.returncode == 0, done.stderr[-3000:]
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     rm = models.load(str(tmp_path / "out"))
     assert rm.description.format == saved_as and rm.description.head_trained
@@ -159,7 +159,7 @@ def test_mbpp_pairs_put_the_reference_above_its_wrong_variants(server) -> None: 
     import asyncio
 
     from acecoder.clients import AsyncExecutorClient
-    from acecoder.executor.datasets import load_mbpp, wrong_variants
+    from acecoder.datasets import load_mbpp, wrong_variants
     from acecoder.trainer import mbpp_pairs
 
     problems = [p for p in load_mbpp() if p.question][:6]

@@ -85,7 +85,7 @@ def test_sample_fills_inferences_with_pass_rates(tmp_path: Path, server) -> None
 def test_stages_alone_on_mbpp_with_the_reference_as_proxy(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
     """Filter and decontamination without any LLM: MbppBase's own tests, its reference
     solution as the proxy (and a broken test added to each, which the filter must drop)."""
-    from acecoder.executor.datasets import load_mbpp
+    from acecoder.datasets import load_mbpp
 
     problems = [p for p in load_mbpp() if p.question and not p.setup][:4]
     seeds = tmp_path / "seeds.jsonl"

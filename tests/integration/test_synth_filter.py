@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from acecoder.clients import AsyncExecutorClient
-from acecoder.executor.datasets import load_mbpp
+from acecoder.datasets import load_mbpp
 from acecoder.server.synth import filter as stage2
 from acecoder.server.synth.llm import ChatClient, LLMConfig
 from tests.fake_openai import FakeOpenAI

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from acecoder.executor.datasets import load_mbpp
-from acecoder.server.rm.models import BatchStats
+from acecoder.datasets import load_mbpp
+from acecoder.models.reward import BatchStats
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_import_is_light() -> None:
 @pytest.mark.timeout(600)
 def test_vllm_matches_transformers(backend: Any, rm_dir: Path,
                                    items: list[tuple[str, str]]) -> None:
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     reference = models.load(str(rm_dir))
     want = [reference.forward_full([reference.encode(q, r)])[0] for q, r in items]

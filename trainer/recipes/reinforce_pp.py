@@ -203,7 +203,7 @@ class RLTrainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from acecoder.server.rm import models
+        from acecoder.models import reward as models
 
         c = self.config
         self.rank, self.world, local = distributed.ensure_env()
@@ -300,7 +300,7 @@ class RLTrainer:
         self.rollout_engine = engine
         if engine != "vllm":
             return None
-        from acecoder.server.rm import convert, models
+        from acecoder.models import convert, reward as models
         from acecoder.trainer.vllm_rollout import VllmRollout
 
         if models.has_value_head(Path(path)):  # an AceCode-RM checkpoint: vLLM wants the LM

@@ -11,9 +11,9 @@ import pytest
 
 from acecoder.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from acecoder.server.rm.batcher import Batcher, BatchPolicy, _Waiting, select_batch
-from acecoder.server.rm.models import BatchStats
+from acecoder.models.reward import BatchStats
 from acecoder.server.rm.metrics import RewardMetrics
-from acecoder.server.rm.models import Encoded
+from acecoder.models.reward import Encoded
 
 
 def item(prefix: int, response_len: int, tag: int = 0) -> Encoded:

@@ -10,7 +10,7 @@ import httpx
 
 from acecoder.server.rm import gateway
 from acecoder.server.rm.config import RewardConfig
-from acecoder.server.rm.models import BatchStats, Encoded, ModelDescription
+from acecoder.models.reward import BatchStats, Encoded, ModelDescription
 from acecoder.server.rm.service import RewardService
 
 

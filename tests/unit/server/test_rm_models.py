@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from acecoder.server.rm import convert, models
+from acecoder.models import convert, reward as models
 from acecoder.server.rm.engine import TransformersEngine
-from acecoder.server.rm.models import BatchStats
+from acecoder.models.reward import BatchStats
 from tests.rm_checkpoints import chat_ids, make_seq_cls
 
 ITEMS = [
@@ -232,7 +232,7 @@ def test_the_embedded_smollm2_is_a_real_acecode_rm_with_the_shipped_head(smol_di
     # card says (the card's accuracy is over all held-out pairs; these are a sample)
     import json
 
-    from acecoder.executor.datasets import load_mbpp, wrong_variants
+    from acecoder.datasets import load_mbpp, wrong_variants
     from acecoder.trainer import rm_data
 
     meta = json.loads((Path(d.path) / "acecoder_rm.json").read_text())

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 import pytest
 
 from acecoder.errors import InvalidArgument, Unavailable
-from acecoder.server.rm import gateway, templates
+from acecoder.models import templates
+from acecoder.server.rm import gateway
 from acecoder.server.rm.config import RewardConfig
-from acecoder.server.rm.models import BatchStats, Encoded, ModelDescription
+from acecoder.models.reward import BatchStats, Encoded, ModelDescription
 from acecoder.server.rm.service import RewardService, rank_key
 
 
@@ -142,7 +143,7 @@ def test_reward_config_is_checked() -> None:
 
 
 def test_the_minilm_cross_encoder_through_the_batcher() -> None:
-    from acecoder.server.rm import models
+    from acecoder.models import reward as models
 
     reference = models.load("embedded:minilm-l6")
     items = [("Reverse a string.", "def rev(s): return s[::-1]"),

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from acecoder.server.rm.templates import (
+from acecoder.models.templates import (
     CHATML,
     LLAMA3,
     ChatFormat,

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .embedded import locked
-from .models import (HEAD_PREFIX, METADATA_FILE, cache_dir, detect_format, read_metadata,
-                     resolve)
+from .files import HEAD_PREFIX, METADATA_FILE, cache_dir
+from .reward import detect_format, read_metadata, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ SmolLM2's value head is the one shipped in ``heads/smollm2-135m.safetensors``: t
 (data, held-out accuracy, the command that made it) next to it. Without that file, and for
 MiniLM, the head is a seeded random initialisation that says so (``head_trained: false``).
 
-Conversions are cached under `models.cache_dir()` (a new shipped head, a new directory),
+Conversions are cached under `files.cache_dir()` (a new shipped head, a new directory),
 built in a temporary directory and renamed into place, under a lock, so that concurrent
 processes neither repeat nor see half of one.
 """
@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .models import HEAD_PREFIX, METADATA_FILE, cache_dir
+from .files import HEAD_PREFIX, METADATA_FILE, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ SMOLLM2_HEAD = "heads/smollm2-135m.safetensors"
 def _shipped(name: str) -> Path | None:
     from importlib import resources
 
-    path = resources.files("acecoder.server.rm").joinpath(name)
+    path = resources.files("acecoder.models").joinpath(name)
     return Path(str(path)) if path.is_file() else None
 
 

@@ -19,18 +19,17 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .files import HEAD_PREFIX, METADATA_FILE
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "acecoder_rm.json"
-HEAD_PREFIX = "v_head.summary."
 _SENTINEL = "\u2063ACECODER_RESPONSE\u2063"
 _QUESTION_SENTINEL = "\u2063ACECODER_QUESTION\u2063"
 
@@ -92,15 +91,6 @@ class BatchStats:
     """Tokens of the items scored (a reused prefix counts for every item that uses it)."""
     prefix_hits: int = 0
     prefix_misses: int = 0
-
-
-def cache_dir() -> Path:
-    """Where converted embedded models live: $ACECODER_CACHE, else ~/.cache/acecoder."""
-    env = os.environ.get("ACECODER_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "acecoder"
 
 
 def resolve(model: str) -> Path:
