@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 import grpc
@@ -16,6 +17,12 @@ from acecoder.interceptor import Cost, RpcMetrics, ServiceInterceptor
 from acecoder.serving import GRPC_OPTIONS, ServerConfig
 
 logger = logging.getLogger(__name__)
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline as a time.monotonic() value, None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class Drainable(Protocol):

@@ -18,9 +18,11 @@ from acecoder.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MESSAGE_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+"""Message sizes, the same for servers and clients."""
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    *MESSAGE_OPTIONS,
     # What one connection may hold: calls at once, and its lifetime. A connection older than
     # 30 minutes is sent GOAWAY (clients reconnect at once, which also spreads them over new
     # replicas) and its calls get 5 more minutes; so a call left open without a deadline

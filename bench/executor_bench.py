@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import io
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -42,6 +41,7 @@ from acecoder.executor.service import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fork_floor  # noqa: E402  (bench/ is not a package)
+from machine import machine  # noqa: E402, F401  (soak and hostile_clients import it here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,20 +275,6 @@ def table(runs: list[Run]) -> str:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
                                for i, (v, w) in enumerate(zip(row, widths))))
     return "\n".join(lines)
-
-
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "?"
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        cpu = m.group(1) if m else cpu
-    return (f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python "
-            f"{platform.python_version()} | commit {commit}")
 
 
 def quick(workers: int) -> int:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -40,6 +39,9 @@ import httpx
 
 from acecoder.clients.reward import AsyncRewardClient
 from acecoder.datasets import Problem, load_mbpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine  # noqa: E402  (bench/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = 8
@@ -274,17 +276,6 @@ def table(results: list[Result]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
-
-
-def machine() -> str:
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "?"
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        cpu = m.group(1) if m else cpu
-    return (f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python "
-            f"{platform.python_version()} | commit {commit}")
 
 
 def main() -> int:

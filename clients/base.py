@@ -15,11 +15,10 @@ from typing import Any
 import grpc
 
 from acecoder.security import ClientSecurity
+from acecoder.serving import MESSAGE_OPTIONS
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_MAX_MESSAGE = 256 * 1024 * 1024
-OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE),
-           ("grpc.max_send_message_length", _MAX_MESSAGE)]
+OPTIONS = list(MESSAGE_OPTIONS)
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from acecoder import __version__
 from acecoder.errors import InvalidArgument
+from acecoder.grpc_server import deadline_of
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 
 from . import convert
 from .service import ExecutorService
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 class ExecutorServicer(pb_grpc.ExecutorServicer):
@@ -28,7 +23,7 @@ class ExecutorServicer(pb_grpc.ExecutorServicer):
     async def Execute(self, request: pb.ExecuteRequest,
                       context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
         req = self.service.validate(**convert.request_fields(request))
-        result = await self.service.execute(req, deadline=_deadline(context))
+        result = await self.service.execute(req, deadline=deadline_of(context))
         return convert.result_to_proto(result)
 
     async def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
@@ -41,7 +36,7 @@ class ExecutorServicer(pb_grpc.ExecutorServicer):
                 f"{len(request.requests)} programs sent; the limit is {cfg.max_batch} (max_batch)")
         reqs = [self.service.validate(**convert.request_fields(m), where=f"requests[{i}]")
                 for i, m in enumerate(request.requests)]
-        async for result in self.service.execute_batch(reqs, deadline=_deadline(context)):
+        async for result in self.service.execute_batch(reqs, deadline=deadline_of(context)):
             yield convert.result_to_proto(result)
 
     async def Info(self, request: pb.InfoRequest,

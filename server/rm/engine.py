@@ -32,14 +32,40 @@ Prefix = tuple[int, ...]
 LayerKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, heads, P, dim)
 
 
-class PrefixCache:
-    """Keys and values of prefixes, least recently used dropped first, bounded in bytes."""
+def _size(kv: LayerKV) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+
+
+class _LruBytes:
+    """Entries of keys and values, bounded in bytes, least recently used dropped first."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[Prefix, tuple[LayerKV, int]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _add(self, key: Prefix, kv: LayerKV, size: int) -> bool:
+        """Add an entry (caller holds the lock); False when the key is there already."""
+        if key in self._entries:
+            return False
+        self._entries[key] = (kv, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            old, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+            self._dropped(old)
+        return True
+
+    def _dropped(self, key: Prefix) -> None:
+        """Hook: an entry left to make room."""
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class PrefixCache(_LruBytes):
+    """Keys and values of prefixes, least recently used dropped first, bounded in bytes."""
 
     def get(self, key: Prefix) -> LayerKV | None:
         with self._lock:
@@ -50,34 +76,22 @@ class PrefixCache:
             return entry[0]
 
     def put(self, key: Prefix, kv: LayerKV) -> None:
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        size = _size(kv)
         if size > self.max_bytes:
             return
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = (kv, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self.bytes -= dropped
-
-    def __len__(self) -> int:
-        return len(self._entries)
+            self._add(key, kv, size)
 
 
-class BlockCache:
+class BlockCache(_LruBytes):
     """Keys and values of token prefixes, found by the longest block-aligned prefix of a
     sequence. Entries are whole sequences (rounded down to a block); an index maps every
     block boundary of an entry to it. Least recently used entries go first."""
 
     def __init__(self, max_bytes: int, block: int = 8) -> None:
-        self.max_bytes = max_bytes
+        super().__init__(max_bytes)
         self.block = block
-        self.bytes = 0
-        self._entries: OrderedDict[Prefix, tuple[LayerKV, int]] = OrderedDict()
         self._index: dict[Prefix, Prefix] = {}
-        self._lock = threading.Lock()
 
     def longest_entry(self, ids: Sequence[int]) -> tuple[int, Prefix | None, LayerKV | None]:
         """(n, key, kv): the cached entry `key` whose keys and values `kv` begin with the
@@ -98,25 +112,18 @@ class BlockCache:
             return
         key = tuple(ids[:n])
         kv = [(k[:, :, :n].contiguous(), v[:, :, :n].contiguous()) for k, v in layers]
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        size = _size(kv)
         if size > self.max_bytes:
             return
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = (kv, size)
-            self.bytes += size
-            for m in range(self.block, n + 1, self.block):
-                self._index.setdefault(key[:m], key)
-            while self.bytes > self.max_bytes:
-                old, (_, dropped) = self._entries.popitem(last=False)
-                self.bytes -= dropped
-                for m in range(self.block, len(old) + 1, self.block):
-                    if self._index.get(old[:m]) == old:
-                        del self._index[old[:m]]
+            if self._add(key, kv, size):
+                for m in range(self.block, n + 1, self.block):
+                    self._index.setdefault(key[:m], key)
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def _dropped(self, key: Prefix) -> None:
+        for m in range(self.block, len(key) + 1, self.block):
+            if self._index.get(key[:m]) == key:
+                del self._index[key[:m]]
 
 
 class TransformersEngine:

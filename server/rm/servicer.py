@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from acecoder import __version__, log
 from acecoder.errors import InvalidArgument
+from acecoder.grpc_server import deadline_of
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
 
 from .service import RERANK_RULE, RewardService, new_request_id
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 class RewardServicer(pb_grpc.RewardModelServicer):
@@ -37,12 +32,12 @@ class RewardServicer(pb_grpc.RewardModelServicer):
 
     async def Score(self, request: pb.ScoreRequest,
                     context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        return await self._score(request, _deadline(context))
+        return await self._score(request, deadline_of(context))
 
     async def ScoreStream(self, requests: AsyncIterator[pb.ScoreRequest],
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ScoreResponse]:
         """Score each incoming request concurrently; answer in completion order."""
-        deadline = _deadline(context)
+        deadline = deadline_of(context)
         done: asyncio.Queue[pb.ScoreResponse | BaseException | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -91,7 +86,7 @@ class RewardServicer(pb_grpc.RewardModelServicer):
         budget = request.budget_seconds if request.HasField("budget_seconds") else None
         got = await self.service.rerank(
             request.question, list(request.candidates), tests=list(request.tests),
-            setup=request.setup, test_timeout=timeout, deadline=_deadline(context),
+            setup=request.setup, test_timeout=timeout, deadline=deadline_of(context),
             budget=budget)
         out = []
         for r in got.ranked:
