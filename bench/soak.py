@@ -114,10 +114,21 @@ def _is_worker(pid: int) -> bool:
         b"acecoder.executor.sandbox.worker" in argv
 
 
-def worker_rss(server: Server) -> float:
+def worker_rss(server: Server, workers: int) -> float:
     """RSS of the jailed worker processes (not the jail tool's wrapper, not the zygotes or the
-    per-request children), MiB."""
-    total = 0.0
+    per-request children), MiB. A worker retired for a hostile request is replaced, and for a
+    moment both live: wait (up to 10 s) until there are `workers` of them, so that the sum is
+    of the same number of workers at the start and at the end."""
+    deadline = time.monotonic() + 10
+    while True:
+        total, count = _worker_rss(server)
+        if count == workers or time.monotonic() > deadline:
+            return total
+        time.sleep(0.1)
+
+
+def _worker_rss(server: Server) -> tuple[float, int]:
+    total, count = 0.0, 0
     for pid in _descendants(server.proc.pid):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -126,7 +137,8 @@ def worker_rss(server: Server) -> float:
         ppid = int(re.search(r"PPid:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         if _is_worker(pid) and not _is_worker(ppid):
             total += _rss(pid)
-    return total
+            count += 1
+    return total, count
 
 
 def main() -> int:
@@ -160,7 +172,7 @@ def main() -> int:
         with ExecutorClient(server.target, timeout=120) as warm:
             for rid, prog, tests, setup in items[:20]:
                 verdicts_of(warm, prog, tests, setup, args.timeout)
-        rss_start = (_rss(server.proc.pid), worker_rss(server))
+        rss_start = (_rss(server.proc.pid), worker_rss(server, args.workers))
 
         def client_loop(seed: int) -> None:
             rng = random.Random(seed)
@@ -200,7 +212,7 @@ def main() -> int:
         for t in threads:
             t.join()
         wall = time.monotonic() - started
-        rss_end = (_rss(server.proc.pid), worker_rss(server))
+        rss_end = (_rss(server.proc.pid), worker_rss(server, args.workers))
     finally:
         server.stop()
 
