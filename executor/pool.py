@@ -132,6 +132,18 @@ class _Worker:
                 await self._stderr_task
 
 
+# Added to the longest a job can legitimately take (see answer_bound).
+_ANSWER_SLACK = 10.0
+
+
+def answer_bound(job: dict[str, Any]) -> float:
+    """The longest a worker may take to answer `job`: every test may hang (each costs its
+    limit, and a fresh pair that loads the program again), plus slack for spawning and settling.
+    Past it the worker is stuck, whatever the program did."""
+    per_pair = float(job["load_timeout"]) + float(job["timeout"]) + 1.0
+    return (len(job["tests"]) + 1) * per_pair + _ANSWER_SLACK
+
+
 class WorkerPool:
     """Runs programs on `config.workers` jailed workers. Use `async with` or start()/close()."""
 
@@ -200,12 +212,22 @@ class WorkerPool:
         job = self.job(req)
         for _attempt in range(2):  # a second worker if the first dies under the program
             worker = await self._acquire(deadline)
+            bound = answer_bound(job)
             try:
-                raw = await worker.run(job)
+                raw = await asyncio.wait_for(worker.run(job), bound)
             except WorkerLost as exc:
                 logger.warning("%s; rerunning request %s elsewhere", exc, req.request_id)
                 self._replace(worker, "lost")
                 continue
+            except TimeoutError:
+                # The worker enforces every limit itself; one that has not answered long after
+                # the last of them could have expired is broken or stuck, and is not trusted
+                # again. The request is not rerun: its program may be what stuck it.
+                logger.error("worker %d did not answer request %s within %.0fs; replaced",
+                             worker.slot, req.request_id, bound)
+                self._replace(worker, "hung")
+                return self._lost_result(
+                    req, f"the sandbox did not answer within {bound:.0f}s; its worker was replaced")
             except BaseException:
                 # Cancelled mid-job: the worker's state is unknown, so it is replaced.
                 self._replace(worker, "cancelled")

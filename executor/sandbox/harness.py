@@ -493,13 +493,14 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
     try:
         first = wire.recv_plain(conn.from_prog, REPLY_LIMIT)
     except wire.FrameError:
-        wire.send(ctrl, ("lost", -1))
+        wire.send_report(ctrl, ("lost", -1))
         return "lost"
     if type(first) is tuple and first and first[0] == "load_failed" and len(first) == 4:
-        wire.send(ctrl, ("load_failed", str(first[1]), _trim(str(first[2])), _trim(str(first[3]))))
+        wire.send_report(ctrl, ("load_failed", str(first[1]), _trim(str(first[2])),
+                                _trim(str(first[3]))))
         return "load_failed"
     if not (type(first) is tuple and len(first) == 2 and first[0] == "loaded"):
-        wire.send(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
+        wire.send_report(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
         return "load_failed"
     ns = _TestGlobals(conn)
     try:
@@ -509,12 +510,12 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
         if suite.setup_code is not None:
             exec(suite.setup_code, ns)
     except PeerLost:
-        wire.send(ctrl, ("lost", -1))
+        wire.send_report(ctrl, ("lost", -1))
         return "lost"
     except BaseException as exc:
-        wire.send(ctrl, ("setup_failed", type(exc).__name__, _trim(str(exc))))
+        wire.send_report(ctrl, ("setup_failed", type(exc).__name__, _trim(str(exc))))
         return "setup_failed"
-    wire.send(ctrl, ("loaded",))
+    wire.send_report(ctrl, ("loaded",))
     for i in range(start, len(suite.tests)):
         code = suite.code[i]
         try:
@@ -528,17 +529,17 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
             verdict, etype, emsg = _classify(exc)
             del exc  # its traceback holds the test's frames: never past this test
         if conn.lost:
-            wire.send(ctrl, ("lost", i))
+            wire.send_report(ctrl, ("lost", i))
             return "lost"
         sys.stdout.flush()
         sys.stderr.flush()
         for flag in sorted(conn.flags):
-            wire.send(ctrl, ("flag", flag))
+            wire.send_report(ctrl, ("flag", flag))
         conn.flags.clear()
-        wire.send(ctrl, ("done", i, verdict, etype, emsg))
+        wire.send_report(ctrl, ("done", i, verdict, etype, emsg))
         if stop_on_first_failure and verdict != "PASSED":
             break
-    wire.send(ctrl, ("end",))
+    wire.send_report(ctrl, ("end",))
     return "end"
 
 

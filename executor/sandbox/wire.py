@@ -9,10 +9,12 @@ short allow-list, so no object of the program's making, and no code, can cross.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from .plain import ALLOWED_GLOBALS
@@ -46,6 +48,24 @@ def loads_plain(data: bytes) -> Any:
 
 def dumps(obj: Any) -> bytes:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def dumps_report(obj: Any) -> bytes:
+    """A report from the test process to the worker: JSON, never a pickle. The test process
+    runs the request's own (possibly hostile) test code, which can write anything on that pipe,
+    and decoding JSON costs time linear in its size, whatever the bytes: a pickle can make its
+    decoder hash a tuple of 2**60 leaves (a dozen memo references) and hang the worker."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def loads_report(data: bytes) -> Any:
+    """Counterpart of dumps_report (arrays come back as tuples)."""
+    value = json.loads(data)
+    return tuple(value) if type(value) is list else value
+
+
+def send_report(fd: int, obj: Any) -> None:
+    write_frame(fd, dumps_report(obj))
 
 
 def write_frame(fd: int, payload: bytes) -> None:
@@ -92,12 +112,13 @@ class FrameReader:
 
     A blocking read would let a peer that sends half a frame and then nothing hang its reader;
     this one buffers what has come and never waits. Each complete frame is decoded with
-    :func:`loads_plain`; a frame over `limit`, an undecodable one, or the peer closing raises
-    FrameError."""
+    `decode` (:func:`loads_plain` unless told); a frame over `limit`, an undecodable one, or the
+    peer closing raises FrameError."""
 
-    def __init__(self, fd: int, limit: int) -> None:
+    def __init__(self, fd: int, limit: int, decode: Callable[[bytes], Any] | None = None) -> None:
         self.fd = fd
         self.limit = limit
+        self.decode = decode or loads_plain
         self.buf = bytearray()
 
     def read(self) -> list[Any]:
@@ -122,7 +143,7 @@ class FrameReader:
             data = bytes(self.buf[_HEADER.size:_HEADER.size + size])
             del self.buf[:_HEADER.size + size]
             try:
-                frames.append(loads_plain(data))
+                frames.append(self.decode(data))
             except Exception as exc:
                 raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
         return frames

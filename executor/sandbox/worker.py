@@ -18,8 +18,10 @@ the CPU placement are denied by seccomp.
 
 The server talks to the worker over stdin/stdout (length-prefixed pickles); the worker never
 prints. A test that hangs, crashes or runs out of memory costs that test only: both children
-are killed and a fresh pair resumes at the next test. Reports from the test process run hostile
-test code's process, so each is checked; a malformed one costs only its own request.
+are killed and a fresh pair resumes at the next test. Reports from the test process come from a
+process that runs hostile test code, so they are JSON (decoded in time linear in their size,
+whatever the bytes, where a pickle can make its decoder hash a tuple of 2**60 leaves) and each
+is checked; a malformed one costs only its own request.
 """
 
 from __future__ import annotations
@@ -600,7 +602,7 @@ class Worker:
         pair.ctrl_r = -1  # ours to close below
         pair.close()
         os.set_blocking(ctrl_r, False)
-        reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT)
+        reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT, wire.loads_report)
 
         sel = selectors.DefaultSelector()
         for fd in (req.out_r, req.err_r):

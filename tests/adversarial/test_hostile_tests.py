@@ -14,7 +14,16 @@ import pytest
 from acecoder.clients import Program
 from acecoder.executor.types import Verdict
 
-_FRAME = "import os, pickle, struct\ndef frame(m):\n    d = pickle.dumps(m)\n    os.write(3, struct.pack('>I', len(d)) + d)\n"
+# Reports are JSON frames (see wire.dumps_report): these are well-formed frames that lie.
+_FRAME = "import os, json, struct\ndef frame(m):\n    d = json.dumps(m).encode()\n    os.write(3, struct.pack('>I', len(d)) + d)\n"
+_RAW = "import os, struct\ndef raw(d):\n    os.write(3, struct.pack('>I', len(d)) + d)\n"
+# A pickle whose decoding hashes a tuple of 2**60 leaves: 60 memo references, a frozenset. Any
+# decoder of the worker's that builds hashed containers from a hostile pickle never returns.
+_HASH_BOMB = _RAW + (
+    "ops = b'\\x80\\x04(' + b'K\\x01K\\x01\\x86\\x94'\n"
+    "for i in range(60):\n"
+    "    ops += b'h' + bytes([i]) + b'h' + bytes([i]) + b'\\x86\\x94'\n"
+    "raw(ops + b'\\x91.')")
 
 FORGERIES = {
     "unknown-verdict": _FRAME + "frame(('done', 0, 'WON', '', ''))",
@@ -24,6 +33,10 @@ FORGERIES = {
     "not-a-tuple": _FRAME + "frame({'done': 0})",
     "unknown-kind": _FRAME + "frame(('rewrite', 0))",
     "second-loaded": _FRAME + "frame(('loaded',))",
+    "a-pickled-report": _RAW + "import pickle\nraw(pickle.dumps(('done', 0, 'PASSED', '', '')))",
+    "hash-bomb": _HASH_BOMB,
+    "nesting-bomb": _RAW + "raw(b'[' * 500000 + b']' * 500000)",
+    "huge-integer": _RAW + "raw(b'[\"done\", ' + b'9' * 900000 + b', \"PASSED\", \"\", \"\"]')",
     "refused-global": "import os, struct, pickle\nd = pickle.dumps(os.system)\nos.write(3, struct.pack('>I', len(d)) + d)",
     "garbage": "import os\nos.write(3, b'\\x00\\x00\\x00\\x08garbage!')",
     "oversized-header": "import os, struct\nos.write(3, struct.pack('>I', 1 << 31))",

@@ -76,3 +76,36 @@ def test_workers_are_recycled() -> None:
             assert pool.metrics.worker_restarts.labels(reason="recycled")._value.get() == 1  # noqa: SLF001
 
     asyncio.run(go())
+
+
+def test_a_worker_that_stops_answering_costs_one_request_and_is_replaced(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The worker enforces every limit itself; if it ever stops answering (stuck in a decoder,
+    frozen from outside), the pool's own bound answers the request (CRASHED, saying why) and
+    the worker is replaced, instead of the request waiting forever."""
+    from acecoder.executor import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_ANSWER_SLACK", 0.5)
+
+    async def go() -> None:
+        cfg = ExecutorConfig(workers=1, load_timeout=1.0)
+        async with WorkerPool(cfg) as pool:
+            (stuck,) = pool.worker_pids()
+            req = validate(cfg, program=SLOW, tests=["assert f() == 1"], timeout=1.0)
+            bound = pool_module.answer_bound(pool.job(req))
+            assert bound == 2 * (1.0 + 1.0 + 1.0) + 0.5
+            task = asyncio.create_task(pool.execute(req))
+            await asyncio.sleep(0.2)
+            os.killpg(stuck, signal.SIGSTOP)  # the whole jail freezes mid-request
+            result = await asyncio.wait_for(task, bound + 10)
+            assert result.verdicts == [Verdict.CRASHED]
+            assert "did not answer within" in result.status_detail
+            restarts = pool.metrics.worker_restarts.labels(reason="hung")._value.get()  # noqa: SLF001
+            assert restarts == 1
+            for _ in range(100):
+                if pool.worker_pids() and stuck not in pool.worker_pids():
+                    break
+                await asyncio.sleep(0.1)
+            again = await pool.execute(validate(cfg, program=SLOW, tests=["assert f() == 1"]))
+            assert again.all_passed
+
+    asyncio.run(go())

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import threading
 from decimal import Decimal
 from fractions import Fraction
 
@@ -97,3 +98,36 @@ def test_wellformed_reports_pass() -> None:
     assert check_report(("done", 1, "FAILED", "AssertionError", "x" * 10**5), 1, 3)[4] == "x" * 4096
     assert check_report(("loaded",), -1, 3) == ("loaded",)
     assert check_report(("flag", "OVERRIDDEN_EQUALITY"), 0, 3)
+
+
+def _hash_bomb(depth: int) -> bytes:
+    """A pickle of a frozenset holding a tuple of 2**depth leaves, built from memo references:
+    decoding it hashes every leaf."""
+    ops = b"\x80\x04(" + b"K\x01K\x01\x86\x94"
+    for i in range(depth):
+        ops += b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86\x94"
+    return ops + b"\x91."
+
+
+def test_reports_decode_in_linear_time_whatever_the_bytes() -> None:
+    """The worker reads the test process's reports with the report codec (JSON), whose cost is
+    linear in the frame: a pickle that makes a decoder hash 2**60 leaves is simply not JSON."""
+    assert wire.loads_report(wire.dumps_report(("done", 0, "PASSED", "", ""))) == (
+        "done", 0, "PASSED", "", "")
+    small = _hash_bomb(12)  # small enough that the pickle decoder finishes: it is a pickle
+    assert type(wire.loads_plain(small)) is frozenset
+    hostile = [_hash_bomb(60), b"[" * 200_000 + b"]" * 200_000,
+               b'["done", ' + b"9" * 900_000 + b"]", b"\xff\xfe", b'{"a": NaN']
+    for data in hostile:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.write(w, struct.pack(">I", len(data)))
+        reader = wire.FrameReader(r, limit=1 << 21, decode=wire.loads_report)
+        writer = threading.Thread(target=os.write, args=(w, data))
+        writer.start()
+        with pytest.raises(wire.FrameError, match="undecodable"):
+            while True:
+                reader.read()
+        writer.join()
+        os.close(w)
+        os.close(r)
