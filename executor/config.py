@@ -47,7 +47,12 @@ class ExecutorConfig:
     processes: int = 32
     """Processes and threads per program (RLIMIT_NPROC of its own uid)."""
     uid_base: int = 61000
-    """Programs of worker slot k run as uid base+2k, their tests as base+2k+1."""
+    """Programs of worker slot k run as uid base+3k, their tests as base+3k+1, the slot's judge
+    as base+3k+2."""
+    plain_judge: bool = True
+    """Run suites of plain checks (`assert f(1, 2) == 3`, HumanEval's `check(candidate)`) in
+    each slot's judge, a test process that serves many requests, instead of a fresh test
+    process per request (see "How a program runs" in the README)."""
     recycle_after: int = 2000
     """Replace a worker after this many programs (bounds any slow leak)."""
     pin_workers: bool = True
@@ -71,16 +76,19 @@ class ExecutorConfig:
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.default_timeout > self.max_timeout:
-            problems.append(f"default_timeout {self.default_timeout} exceeds max_timeout {self.max_timeout}")
+            problems.append(f"default_timeout {self.default_timeout} exceeds max_timeout "
+                            f"{self.max_timeout}")
         if not 16 <= self.default_memory_mb <= self.max_memory_mb:
             problems.append(
                 f"default_memory_mb must be in [16, max_memory_mb={self.max_memory_mb}], "
                 f"got {self.default_memory_mb}")
         for name in ("max_program_bytes", "max_tests", "max_test_bytes", "max_batch",
-                     "output_bytes", "file_bytes", "tmp_bytes", "open_files", "processes", "recycle_after"):
+                     "output_bytes", "file_bytes", "tmp_bytes", "open_files", "processes",
+                     "recycle_after"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 1000 <= self.uid_base <= 2**31 - 2 * (self.workers + 1):
-            problems.append(f"uid_base must be an unprivileged uid range start, got {self.uid_base}")
+        if not 1000 <= self.uid_base <= 2**31 - 3 * (self.workers + 1):
+            problems.append(
+                f"uid_base must be an unprivileged uid range start, got {self.uid_base}")
         if problems:
             raise ValueError("invalid executor config: " + "; ".join(problems))

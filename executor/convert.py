@@ -26,7 +26,8 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
 
 def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
     return ExecutionResult(
-        request_id=m.request_id, index=m.index, status=ProgramStatus(pb.ProgramStatus.Name(m.status)),
+        request_id=m.request_id, index=m.index,
+        status=ProgramStatus(pb.ProgramStatus.Name(m.status)),
         status_detail=m.status_detail,
         tests=tuple(
             TestResult(verdict=Verdict(pb.Verdict.Name(t.verdict)), duration=t.duration_seconds,

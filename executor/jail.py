@@ -58,7 +58,8 @@ def choose(preferred: str = "auto") -> str:
     """The jail to use: `preferred` if it works, else the first of JAILS that does."""
     if preferred != "auto":
         if preferred not in JAILS:
-            raise ValueError(f"unknown jail {preferred!r}; choose one of {', '.join(JAILS)} or 'auto'")
+            raise ValueError(
+                f"unknown jail {preferred!r}; choose one of {', '.join(JAILS)} or 'auto'")
         if not works(preferred):
             raise RuntimeError(f"the {preferred} jail does not start on this machine")
         return preferred

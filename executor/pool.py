@@ -63,7 +63,7 @@ class _Worker:
             "pin": self.config.pin_workers, "tmp_bytes": self.config.tmp_bytes,
             "max_memory_bytes": max(self.config.max_memory_mb, 1024) << 20,
             "file_bytes": self.config.file_bytes, "open_files": self.config.open_files,
-            "processes": self.config.processes,
+            "processes": self.config.processes, "judge": self.config.plain_judge,
         }
         await self._send(hello)
         ready = await asyncio.wait_for(self._recv(), _START_TIMEOUT)
@@ -170,7 +170,8 @@ class WorkerPool:
         failures = [r for r in started if isinstance(r, BaseException)]
         if failures:
             await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
-            raise RuntimeError(f"could not start the {self.jail} workers: {failures[0]}") from failures[0]
+            raise RuntimeError(
+                f"could not start the {self.jail} workers: {failures[0]}") from failures[0]
         for w in workers:
             self._workers[w.slot] = w
             self._idle.put_nowait(w)
@@ -206,7 +207,8 @@ class WorkerPool:
             "stop_on_first_failure": req.stop_on_first_failure,
         }
 
-    async def execute(self, req: ExecutionRequest, *, deadline: float | None = None) -> ExecutionResult:
+    async def execute(self, req: ExecutionRequest, *,
+                      deadline: float | None = None) -> ExecutionResult:
         """Run one program. `deadline` (time.monotonic) bounds the wait for a worker: work
         whose deadline has passed is never started."""
         job = self.job(req)
@@ -324,6 +326,7 @@ class WorkerPool:
                      ) -> ExecutionResult:
         return ExecutionResult(
             request_id=req.request_id, status=ProgramStatus.OK, status_detail=detail,
-            tests=tuple(TestResult(verdict=Verdict.CRASHED, error_message=detail) for _ in req.tests),
+            tests=tuple(TestResult(verdict=Verdict.CRASHED, error_message=detail)
+                        for _ in req.tests),
             jail=self.jail,
         )

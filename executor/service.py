@@ -32,7 +32,8 @@ def _text(value: bytes | str, what: str, limit: int, limit_name: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidArgument(
-            f"{what} is not valid UTF-8 (bad byte at offset {exc.start}): send UTF-8 text") from None
+            f"{what} is not valid UTF-8 (bad byte at offset {exc.start}): send UTF-8 text"
+        ) from None
 
 
 def validate(
@@ -76,7 +77,8 @@ def validate(
             memory_mb = config.default_memory_mb
         if not 16 <= memory_mb <= config.max_memory_mb:
             raise InvalidArgument(
-                f"{at}memory_limit_mb must be between 16 and {config.max_memory_mb}, got {memory_mb}")
+                f"{at}memory_limit_mb must be between 16 and {config.max_memory_mb}, "
+                f"got {memory_mb}")
         if len(request_id) > 256:
             raise InvalidArgument(f"{at}request_id is longer than 256 characters")
     except InvalidArgument:
@@ -157,7 +159,8 @@ class ExecutorService:
             self.metrics.verdicts.labels(verdict=t.verdict.value).inc()
         return result
 
-    async def execute(self, req: ExecutionRequest, *, deadline: float | None = None) -> ExecutionResult:
+    async def execute(self, req: ExecutionRequest, *,
+                      deadline: float | None = None) -> ExecutionResult:
         """Run one validated request. `deadline` is a time.monotonic() value."""
         self._admit()
         try:

@@ -79,7 +79,7 @@ def sandbox_processes(workers: int = 2, root: int | None = None) -> list[str]:
     """Processes still running as a program uid of the first `workers` slots, but for the one
     spare per slot the worker spawns ahead of the next request (named acecoder-spare until it
     gets a job; it has run nothing). A leftover that names itself so makes two."""
-    uids = {UID_BASE + 2 * k for k in range(workers)}
+    uids = {UID_BASE + 3 * k for k in range(workers)}  # programs run as base+3k
     out = []
     spares: set[str] = set()
     within = _descendants(root) if root is not None else None

@@ -1,4 +1,4 @@
-"""Confining a freshly forked child: its own process group, fds, environment, rlimits, uid, seccomp."""
+"""Confining a freshly forked child: own process group, fds, environment, rlimits, uid, seccomp."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ _MS_PRIVATE = 0x40000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _mount(src: str | None, dst: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
     if _libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()

@@ -21,6 +21,7 @@ import builtins
 import importlib
 import io
 import marshal
+import os
 import pickle
 import resource
 import socket
@@ -29,7 +30,7 @@ import sys
 import types
 from typing import Any
 
-from . import wire
+from . import plain, wire
 from .confine import set_name
 
 REPLY_LIMIT = 64 * 1024 * 1024
@@ -487,12 +488,65 @@ class _Suite:
                 self.setup_code = exc
 
 
-def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool) -> str:
+# Builtins a suite of plain checks may call (see literal.py): pure functions of plain data.
+PLAIN_BUILTINS = frozenset({"abs", "len", "set", "frozenset", "sorted", "list", "tuple", "round",
+                            "sum", "min", "max", "all", "any", "bool"})
+# The one attribute read a plain check may make: (module, function). The module must be the
+# standard one, loaded already (see _only_plain_checks).
+PLAIN_ATTRIBUTES = frozenset({("math", "isclose")})
+# The modules those come from, which a setup may import (the test process and the judge have
+# them loaded already: importing them runs nothing).
+PLAIN_MODULES = frozenset(module for module, _ in PLAIN_ATTRIBUTES)
+
+
+def _only_plain_checks(ns: _TestGlobals, names: frozenset[str]) -> bool:
+    """Whether every name a suite of plain checks reads is bound to something the judge may
+    call: the program's objects (proxies), or one of the pure builtins above. A name bound to a
+    module, to any other builtin, or to anything of this process's own sends the request to a
+    fresh test process instead."""
+    for name in names:
+        if dict.__contains__(ns, name):
+            value = dict.__getitem__(ns, name)
+            if isinstance(value, (Remote, _Ambiguous)):
+                continue
+            if name in PLAIN_BUILTINS and value is getattr(builtins, name):
+                continue
+            return False
+        if name in ns.modules:
+            # A standard module that a plain check may read one pure function of (math for
+            # math.isclose), already loaded here: reading it imports nothing. Any other would.
+            if not (name in PLAIN_MODULES and ns.modules[name] == name
+                    and name in sys.modules):
+                return False
+        # otherwise: a live global of the program's (fetched from it as plain data, and not
+        # callable here), an ambiguous name, or no name at all (a NameError)
+    return True
+
+
+def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool, *,
+            resumed: bool = False, plain_names: frozenset[str] | None = None) -> str:
     """Run suite.tests[start:] against the program on `conn`, reporting to the worker on
-    `ctrl`. Returns the last message sent: end, load_failed, setup_failed or lost."""
+    `ctrl`. Returns the last message sent: end, load_failed, setup_failed, lost or fallback.
+
+    `resumed`: the program has loaded already (another process read its load report), so ask
+    it for its names again. `plain_names`: this is the judge, running a suite of plain checks
+    that reads these names (see literal.py); if any is bound to something the judge may not
+    call, nothing runs and the worker is told to use a fresh test process ("fallback")."""
+    ns = _TestGlobals(conn)
     try:
+        return _run_job(ctrl, conn, suite, start, stop_on_first_failure, ns, resumed,
+                        plain_names)
+    finally:
+        dict.clear(ns)  # the functions the tests defined hold it: break the cycle now
+
+
+def _run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool,
+             ns: _TestGlobals, resumed: bool, plain_names: frozenset[str] | None) -> str:
+    try:
+        if resumed:
+            wire.write_frame(conn.to_prog, conn.dumps(("names",)))
         first = wire.recv_plain(conn.from_prog, REPLY_LIMIT)
-    except wire.FrameError:
+    except (wire.FrameError, OSError):
         wire.send_report(ctrl, ("lost", -1))
         return "lost"
     if type(first) is tuple and first and first[0] == "load_failed" and len(first) == 4:
@@ -502,9 +556,11 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
     if not (type(first) is tuple and len(first) == 2 and first[0] == "loaded"):
         wire.send_report(ctrl, ("load_failed", "error", "ProtocolError", "malformed load report"))
         return "load_failed"
-    ns = _TestGlobals(conn)
     try:
         _bind_program_names(ns, conn, first[1], [*suite.tests, suite.setup])
+        if plain_names is not None and not _only_plain_checks(ns, plain_names):
+            wire.send_report(ctrl, ("fallback",))
+            return "fallback"
         if isinstance(suite.setup_code, BaseException):
             raise suite.setup_code
         if suite.setup_code is not None:
@@ -543,6 +599,39 @@ def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fai
     return "end"
 
 
+def judge(*, jobs: int, memory_bytes: int) -> None:
+    """The judge: a test process that runs suites of plain checks (literal.py) for request
+    after request. Each order on the `jobs` socket carries the request's tests and three file
+    descriptors: a fresh report pipe and the program process's channel. Nothing of a request
+    outlives it here: its tests can only call the program and compare plain data, its namespace
+    is cleared, and every descriptor it came with is closed. The worker replaces the judge
+    whenever a request does not end cleanly (a timeout, a crash), and every few hundred
+    requests."""
+    sock = socket.socket(fileno=jobs)
+    set_name(b"acecoder-judge")
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    while True:
+        try:
+            msg, fds = wire.recv_msg(sock, 3)  # from the worker, which is trusted
+        except (wire.FrameError, OSError):
+            return
+        if len(fds) != 3:
+            return
+        ctrl, to_prog, from_prog = fds
+        try:
+            run_job(ctrl, _Conn(to_prog, from_prog), _Suite(msg["tests"], msg["setup"]),
+                    msg["start"],
+                    msg["stop_on_first_failure"], plain_names=frozenset(msg["names"]))
+        except OSError:
+            return  # the worker stopped listening: it is replacing this judge
+        finally:
+            for fd in fds:
+                os.close(fd)
+            plain.forget()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
 def serve(*, ctrl: int, jobs: int) -> None:
     """The test process's one job: a message on the `jobs` socket carries the request's tests,
     its limits and a program process's pipes. The worker starts a fresh test process for every
@@ -560,7 +649,7 @@ def serve(*, ctrl: int, jobs: int) -> None:
     to_prog, from_prog = fds
     try:
         run_job(ctrl, _Conn(to_prog, from_prog), _Suite(msg["tests"], msg["setup"]),
-                msg["start"], msg["stop_on_first_failure"])
+                msg["start"], msg["stop_on_first_failure"], resumed=bool(msg.get("resumed")))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

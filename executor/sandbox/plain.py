@@ -48,6 +48,12 @@ class TooLarge(Exception):
 _nt_types: dict[tuple[str, tuple[str, ...]], type] = {}
 
 
+def forget() -> None:
+    """Drop the namedtuple types made so far (a process that decodes for many requests calls
+    this after each, so that none of one request's types meets the next)."""
+    _nt_types.clear()
+
+
 def namedtuple_value(typename: Any, fields: Any, values: Any) -> tuple[Any, ...]:
     """Rebuild a namedtuple in the test process. Arguments come from the program: every one is
     checked, and collections.namedtuple refuses names that are not identifiers."""
@@ -58,10 +64,9 @@ def namedtuple_value(typename: Any, fields: Any, values: Any) -> tuple[Any, ...]
     key = (typename, fields)
     cls = _nt_types.get(key)
     if cls is None:
-        cls = collections.namedtuple(typename, fields)  # type: ignore[misc]
-        if len(_nt_types) >= 256:  # bounded: a process sees few namedtuple types
+        cls = _nt_types[key] = collections.namedtuple(typename, fields)
+        if len(_nt_types) > 256:  # bounded: a process sees few namedtuple types
             _nt_types.pop(next(iter(_nt_types)))
-        _nt_types[key] = cls
     return cls(*values)  # type: ignore[no-any-return]
 
 

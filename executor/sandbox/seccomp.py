@@ -17,6 +17,7 @@ import ctypes
 import errno
 import os
 import struct
+from typing import TypedDict
 
 # BPF opcodes.
 _LD_W_ABS = 0x20
@@ -60,7 +61,14 @@ _DENIED_NAMES = (
     "sched_setaffinity",
 )
 
-_ARCHES = {
+
+class _Arch(TypedDict):
+    audit: int  # AUDIT_ARCH_* in seccomp_data.arch
+    x32_bit: int | None  # the syscall-number bit of the x32 ABI, where there is one
+    nr: dict[str, int]  # syscall numbers by name
+
+
+_ARCHES: dict[str, _Arch] = {
     "x86_64": {
         "audit": 0xC000003E,
         "x32_bit": 0x40000000,
@@ -122,10 +130,10 @@ class _Asm:
     """Tiny assembler: instructions with symbolic jump targets resolved at the end."""
 
     def __init__(self) -> None:
-        self.ins: list[tuple[int, object, object, int]] = []
+        self.ins: list[tuple[int, int | str, int | str, int]] = []
         self.labels: dict[str, int] = {}
 
-    def op(self, code: int, k: int, jt: object = 0, jf: object = 0) -> None:
+    def op(self, code: int, k: int, jt: int | str = 0, jf: int | str = 0) -> None:
         self.ins.append((code, jt, jf, k & 0xFFFFFFFF))
 
     def label(self, name: str) -> None:
@@ -142,7 +150,7 @@ class _Asm:
                         raise ValueError(f"jump to {target} out of range")
                     offs.append(delta)
                 else:
-                    offs.append(int(target))  # type: ignore[call-overload]
+                    offs.append(target)
             out += struct.pack("=HBBI", code, offs[0], offs[1], k)
         return bytes(out)
 
@@ -161,14 +169,13 @@ def build_filter(own_pid: int | None, machine: str | None = None) -> bytes:
     worker finds and kills those by uid, whatever their group."""
     arch = _ARCHES[machine or os.uname().machine]
     nr = arch["nr"]
-    assert isinstance(nr, dict)
     eperm = _SECCOMP_RET_ERRNO | errno.EPERM
     a = _Asm()
     a.op(_LD_W_ABS, _OFF_ARCH)
-    a.op(_JEQ_K, int(arch["audit"]), 0, "kill")  # type: ignore[arg-type]
+    a.op(_JEQ_K, arch["audit"], 0, "kill")
     a.op(_LD_W_ABS, _OFF_NR)
     if arch["x32_bit"] is not None:
-        a.op(_JGE_K, int(arch["x32_bit"]), "kill", 0)  # type: ignore[arg-type]
+        a.op(_JGE_K, arch["x32_bit"], "kill", 0)
     for name in _DENIED_NAMES + (_GROUP_NAMES if own_pid is not None else ()):
         a.op(_JEQ_K, nr[name], "deny", 0)
     a.op(_JEQ_K, nr["clone3"], "nosys", 0)

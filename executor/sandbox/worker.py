@@ -1,9 +1,12 @@
 """The jailed worker: one long-lived process per pool slot, started inside the jail.
 
-For each program it starts two confined children and supervises them against the clock:
+For each program it starts confined children and supervises them against the clock:
 
 * the *program process*, which loads the program and answers calls;
-* the *test process*, which runs the tests and decides the verdicts.
+* the *test process*, which runs the tests and decides the verdicts; or, for a suite of plain
+  checks (literal.py), the slot's *judge*: a test process that serves many requests, runs no
+  code of any of them (their tests only call the program and compare plain data), and is
+  replaced whenever a request does not end cleanly in it.
 
 Both are forked by small zygotes that were forked before the worker read any job, and that
 never see one: a spawn order carries no request data (no source, no directory, no
@@ -46,6 +49,7 @@ selectors: Any = None
 program: Any = None
 harness: Any = None
 fs: Any = None
+literal: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 # Modules programs use most, imported once in the program zygote. Kept short on purpose: every
@@ -65,6 +69,9 @@ _REPORT_CAP = 4096  # longest error type or message kept from a report
 # How long the end of a request waits for its killed processes to be gone (their output pipes
 # at EOF) before the worker is declared unsafe to reuse.
 _EXIT_WAIT = 5.0
+_JUDGE_MEMORY = 2 << 30  # address space of the judge (it decodes replies of up to 64 MiB)
+# How a request may end with the judge still in step (it has sent its last report).
+_JUDGE_CLEAN = frozenset({"end", "lost", "fallback", "load_failed", "setup_failed"})
 _forged: Any = None
 
 
@@ -183,18 +190,28 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
 
 
 def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
-    """In a fresh child of the test zygote: confine, then run the one job the worker sends."""
+    """In a fresh child of the test zygote: confine, then run the one job the worker sends (or,
+    as the judge, the suites of plain checks of request after request)."""
+    judge = bool(spec.get("judge"))
     try:
-        ctrl_w, out_w, err_w, jobs = fds
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/",
-                        fds=[devnull, out_w, err_w, ctrl_w, jobs], env=spec["env"],
-                        use_seccomp=spec["seccomp"])
+        if judge:
+            (jobs,) = fds
+            devnull = os.open(os.devnull, os.O_RDWR)
+            placed = [devnull, devnull, devnull, jobs]
+        else:
+            ctrl_w, out_w, err_w, jobs = fds
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            placed = [devnull, out_w, err_w, ctrl_w, jobs]
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/", fds=placed,
+                        env=spec["env"], use_seccomp=spec["seccomp"])
         confine.set_name(SPARE_NAME)
     except BaseException as exc:
         _die("starting the test process", exc)
     try:
-        harness.serve(ctrl=3, jobs=4)
+        if judge:
+            harness.judge(jobs=3, memory_bytes=spec["judge_memory"])
+        else:
+            harness.serve(ctrl=3, jobs=4)
     finally:
         os._exit(0)
 
@@ -294,7 +311,7 @@ def check_report(msg: Any, current: int, n: int) -> tuple[Any, ...]:
         raise Malformed(f"not a report: {type(msg).__name__}")
     kind, args = msg[0], msg[1:]
     loading = current == -1
-    if kind == "loaded" and not args and loading:
+    if kind in ("loaded", "fallback") and not args and loading:
         return msg
     if kind == "done" and len(args) == 4 and not loading:
         i, verdict, etype, emsg = args
@@ -334,23 +351,36 @@ class _Request:
 
 
 class _Pair:
-    """A test process and a program process, spawned and confined, each waiting for its job
-    on a channel only the worker writes to. They hold nothing of any request until then."""
+    """A program process, spawned and confined, waiting for its job on a channel only the
+    worker writes to (it holds nothing of any request until then), and the ends of its
+    channel that the tests' side gets: a fresh test process's, or the judge's."""
 
-    def __init__(self, tester_pid: int, ctrl_r: int, sock: socket.socket, prog_pid: int,
-                 t2p_w: int, p2t_r: int) -> None:
-        self.tester_pid = tester_pid
-        self.ctrl_r = ctrl_r
-        self.sock = sock
+    def __init__(self, prog_pid: int, t2p_w: int, p2t_r: int) -> None:
         self.prog_pid = prog_pid
         self.t2p_w = t2p_w
         self.p2t_r = p2t_r
 
     def close(self) -> None:
-        for fd in (self.ctrl_r, self.t2p_w, self.p2t_r):
+        for fd in (self.t2p_w, self.p2t_r):
             if fd >= 0:
                 os.close(fd)
-        self.ctrl_r = self.t2p_w = self.p2t_r = -1
+        self.t2p_w = self.p2t_r = -1
+
+
+class _Judge:
+    """The judge (a test process that runs suites of plain checks for many requests; see
+    harness.judge and literal.py) and the socket its orders go on."""
+
+    # Replaced after this many requests, whatever happened.
+    LIFETIME = 500
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.served = 0
+
+    def drop(self) -> None:
+        _kill_tree(self.pid)
         self.sock.close()
 
 
@@ -365,8 +395,11 @@ class Worker:
         # With a uid per child kind, the zygotes hold the filter and children inherit it.
         self.inherit_seccomp = self.use_seccomp and separate
         uid_base = int(hello.get("uid_base", 61000))
-        self.prog_uid = uid_base + 2 * self.slot if separate else None
-        self.test_uid = uid_base + 2 * self.slot + 1 if separate else None
+        # Three uids per slot: programs, fresh test processes, the judge. None can signal or
+        # read another's processes.
+        self.prog_uid = uid_base + 3 * self.slot if separate else None
+        self.test_uid = uid_base + 3 * self.slot + 1 if separate else None
+        judge_uid = uid_base + 3 * self.slot + 2 if separate else None
         self.tmp_bytes = int(hello.get("tmp_bytes", 256 << 20))
         self.seq = 0
         self.stale_dirs: list[tuple[str, bool]] = []
@@ -384,6 +417,10 @@ class Worker:
         self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": own_filter}
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": own_filter}
+        self.judge_spec = {**self.tester_spec, "uid": judge_uid, "judge": True,
+                           "judge_memory": min(ceiling.memory_bytes, _JUDGE_MEMORY)}
+        self.judge: _Judge | None = None
+        self.use_judge = bool(hello.get("judge", True))
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
         # Processes that live as long as the worker (its ancestors in the jail, itself, the
         # zygotes): never a request's, so never read when looking for those.
@@ -402,6 +439,8 @@ class Worker:
                                  "flags": set()}
         req = self.next or self.prepare(spare=False)
         self.next = None
+        job = {**job, "plain_names": (literal.plain_suite(job["tests"], job["setup"])
+                                      if self.use_judge else None)}
         try:
             start = 0
             while start < n:
@@ -546,10 +585,22 @@ class Worker:
         tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
         req = _Request(tmp, fs.make_job_dir(tmp, self.prog_uid, size=self.tmp_bytes))
         if spare:
-            req.spare = self._spawn_pair(req)
+            req.spare = self._spawn_program(req)
+            if self.use_judge and self.judge is None:
+                self.judge = self._spawn_judge()
         return req
 
-    def _spawn_pair(self, req: _Request) -> _Pair:
+    def _spawn_program(self, req: _Request) -> _Pair:
+        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
+        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
+        prog_pid = self.prog_zygote.spawn(self.program_spec, [t2p_r, p2t_w, req.out_w, req.err_w])
+        req.pids.append(prog_pid)
+        os.close(t2p_r)
+        os.close(p2t_w)
+        return _Pair(prog_pid, t2p_w, p2t_r)
+
+    def _spawn_tester(self, req: _Request) -> tuple[int, int, socket.socket]:
+        """A fresh test process for this request: (pid, its report pipe, its job socket)."""
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         tester_pid = self.test_zygote.spawn(self.tester_spec,
@@ -557,17 +608,21 @@ class Worker:
         req.pids.append(tester_pid)
         os.close(ctrl_w)
         theirs.close()
-        t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)
-        p2t_r, p2t_w = os.pipe2(os.O_CLOEXEC)
-        prog_pid = self.prog_zygote.spawn(self.program_spec, [t2p_r, p2t_w, req.out_w, req.err_w])
-        req.pids.append(prog_pid)
-        os.close(t2p_r)
-        os.close(p2t_w)
-        return _Pair(tester_pid, ctrl_r, mine, prog_pid, t2p_w, p2t_r)
+        return tester_pid, ctrl_r, mine
+
+    def _spawn_judge(self) -> _Judge:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = self.test_zygote.spawn(self.judge_spec, [theirs.fileno()])
+        theirs.close()
+        return _Judge(pid, mine)
+
+    def _drop_judge(self) -> None:
+        if self.judge is not None:
+            self.judge.drop()
+            self.judge = None
 
     @staticmethod
     def _drop_pair(pair: _Pair) -> None:
-        _kill_tree(pair.tester_pid)
         _kill_tree(pair.prog_pid)
         pair.close()
 
@@ -582,28 +637,100 @@ class Worker:
 
     def _run_pair(self, job: dict[str, Any], req: _Request, start: int,
                   verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
-        """Run tests[start:] with a fresh test process against a fresh program process.
-        Returns the index to resume at with a fresh pair, or None when the job is finished."""
-        n = len(job["tests"])
-        pair = req.spare or self._spawn_pair(req)
+        """Run tests[start:] with a fresh program process, and the judge (a suite of plain
+        checks) or a fresh test process. Returns the index to resume at with a fresh program
+        process, or None when the job is finished."""
+        pair = req.spare or self._spawn_program(req)
         req.spare = None
-        tester_pid, prog_pid, ctrl_r = pair.tester_pid, pair.prog_pid, pair.ctrl_r
+        prog_pid = pair.prog_pid
         try:
             wire.send(pair.t2p_w, self._job_frame(job, req.tmp))
         except OSError:
-            pass  # the program process is gone already; the test process will say "lost"
+            pass  # the program process is gone already; the tests' side will say "lost"
+        names = job["plain_names"]
+        if names is not None and self.judge is None:
+            self.judge = self._spawn_judge()
+        judged = names is not None
+        tester_pid = -1
+        ctrl_r = -1
+        outcome = "running"
+        try:
+            if judged:
+                ctrl_r = self._order_judge(job, pair, start, names)
+            else:
+                tester_pid, ctrl_r = self._order_tester(job, req, pair, start, resumed=False)
+            outcome, current, t_start, broken = self._supervise(job, req, ctrl_r, start,
+                                                                 verdicts, state)
+            if outcome == "fallback":  # a name the tests read is not the program's function
+                self._judge_done(clean=True)
+                judged = False
+                os.close(ctrl_r)
+                ctrl_r = -1
+                tester_pid, ctrl_r = self._order_tester(job, req, pair, start, resumed=True)
+                outcome, current, t_start, broken = self._supervise(job, req, ctrl_r, start,
+                                                                     verdicts, state)
+        finally:
+            _kill_tree(prog_pid)
+            if tester_pid > 0:
+                _kill_tree(tester_pid)
+            if judged:
+                # A judge that did not finish its request cleanly may be stuck in it.
+                self._judge_done(clean=outcome in _JUDGE_CLEAN)
+            prog_status = self.prog_zygote.status(prog_pid) if outcome == "lost" else 0
+            for fd in (req.out_r, req.err_r):
+                self._drain(fd, req.out_r, job, state)
+            if ctrl_r >= 0:
+                os.close(ctrl_r)
+            pair.close()
+        return self._conclude(job, outcome, current, t_start, broken, prog_status, start,
+                              verdicts, state)
+
+    def _order_judge(self, job: dict[str, Any], pair: _Pair, start: int,
+                     names: frozenset[str]) -> int:
+        """Hand the judge this request's tests, a fresh report pipe and the program's channel.
+        Returns the report pipe's read end."""
+        assert self.judge is not None
+        ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
-                 "tests": job["tests"], "setup": job["setup"],
+                 "tests": job["tests"], "setup": job["setup"], "names": sorted(names)}
+        try:
+            wire.send_msg(self.judge.sock, order, [ctrl_w, pair.t2p_w, pair.p2t_r])
+        except OSError:
+            pass  # the judge is gone; seen below as tester_died
+        os.close(ctrl_w)
+        return ctrl_r
+
+    def _order_tester(self, job: dict[str, Any], req: _Request, pair: _Pair, start: int, *,
+                      resumed: bool) -> tuple[int, int]:
+        """A fresh test process for tests[start:] against the pair's program. Returns its pid
+        and its report pipe's read end."""
+        tester_pid, ctrl_r, sock = self._spawn_tester(req)
+        order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
+                 "tests": job["tests"], "setup": job["setup"], "resumed": resumed,
                  "memory_bytes": max(int(job["memory_bytes"]), 1 << 30)}
         try:
-            wire.send_msg(pair.sock, order, [pair.t2p_w, pair.p2t_r])
+            wire.send_msg(sock, order, [pair.t2p_w, pair.p2t_r])
         except OSError:
             pass  # the test process is gone; seen below as tester_died
-        pair.ctrl_r = -1  # ours to close below
-        pair.close()
+        sock.close()
+        return tester_pid, ctrl_r
+
+    def _judge_done(self, *, clean: bool) -> None:
+        judge = self.judge
+        if judge is None:
+            return
+        judge.served += 1
+        if not clean or judge.served >= _Judge.LIFETIME:
+            self._drop_judge()
+
+    def _supervise(self, job: dict[str, Any], req: _Request, ctrl_r: int, start: int,
+                   verdicts: list[list[Any] | None], state: dict[str, Any],
+                   ) -> tuple[str, int, float, str]:
+        """Read the tests' side's reports against the clock until the run ends. Returns
+        (outcome, the running test or -1 while loading, when it started, what broke)."""
+        n = len(job["tests"])
         os.set_blocking(ctrl_r, False)
         reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT, wire.loads_report)
-
         sel = selectors.DefaultSelector()
         for fd in (req.out_r, req.err_r):
             sel.register(fd, selectors.EVENT_READ)
@@ -614,7 +741,6 @@ class Worker:
         t_start = time.monotonic()
         outcome = "running"
         broken = ""
-        prog_status = 0
         try:
             while outcome == "running":
                 wait = deadline - time.monotonic()
@@ -656,10 +782,8 @@ class Worker:
                             deadline = now + timeout
                         elif kind == "flag":
                             state["flags"].add(msg[1])
-                        elif kind == "end":
-                            outcome = "end"
-                        elif kind == "lost":
-                            outcome = "lost"
+                        elif kind in ("end", "lost", "fallback"):
+                            outcome = kind
                         elif kind == "load_failed":
                             outcome = "load_failed"
                             self._load_failed(msg, verdicts, state)
@@ -674,15 +798,14 @@ class Worker:
                     if outcome != "running":
                         break
         finally:
-            _kill_tree(prog_pid)
-            _kill_tree(tester_pid)
-            if outcome == "lost":
-                prog_status = self.prog_zygote.status(prog_pid)
-            for fd in (req.out_r, req.err_r):
-                self._drain(fd, req.out_r, job, state)
             sel.close()
-            os.close(ctrl_r)
+        return outcome, current, t_start, broken
 
+    def _conclude(self, job: dict[str, Any], outcome: str, current: int, t_start: float,
+                  broken: str, prog_status: int, start: int,
+                  verdicts: list[list[Any] | None], state: dict[str, Any]) -> int | None:
+        """Verdicts for how the run ended; the index to resume at, if any."""
+        timeout = float(job["timeout"])
         elapsed = time.monotonic() - t_start
         if outcome == "timeout":
             if current == -1:
@@ -835,7 +958,7 @@ def main() -> None:
     # The program zygote first, from the smallest heap that serves programs: its own module and
     # what programs commonly import, nothing of the worker's or the test harness's. A program
     # process is forked for every job, so each page here is paid for on every job.
-    global selectors, program, harness, fs
+    global selectors, program, harness, fs, literal
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -858,7 +981,7 @@ def main() -> None:
 
     import selectors
 
-    from . import fs
+    from . import fs, literal
 
     if hello.get("arrange_fs"):  # the zygotes share our mount namespace: they see it too
         fs.arrange(hide=hello["hide"], keep=hello["keep"],
