@@ -145,3 +145,40 @@ def test_a_program_named_like_a_builtin_is_still_the_entry_point() -> None:
     judged = _run([(program, tests, "")], judge=True)[0]
     assert judged.verdicts == [Verdict.PASSED, Verdict.FAILED]
     assert _answer(judged) == _answer(_run([(program, tests, "")], judge=False)[0])
+
+
+def _judges(pool: WorkerPool) -> set[int]:
+    """The pool's judges: processes under its workers named acecoder-judge."""
+    from tests.conftest import _descendants
+
+    out = set()
+    for worker in pool.worker_pids():
+        for pid in _descendants(worker):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == "acecoder-judge":
+                        out.add(pid)
+            except OSError:
+                continue
+    return out
+
+
+def test_the_judge_serves_many_requests_and_is_replaced_after_a_timeout() -> None:
+    async def go() -> None:
+        cfg = ExecutorConfig(workers=1)
+        async with WorkerPool(cfg) as pool:
+            def request(job: Job) -> Any:
+                return pool.execute(validate(cfg, program=job[0], tests=job[1], timeout=1.0))
+
+            seen = []
+            for _ in range(3):
+                assert (await request(VICTIM)).tests[0].verdict == Verdict.PASSED
+                seen.append(_judges(pool))
+            assert len(seen[0]) == 1 and seen[0] == seen[1] == seen[2]  # one, kept
+            sleeper = "import time\ndef f(x):\n    time.sleep(5)\n"
+            hung = await request((sleeper, ["assert f(1) == 1"], ""))
+            assert hung.verdicts == [Verdict.TIMEOUT]
+            assert (await request(VICTIM)).tests[0].verdict == Verdict.PASSED
+            assert len(_judges(pool)) == 1 and not _judges(pool) & seen[0]  # a new one
+
+    asyncio.run(go())
