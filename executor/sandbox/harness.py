@@ -18,6 +18,7 @@ worker on a pipe the program process does not hold.
 from __future__ import annotations
 
 import builtins
+import collections
 import importlib
 import io
 import marshal
@@ -523,6 +524,34 @@ def _only_plain_checks(ns: _TestGlobals, names: frozenset[str]) -> bool:
     return True
 
 
+class _Compiled:
+    """The judge's compiled suites, by their exact text: compiling is a function of the text,
+    and a code object is immutable (its constants are numbers, strings, tuples and frozensets),
+    so running one for a request leaves it as it was. Only suites whose every test compiled:
+    an exception object would carry the traceback of the request that raised it."""
+
+    MAX_CHARS = 8 << 20
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.seen: collections.OrderedDict[tuple[str, ...], _Suite] = collections.OrderedDict()
+
+    def get(self, tests: list[str], setup: str) -> _Suite:
+        key = (*tests, setup)
+        suite = self.seen.get(key)
+        if suite is not None:
+            self.seen.move_to_end(key)
+            return suite
+        suite = _Suite(tests, setup)
+        if not any(isinstance(c, BaseException) for c in (*suite.code, suite.setup_code)):
+            self.seen[key] = suite
+            self.chars += sum(len(t) for t in key)
+            while self.chars > self.MAX_CHARS:
+                old, _ = self.seen.popitem(last=False)
+                self.chars -= sum(len(t) for t in old)
+        return suite
+
+
 def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool, *,
             resumed: bool = False, plain_names: frozenset[str] | None = None) -> str:
     """Run suite.tests[start:] against the program on `conn`, reporting to the worker on
@@ -609,6 +638,7 @@ def judge(*, jobs: int, memory_bytes: int) -> None:
     requests."""
     sock = socket.socket(fileno=jobs)
     set_name(b"acecoder-judge")
+    suites = _Compiled()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     while True:
         try:
@@ -619,7 +649,7 @@ def judge(*, jobs: int, memory_bytes: int) -> None:
             return
         ctrl, to_prog, from_prog = fds
         try:
-            run_job(ctrl, _Conn(to_prog, from_prog), _Suite(msg["tests"], msg["setup"]),
+            run_job(ctrl, _Conn(to_prog, from_prog), suites.get(msg["tests"], msg["setup"]),
                     msg["start"],
                     msg["stop_on_first_failure"], plain_names=frozenset(msg["names"]))
         except OSError:

@@ -421,6 +421,7 @@ class Worker:
                            "judge_memory": min(ceiling.memory_bytes, _JUDGE_MEMORY)}
         self.judge: _Judge | None = None
         self.use_judge = bool(hello.get("judge", True))
+        self.plain_suite = literal.Decisions()
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
         # Processes that live as long as the worker (its ancestors in the jail, itself, the
         # zygotes): never a request's, so never read when looking for those.
@@ -439,7 +440,7 @@ class Worker:
                                  "flags": set()}
         req = self.next or self.prepare(spare=False)
         self.next = None
-        job = {**job, "plain_names": (literal.plain_suite(job["tests"], job["setup"])
+        job = {**job, "plain_names": (self.plain_suite(job["tests"], job["setup"])
                                       if self.use_judge else None)}
         try:
             start = 0

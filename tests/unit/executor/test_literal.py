@@ -83,3 +83,17 @@ def test_size_and_depth_limits() -> None:
     assert plain_suite([big * (MAX_SOURCE // len(big) + 1)], "") is None
     deep = "assert f(" + "+".join(["1"] * 100_000) + ") == 1"  # a left-deep tree
     assert plain_suite([deep], "") is None
+
+
+def test_decisions_are_remembered_by_exact_text_within_a_budget() -> None:
+    from acecoder.executor.sandbox.literal import Decisions
+
+    decide = Decisions(max_chars=100)
+    assert decide(["assert f(1) == 1"], "") == frozenset({"f"})
+    assert decide(["assert f(1) == 1"], "") == frozenset({"f"})  # remembered
+    assert decide(["assert f(1).x == 1"], "") is None
+    assert decide(["assert g(1) == 1 "], "") == frozenset({"g"})  # another text, decided anew
+    for i in range(20):
+        decide([f"assert f({i}) == {i}"], "")
+    assert decide.chars <= 100 and len(decide.seen) < 10
+    assert decide(["assert f(0) == 0"] * 20_000, "") is None  # over MAX_SOURCE: not parsed
