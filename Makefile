@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Converted embedded models live in the checkout, not in $HOME.
 export ACECODER_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: test test-fast demo bench bench-rm proto proto-check sysdeps clean
+.PHONY: test test-fast lint demo bench bench-rm proto proto-check sysdeps clean
 
 # Two stages of one venv: what the demo runs on (acecoder with its model and trainer stacks),
 # then everything the tests need on top (vLLM on CPU, the RL frameworks the adapters are proven
@@ -38,13 +38,22 @@ sysdeps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firejail bubblewrap >/dev/null; \
 	fi
 
-test: sysdeps $(STAMP)
+# ruff (pyflakes, pycodestyle, import order) and mypy on the run-time packages, as CI runs them
+# through `make test`; mypy goes through scripts/typecheck.py, which names each file by its
+# installed module (executor/pool.py is acecoder.executor.pool).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check acecoder executor server trainer clients scripts
+	$(PY) scripts/typecheck.py
+
+test: sysdeps $(STAMP) lint
 	$(PY) -m pytest -q
 
-# The edit-test loop: the unit tests and the manifests' checks (about 2.5 minutes on 2 cores);
-# `make test` still runs everything.
+# The edit-test loop: the unit tests, the manifests' checks and the quick integration tests
+# (under 3 minutes on 2 cores): `slow` marks every test of more than about 3 s, and
+# tests/adversarial (hostile programs, each a few seconds) is left to `make test`, which still
+# runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests/unit tests/k8s
+	$(PY) -m pytest -q -m "not slow" tests/unit tests/k8s tests/integration
 
 demo: sysdeps $(DEMO_STAMP)
 	$(VENV)/bin/acecoder demo --workers 2

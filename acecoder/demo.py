@@ -23,8 +23,8 @@ from __future__ import annotations
 import collections
 import json
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -231,4 +231,6 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 
 def _fmt(v: object) -> str:
-    return f"{v:.3f}" if isinstance(v, float) and v < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"

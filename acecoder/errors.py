@@ -7,11 +7,15 @@
     ├── ResourceExhausted         (RESOURCE_EXHAUSTED: queue full; retry later)
     ├── Unavailable               (UNAVAILABLE: starting, draining, or a backend lost)
     ├── Unauthenticated           (UNAUTHENTICATED: no bearer token, or not one we accept)
-    └── DeadlineExceeded          (DEADLINE_EXCEEDED: the caller's deadline passed first)
+    ├── DeadlineExceeded          (DEADLINE_EXCEEDED: the caller's deadline passed first)
+    └── RemoteError               (client side: a service we called answered an error status;
+        ├── RemoteInvalidArgument  one class per status, each also the class above of its code,
+        └── ...                    in `acecoder.remote_errors`: the one of them importing grpc)
 
 Each class names its gRPC status code as a string, so this module never imports grpc; one
-server interceptor turns them into `context.abort`. A failing *program* is never an error:
-syntax errors, timeouts and crashes are verdicts.
+server interceptor turns them into `context.abort` (a RemoteError that escapes a servicer is
+INTERNAL there: passing another service's status on would mislead the caller). A failing
+*program* is never an error: syntax errors, timeouts and crashes are verdicts.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from acecoder.errors import AcecoderError, InvalidArgument, Unauthenticated
+from acecoder.remote_errors import RemoteError
 from acecoder.security import Guard, Token, client_name, peer_address
 
 logger = logging.getLogger(__name__)
@@ -207,8 +208,9 @@ class _Call:
         raise AssertionError("abort returned")  # pragma: no cover
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-        """Answer for an exception out of the call: its own code, or INTERNAL."""
-        if isinstance(exc, AcecoderError):
+        """Answer for an exception out of the call: its own code, or INTERNAL (also for a
+        service we called that failed: its status is not ours to pass on)."""
+        if isinstance(exc, AcecoderError) and not isinstance(exc, RemoteError):
             await self._abort(context, exc)
         if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             self.code = "CANCELLED"

@@ -7,8 +7,9 @@ Server side (`ServerSecurity`, built from `acecoder serve ...` flags):
   `authorization: Bearer TOKEN` with a listed token, compared in constant time, or it gets
   UNAUTHENTICATED; the health service stays open (probes carry no token);
 - a per-client rate limit counted in items (`--rate-limit R` items/s, `--rate-burst B`, also
-  the most one call may carry): a call costs what it carries (a ScoreRequest its items, an ExecuteBatch its programs, a
-  stream each message as it arrives, a gateway request its queries), one bucket per client
+  the most one call may carry): a call costs what it carries (a ScoreRequest its items, an
+  ExecuteBatch its programs, a stream each message as it arrives, a gateway request its
+  queries), one bucket per client
   shared by the gRPC port and the HTTP gateway. Over it, a call gets RESOURCE_EXHAUSTED (HTTP
   429 with Retry-After) at once. A client is its token's name, else its certificate's
   subject, else its address;
@@ -44,7 +45,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,9 +301,9 @@ def server_security(*, tls_cert: str | None = None, tls_key: str | None = None,
                     rate_limit: float | None = None, rate_burst: int | None = None,
                     health_port: int | None = None, trust_network: bool = False,
                     auth_failures: float | None = None,
-                    env: dict[str, str] | None = None) -> ServerSecurity:
+                    env: Mapping[str, str] | None = None) -> ServerSecurity:
     """ServerSecurity from command-line values (and ACECODER_AUTH_TOKENS when no file)."""
-    env = os.environ if env is None else env  # type: ignore[assignment]
+    env = os.environ if env is None else env
     tokens: tuple[Token, ...] = ()
     if tokens_file:
         path = Path(tokens_file)
@@ -356,8 +357,8 @@ class ClientSecurity:
                 raise ValueError(f"TLS {name}: no such file: {path}")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ClientSecurity:
-        env = os.environ if env is None else env  # type: ignore[assignment]
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSecurity:
+        env = os.environ if env is None else env
 
         def path(name: str) -> Path | None:
             return Path(env[name]) if env.get(name) else None

@@ -17,9 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import psutil
-
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from acecoder.serving import spawn_server

@@ -1,10 +1,11 @@
 """Typed Python clients of acecoder's services."""
 
-from .executor import AsyncExecutorClient, ExecutorClient, Program
-from .base import RetryPolicy
-from .reward import AsyncRewardClient, RewardClient
-from .synthesis import SynthesisClient
 from acecoder.security import ClientSecurity
 
-__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ClientSecurity", "ExecutorClient", "Program",
-           "RetryPolicy", "RewardClient", "SynthesisClient"]
+from .base import RetryPolicy
+from .executor import AsyncExecutorClient, ExecutorClient, Program, StdioTest
+from .reward import AsyncRewardClient, RewardClient
+from .synthesis import SynthesisClient
+
+__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ClientSecurity", "ExecutorClient",
+           "Program", "RetryPolicy", "RewardClient", "StdioTest", "SynthesisClient"]

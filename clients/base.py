@@ -1,19 +1,21 @@
 """What every acecoder client shares: channel options, TLS and a bearer token (given, or from
 the environment: see `acecoder.security.ClientSecurity`), and unary calls with a deadline that
 retry only transient codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered backoff, never
-past the deadline."""
+past the deadline. Every failed call raises an `acecoder.remote_errors.RemoteError` (one class
+per status, each also a `grpc.RpcError`)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from acecoder.remote_errors import from_grpc_error
 from acecoder.security import ClientSecurity
 from acecoder.serving import MESSAGE_OPTIONS
 
@@ -34,53 +36,76 @@ class RetryPolicy:
         return random.uniform(base / 2, base)
 
 
+def _left(end: float) -> float:
+    return max(end - time.monotonic(), 0.001)
+
+
+def _pause(exc: grpc.RpcError, attempt: int, retry: RetryPolicy, end: float,
+           received: int = 0) -> float:
+    """Seconds to wait before trying again after `exc`; raises its RemoteError instead when
+    the call is over: a code that is not transient, the last attempt, no time left before the
+    deadline, or a stream that has delivered messages already."""
+    pause = retry.delay(attempt)
+    error = from_grpc_error(exc)
+    if (received or error.code() not in RETRYABLE or attempt == retry.attempts - 1
+            or time.monotonic() + pause >= end):
+        raise error from (None if error is exc else exc)
+    return pause
+
+
 def call(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Any:
-    """`fn(request)` within `seconds`, retried on transient codes."""
+    """`fn(request)` within `seconds`, retried on transient codes; a failure is raised as its
+    `acecoder.remote_errors.RemoteError`."""
     end = time.monotonic() + seconds
     for attempt in range(retry.attempts):
         try:
-            return fn(request, timeout=max(end - time.monotonic(), 0.001))
+            return fn(request, timeout=_left(end))
         except grpc.RpcError as exc:
-            pause = retry.delay(attempt)
-            if (exc.code() not in RETRYABLE  # type: ignore[attr-defined]
-                    or attempt == retry.attempts - 1 or time.monotonic() + pause >= end):
-                raise
-            time.sleep(pause)
+            time.sleep(_pause(exc, attempt, retry, end))
     raise AssertionError("unreachable")
 
 
 async def acall(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Any:
-    """`await fn(request)` within `seconds`, retried on transient codes."""
+    """`await fn(request)` within `seconds`, retried on transient codes; a failure is raised
+    as its RemoteError."""
     end = time.monotonic() + seconds
     for attempt in range(retry.attempts):
         try:
-            return await fn(request, timeout=max(end - time.monotonic(), 0.001))
-        except grpc.aio.AioRpcError as exc:
-            pause = retry.delay(attempt)
-            if (exc.code() not in RETRYABLE or attempt == retry.attempts - 1
-                    or time.monotonic() + pause >= end):
-                raise
-            await asyncio.sleep(pause)
+            return await fn(request, timeout=_left(end))
+        except grpc.RpcError as exc:
+            await asyncio.sleep(_pause(exc, attempt, retry, end))
     raise AssertionError("unreachable")
 
 
 def stream(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Iterator[Any]:
     """The messages of a server-streaming `fn(request)` within `seconds`; retried on transient
-    codes only while nothing has arrived (a retry after that would repeat messages)."""
+    codes only while nothing has arrived (a retry after that would repeat messages); a
+    failure is raised as its RemoteError."""
     end = time.monotonic() + seconds
     for attempt in range(retry.attempts):
         received = 0
         try:
-            for message in fn(request, timeout=max(end - time.monotonic(), 0.001)):
+            for message in fn(request, timeout=_left(end)):
                 received += 1
                 yield message
             return
         except grpc.RpcError as exc:
-            pause = retry.delay(attempt)
-            if (received or exc.code() not in RETRYABLE  # type: ignore[attr-defined]
-                    or attempt == retry.attempts - 1 or time.monotonic() + pause >= end):
-                raise
-            time.sleep(pause)
+            time.sleep(_pause(exc, attempt, retry, end, received))
+
+
+async def astream(fn: Any, request: Any, *, seconds: float,
+                  retry: RetryPolicy) -> AsyncIterator[Any]:
+    """`stream` for an asyncio channel."""
+    end = time.monotonic() + seconds
+    for attempt in range(retry.attempts):
+        received = 0
+        try:
+            async for message in fn(request, timeout=_left(end)):
+                received += 1
+                yield message
+            return
+        except grpc.RpcError as exc:
+            await asyncio.sleep(_pause(exc, attempt, retry, end, received))
 
 
 class BlockingClient:

@@ -22,7 +22,10 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from .reward import AsyncRewardClient, Reranking, RewardClient
+from acecoder.ranking import Reranking
+from acecoder.remote_errors import RemoteError
+
+from .reward import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
 
 SYNTH_SHARE = 0.7
@@ -43,8 +46,6 @@ def imagine_tests(synth: SynthesisClient, question: str, *, deadline: float,
     and why. Never raises for a slow or failing service: best-of-N goes on without tests.
     `min_tests`: fewest kept tests worth ranking by (AceCoder keeps a dataset question only
     with 4 or more; a single question being reranked online is better served by any)."""
-    import grpc
-
     started = time.monotonic()
     try:
         for event in synth.synthesize("bestofn", question=question, source="bestofn",
@@ -57,7 +58,7 @@ def imagine_tests(synth: SynthesisClient, question: str, *, deadline: float,
                     return Imagined(tuple(o.record.test_cases), "",
                                     time.monotonic() - started)
                 return Imagined((), o.reason, time.monotonic() - started)
-    except grpc.RpcError as exc:
+    except RemoteError as exc:
         return Imagined((), f"synthesis failed: {exc.code().name}: {exc.details()}",
                         time.monotonic() - started)
     return Imagined((), "synthesis ended without an outcome", time.monotonic() - started)

@@ -10,8 +10,6 @@ retried, with jittered exponential backoff, and never past the call's deadline.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +17,15 @@ from typing import Any
 import grpc
 
 from acecoder.executor import convert
-from acecoder.executor.types import ExecutionResult
+from acecoder.executor.types import ExecutionResult, StdioTest
+from acecoder.security import ClientSecurity
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
-from acecoder.security import ClientSecurity
 
-from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, stream
+from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, astream, stream
 
-__all__ = ["RETRYABLE", "AsyncExecutorClient", "ExecutorClient", "Program", "RetryPolicy"]
+__all__ = ["RETRYABLE", "AsyncExecutorClient", "ExecutorClient", "Program", "RetryPolicy",
+           "StdioTest"]
 
 
 @dataclass(frozen=True)
@@ -34,18 +33,25 @@ class Program:
     """One program and its tests, for `execute_batch`."""
 
     program: str
-    tests: Sequence[str]
+    tests: Sequence[Any]
+    """Test statements ("assert f(2) == 4"), or stdio tests (StdioTest records or
+    {"input": ..., "output": ...} mappings): the program runs whole on each input."""
     setup: str = ""
     timeout: float | None = None
     memory_mb: int | None = None
     stop_on_first_failure: bool = False
     request_id: str = ""
+    checker: str = ""
+    """Stdio tests: how outputs are compared (tokens, exact, lines, float:TOL, ...)."""
+    output_limit: int | None = None
 
     def to_proto(self) -> pb.ExecuteRequest:
+        statements, stdio = convert.split_tests(self.tests)
         return convert.request_to_proto(
-            self.program, list(self.tests), setup=self.setup, timeout=self.timeout,
+            self.program, statements, setup=self.setup, timeout=self.timeout,
             memory_mb=self.memory_mb, stop_on_first_failure=self.stop_on_first_failure,
-            request_id=self.request_id)
+            request_id=self.request_id, stdio=stdio, checker=self.checker,
+            output_limit=self.output_limit)
 
 
 def _request(program: str, tests: Sequence[str], **kw: Any) -> pb.ExecuteRequest:
@@ -63,13 +69,16 @@ class ExecutorClient(BlockingClient):
         super().__init__(target, timeout=timeout, retry=retry, channel=channel,
                          security=security)
 
-    def execute(self, program: str, tests: Sequence[str], *, setup: str = "",
+    def execute(self, program: str, tests: Sequence[Any], *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
                 stop_on_first_failure: bool = False, request_id: str = "",
+                checker: str = "", output_limit: int | None = None,
                 deadline: float | None = None) -> ExecutionResult:
-        """Run one program. `timeout` is per test; `deadline` (seconds) bounds the whole call."""
+        """Run one program. `timeout` is per test; `deadline` (seconds) bounds the whole call.
+        `tests`: statements, or stdio tests (see Program) compared by `checker`."""
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
-                       stop_on_first_failure=stop_on_first_failure, request_id=request_id)
+                       stop_on_first_failure=stop_on_first_failure, request_id=request_id,
+                       checker=checker, output_limit=output_limit)
         return convert.result_from_proto(self._call(self.stub.Execute, req, deadline))
 
     def execute_batch(self, programs: Sequence[Program], *,
@@ -95,31 +104,22 @@ class AsyncExecutorClient(AsyncClient):
                  security: ClientSecurity | None = None) -> None:
         super().__init__(target, timeout=timeout, retry=retry, security=security)
 
-    async def execute(self, program: str, tests: Sequence[str], *, setup: str = "",
+    async def execute(self, program: str, tests: Sequence[Any], *, setup: str = "",
                       timeout: float | None = None, memory_mb: int | None = None,
                       stop_on_first_failure: bool = False, request_id: str = "",
+                      checker: str = "", output_limit: int | None = None,
                       deadline: float | None = None) -> ExecutionResult:
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
-                       stop_on_first_failure=stop_on_first_failure, request_id=request_id)
+                       stop_on_first_failure=stop_on_first_failure, request_id=request_id,
+                       checker=checker, output_limit=output_limit)
         return convert.result_from_proto(await self._call(self.stub.Execute, req, deadline))
 
     async def execute_batch(self, programs: Sequence[Program], *,
                             deadline: float | None = None) -> AsyncIterator[ExecutionResult]:
         req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
-        end = time.monotonic() + (deadline or self.timeout)
-        for attempt in range(self.retry.attempts):
-            received = 0
-            try:
-                async for m in self.stub.ExecuteBatch(req, timeout=max(end - time.monotonic(), 0.001)):
-                    received += 1
-                    yield convert.result_from_proto(m)
-                return
-            except grpc.aio.AioRpcError as exc:
-                pause = self.retry.delay(attempt)
-                if (received or exc.code() not in RETRYABLE
-                        or attempt == self.retry.attempts - 1 or time.monotonic() + pause >= end):
-                    raise
-                await asyncio.sleep(pause)
+        async for m in astream(self.stub.ExecuteBatch, req, seconds=deadline or self.timeout,
+                               retry=self.retry):
+            yield convert.result_from_proto(m)
 
     async def info(self, *, deadline: float | None = None) -> pb.InfoResponse:
         return await self._call(self.stub.Info, pb.InfoRequest(), deadline)

@@ -12,16 +12,15 @@ RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-
+from acecoder.ranking import RankedCandidate, Reranking
+from acecoder.security import ClientSecurity
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
-from acecoder.security import ClientSecurity
 
 from .base import AsyncClient, BlockingClient, RetryPolicy
-
 
 
 @dataclass(frozen=True)
@@ -30,51 +29,6 @@ class Score:
     score: float
     truncated: bool
     tokens: int
-
-
-@dataclass(frozen=True)
-class RankedCandidate:
-    index: int
-    """Position in the request."""
-    score: float | None
-    """RM score; None when the budget ran out before it was scored."""
-    truncated: bool
-    pass_rate: float | None
-    """Fraction of tests passed; None when no tests ran for it."""
-    rank: int
-    verdicts: tuple[str, ...] = ()
-    """One per test, in test order (PASSED, FAILED, ...); empty when no tests ran."""
-
-
-@dataclass(frozen=True)
-class Reranking:
-    """Candidates best first; indexes and iterates like that list."""
-
-    ranked: list[RankedCandidate]
-    complete: bool = True
-    """False when the budget ran out before every score and test result arrived."""
-    rule: str = ""
-    seconds: float = 0.0
-    """Time it took: the server's, or the whole of a `BestOfN.rank`."""
-    tests: tuple[str, ...] = ()
-    """BestOfN: the tests that ranked them (given or synthesized)."""
-    tests_source: str = ""
-    """BestOfN: given, synthesized or none."""
-    note: str = ""
-    """BestOfN: why synthesis gave no tests, when it did not."""
-
-    @property
-    def best(self) -> RankedCandidate:
-        return self.ranked[0]
-
-    def __getitem__(self, i: int) -> RankedCandidate:
-        return self.ranked[i]
-
-    def __len__(self) -> int:
-        return len(self.ranked)
-
-    def __iter__(self) -> Iterator[RankedCandidate]:
-        return iter(self.ranked)
 
 
 def _encode(s: str) -> bytes:
@@ -120,7 +74,8 @@ def _ranked(reply: pb.RerankResponse) -> Reranking:
                                       c.truncated,
                                       c.pass_rate if c.HasField("pass_rate") else None, c.rank,
                                       tuple(c.verdicts))
-                      for c in reply.ranked], reply.complete, reply.rule, reply.seconds)
+                      for c in reply.ranked],
+                     complete=reply.complete, rule=reply.rule, seconds=reply.seconds)
 
 
 class RewardClient(BlockingClient):

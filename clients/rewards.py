@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import math
 import concurrent.futures
+import math
 import os
 import threading
 import time

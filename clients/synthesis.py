@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-
+from acecoder.security import ClientSecurity
 from acecoder.v1 import synthesis_pb2 as pb
 from acecoder.v1 import synthesis_pb2_grpc as pb_grpc
-from acecoder.security import ClientSecurity
 
 from .base import BlockingClient, RetryPolicy, stream
 

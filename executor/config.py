@@ -37,6 +37,10 @@ class ExecutorConfig:
     """Most programs in one ExecuteBatch."""
     output_bytes: int = 64 * 1024
     """Captured stdout (and, separately, stderr) kept per program; the rest is dropped."""
+    max_stdio_bytes: int = 16 << 20
+    """Largest input, and largest expected output, of one stdio test."""
+    max_output_limit: int = 64 << 20
+    """Largest `output_limit` a stdio request may ask for (what one test's run may write)."""
     file_bytes: int = 16 << 20
     """Largest file a program may write (RLIMIT_FSIZE)."""
     tmp_bytes: int = 256 << 20
@@ -84,6 +88,7 @@ class ExecutorConfig:
                 f"got {self.default_memory_mb}")
         for name in ("max_program_bytes", "max_tests", "max_test_bytes", "max_batch",
                      "output_bytes", "file_bytes", "tmp_bytes", "open_files", "processes",
+                     "max_stdio_bytes", "max_output_limit",
                      "recycle_after"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from acecoder.v1 import executor_pb2 as pb
 
-from .types import ExecutionResult, ProgramStatus, TestResult, Verdict
+from .types import ExecutionResult, ProgramStatus, StdioTest, TestResult, Verdict
 
 
 def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
@@ -15,7 +16,8 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
         status_detail=r.status_detail,
         results=[
             pb.TestResult(verdict=pb.Verdict.Value(t.verdict.value), duration_seconds=t.duration,
-                          error_type=t.error_type, error_message=t.error_message)
+                          error_type=t.error_type, error_message=t.error_message,
+                          cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb)
             for t in r.tests
         ],
         pass_rate=r.pass_rate, all_passed=r.all_passed, stdout=r.stdout, stderr=r.stderr,
@@ -31,7 +33,8 @@ def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
         status_detail=m.status_detail,
         tests=tuple(
             TestResult(verdict=Verdict(pb.Verdict.Name(t.verdict)), duration=t.duration_seconds,
-                       error_type=t.error_type, error_message=t.error_message)
+                       error_type=t.error_type, error_message=t.error_message,
+                       cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb)
             for t in m.results
         ),
         stdout=m.stdout, stderr=m.stderr, stdout_truncated=m.stdout_truncated,
@@ -47,19 +50,49 @@ def request_fields(m: pb.ExecuteRequest) -> dict[str, Any]:
         "timeout": m.timeout_seconds if m.HasField("timeout_seconds") else None,
         "memory_mb": m.memory_limit_mb if m.HasField("memory_limit_mb") else None,
         "stop_on_first_failure": m.stop_on_first_failure, "request_id": m.request_id,
+        "stdio": [(t.input, t.output) for t in m.stdio_tests], "checker": m.checker,
+        "output_limit": m.output_limit_bytes if m.HasField("output_limit_bytes") else None,
     }
+
+
+def split_tests(tests: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
+    """(test statements, stdio (input, output) pairs) of a list holding one kind: statements
+    (str/bytes), or StdioTest records / {"input", "output"} mappings."""
+    statements: list[Any] = []
+    stdio: list[tuple[str, str]] = []
+    for t in tests:
+        if isinstance(t, StdioTest):
+            stdio.append((t.input, t.output))
+        elif isinstance(t, Mapping):
+            try:
+                stdio.append((t["input"], t["output"]))
+            except KeyError as exc:
+                raise ValueError(f"a stdio test needs 'input' and 'output' (missing {exc})") \
+                    from None
+        else:
+            statements.append(t)
+    if statements and stdio:
+        raise ValueError("a request's tests are all statements or all stdio tests")
+    return statements, stdio
 
 
 def request_to_proto(
     program: str | bytes, tests: list[str] | list[bytes], *, setup: str | bytes = b"",
     timeout: float | None = None, memory_mb: int | None = None,
     stop_on_first_failure: bool = False, request_id: str = "",
+    stdio: list[tuple[str, str]] | None = None, checker: str = "",
+    output_limit: int | None = None,
 ) -> pb.ExecuteRequest:
+    """`stdio`: (input, expected output) pairs instead of test statements (`tests` empty)."""
     enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
     m = pb.ExecuteRequest(
         request_id=request_id, program=enc(program), tests=[enc(t) for t in tests],
         setup=enc(setup), stop_on_first_failure=stop_on_first_failure,
+        stdio_tests=[pb.StdioTest(input=enc(i), output=enc(o)) for i, o in stdio or ()],
+        checker=checker,
     )
+    if output_limit is not None:
+        m.output_limit_bytes = output_limit
     if timeout is not None:
         m.timeout_seconds = timeout
     if memory_mb is not None:

@@ -1,6 +1,10 @@
 """`acecoder exec`: run a JSONL file of programs through a local worker pool.
 
-Input records:  {"id": str, "program": str, "tests": [str, ...]}  ("setup" optional)
+Input records:  {"id": str, "program": str, "tests": [str, ...]}  ("setup" optional), or stdio
+tests: "tests": [{"input": str, "output": str}, ...] (or {"inputs": [...], "outputs": [...]}, as an
+object or a JSON string, as verl and DeepCoder data carry it), with optional "checker" (tokens,
+exact, lines, float:TOL, float_abs:TOL, float_rel:TOL); "time_limit" (seconds per test) and
+"memory_limit_mb" set the limits; "language" is "python" (the default).
 Output records: {"id": ..., "pass_rate": float, "verdicts": [...], "status": str}, one per input,
 in completion order. Rerunning with the same output file skips ids already written, so an
 interrupted run resumes where it stopped.
@@ -16,25 +20,57 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acecoder.errors import InvalidArgument
-from acecoder.jsonl import Progress, done_ids, read_records, text_field, text_list
+from acecoder.jsonl import Progress, done_ids, read_records, text_field
 
 from .config import ExecutorConfig
 from .pool import WorkerPool
 from .service import validate
-from .types import ExecutionResult
+from .types import ExecutionResult, StdioTest, parse_tests
+
+LANGUAGES = ("python",)
 
 
 @dataclass(frozen=True)
 class Record:
     id: str
     program: str
-    tests: list[str]
+    tests: list[str] | list[StdioTest]
     setup: str
+    checker: str = ""
+    time_limit: float | None = None
+    memory_mb: int | None = None
+
+
+def _number(row: dict[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"\"{name}\" must be a number")
+    return value
+
+
+def _record(rid: str, row: dict[str, Any]) -> Record:
+    language = row.get("language", "python")
+    if language not in LANGUAGES:
+        raise ValueError(f"\"language\" {str(language)[:40]!r} is not available here; this "
+                         f"executor runs {', '.join(LANGUAGES)}")
+    checker = row.get("checker", "")
+    if not isinstance(checker, str):
+        raise ValueError("\"checker\" must be a string (custom checkers are not supported yet)")
+    if "fn_name" in row:
+        raise ValueError("call tests (\"fn_name\") are not supported yet")
+    memory = _number(row, "memory_limit_mb")
+    try:
+        tests = parse_tests(row.get("tests"))
+    except ValueError as exc:
+        raise ValueError("\"tests\" must be a list of statements or of stdio tests, or "
+                         f"{{\"inputs\", \"outputs\"}} ground truth ({exc})") from None
+    return Record(rid, text_field(row, "program"), tests, text_field(row, "setup", ""),
+                  checker, _number(row, "time_limit"),
+                  None if memory is None else int(memory))
 
 
 def read_input(path: Path) -> list[Record]:
-    return read_records(path, lambda rid, row: Record(
-        rid, text_field(row, "program"), text_list(row, "tests"), text_field(row, "setup", "")))
+    return read_records(path, _record)
 
 
 def output_record(rid: str, result: ExecutionResult) -> dict[str, Any]:
@@ -68,8 +104,13 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
 
             async def one(rec: Record) -> None:
                 try:
-                    req = validate(config, program=rec.program, tests=rec.tests, setup=rec.setup,
-                                   timeout=timeout, request_id=rec.id)
+                    stdio = [(t.input, t.output) for t in rec.tests
+                             if isinstance(t, StdioTest)]
+                    statements = [t for t in rec.tests if isinstance(t, str)]
+                    req = validate(config, program=rec.program, tests=statements,
+                                   setup=rec.setup,
+                                   timeout=rec.time_limit or timeout, memory_mb=rec.memory_mb,
+                                   request_id=rec.id, stdio=stdio, checker=rec.checker)
                 except InvalidArgument as exc:
                     counts["invalid"] += 1
                     write({"id": rec.id, "pass_rate": 0.0, "verdicts": [],

@@ -205,6 +205,8 @@ class WorkerPool:
             "memory_bytes": req.memory_mb << 20, "file_bytes": c.file_bytes,
             "open_files": c.open_files, "processes": c.processes, "output_bytes": c.output_bytes,
             "stop_on_first_failure": req.stop_on_first_failure,
+            "kind": req.kind, "expected": list(req.expected), "checker": req.checker,
+            "output_limit": req.output_limit,
         }
 
     async def execute(self, req: ExecutionRequest, *,
@@ -305,7 +307,8 @@ class WorkerPool:
     def _result(self, req: ExecutionRequest, raw: dict[str, Any]) -> ExecutionResult:
         tests = tuple(
             TestResult(verdict=Verdict(v[0]), duration=float(v[1]), error_type=str(v[2]),
-                       error_message=str(v[3]))
+                       error_message=str(v[3]), cpu_seconds=float(v[4]) if len(v) > 4 else 0.0,
+                       peak_memory_kb=int(v[5]) if len(v) > 5 else 0)
             for v in raw["verdicts"]
         )
         if len(tests) != len(req.tests):

@@ -18,6 +18,7 @@ from acecoder.serving import Admission
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .pool import WorkerPool
+from .sandbox import checkers
 from .types import ExecutionRequest, ExecutionResult
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,47 @@ def validate(
     stop_on_first_failure: bool = False,
     request_id: str = "",
     where: str = "",
+    stdio: Sequence[tuple[bytes | str, bytes | str]] | None = None,
+    checker: str = "",
+    output_limit: int | None = None,
 ) -> ExecutionRequest:
     """Turn raw request fields into an ExecutionRequest, or raise InvalidArgument that says
-    what to change."""
+    what to change. `stdio`: (input, expected output) pairs instead of test statements: the
+    program runs whole on each input, and `checker` compares its output."""
     at = f"{where}: " if where else ""
+    kind = "stdio" if stdio else "assert"
     try:
         prog = _text(program, f"{at}program", config.max_program_bytes, "max_program_bytes")
         setup_text = _text(setup, f"{at}setup", config.max_program_bytes, "max_program_bytes")
-        if not tests:
+        inputs: list[str] = []
+        expected: list[str] = []
+        if stdio:
+            if tests:
+                raise InvalidArgument(
+                    f"{at}send either test statements or stdio tests, not both")
+            if setup_text:
+                raise InvalidArgument(f"{at}setup applies to test statements, not stdio tests")
+            if len(stdio) > config.max_tests:
+                raise InvalidArgument(
+                    f"{at}{len(stdio)} tests sent; the limit is {config.max_tests} (max_tests): "
+                    "split the request")
+            for i, (given, want) in enumerate(stdio):
+                inputs.append(_text(given, f"{at}stdio_tests[{i}].input",
+                                    config.max_stdio_bytes, "max_stdio_bytes"))
+                expected.append(_text(want, f"{at}stdio_tests[{i}].output",
+                                      config.max_stdio_bytes, "max_stdio_bytes"))
+            try:
+                checker = checkers.parse(checker or "tokens").spec
+            except ValueError as exc:
+                raise InvalidArgument(f"{at}{exc}") from None
+        elif checker:
+            raise InvalidArgument(f"{at}checker applies to stdio tests, not test statements")
+        if output_limit is None:
+            output_limit = 16 << 20
+        if not 1024 <= output_limit <= config.max_output_limit:
+            raise InvalidArgument(f"{at}output_limit_bytes must be between 1024 and "
+                                  f"{config.max_output_limit}, got {output_limit}")
+        if not tests and not stdio:
             raise InvalidArgument(f"{at}tests is empty: send at least one test statement")
         if len(tests) > config.max_tests:
             raise InvalidArgument(
@@ -86,9 +120,11 @@ def validate(
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{at}malformed request: {exc}") from None
     return ExecutionRequest(
-        program=prog, tests=tuple(test_texts), setup=setup_text, timeout=float(timeout),
-        memory_mb=int(memory_mb), stop_on_first_failure=bool(stop_on_first_failure),
-        request_id=request_id or uuid.uuid4().hex,
+        program=prog, tests=tuple(inputs or test_texts), setup=setup_text,
+        timeout=float(timeout), memory_mb=int(memory_mb),
+        stop_on_first_failure=bool(stop_on_first_failure),
+        request_id=request_id or uuid.uuid4().hex, kind=kind, expected=tuple(expected),
+        checker=checker or "tokens", output_limit=int(output_limit),
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Verdict(str, enum.Enum):
@@ -34,17 +36,71 @@ class Flag(str, enum.Enum):
     OVERRIDDEN_EQUALITY = "OVERRIDDEN_EQUALITY"
 
 
+@dataclass(frozen=True)
+class StdioTest:
+    """A stdin/stdout test: the program runs whole on `input`; its stdout must match `output`
+    (as the request's checker compares them)."""
+
+    input: str
+    output: str
+
+
+def parse_tests(value: Any) -> list[str] | list[StdioTest]:
+    """Tests in the formats people have: a list of test statements; a list of
+    {"input": str, "output": str} stdio tests; or ground truth as verl, SandboxFusion and
+    DeepCoder data carry it, {"inputs": [...], "outputs": [...]}, as an object or a JSON string.
+    ValueError says what is wrong."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("tests given as a string must be JSON ({\"inputs\": [...], "
+                             "\"outputs\": [...]})") from None
+    if isinstance(value, dict):
+        if value.get("fn_name"):
+            raise ValueError("call tests (fn_name) are not supported yet: send stdio tests or "
+                             "test statements")
+        inputs, outputs = value.get("inputs"), value.get("outputs")
+        if not (isinstance(inputs, list) and isinstance(outputs, list)):
+            raise ValueError("ground truth needs \"inputs\" and \"outputs\" lists")
+        if len(inputs) != len(outputs):
+            raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
+        value = [{"input": i, "output": o} for i, o in zip(inputs, outputs)]
+    if not isinstance(value, list):
+        raise ValueError("tests must be a list")
+    if all(isinstance(t, str) for t in value):
+        return list(value)
+    stdio = []
+    for i, t in enumerate(value):
+        if not (isinstance(t, dict) and isinstance(t.get("input"), str)
+                and isinstance(t.get("output"), str)):
+            raise ValueError(f"tests[{i}] must be a statement (a string) or a stdio test "
+                             "{\"input\": str, \"output\": str}, and all tests of one kind")
+        stdio.append(StdioTest(t["input"], t["output"]))
+    return stdio
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionRequest:
     """One program and its tests, validated (see `service.validate`)."""
 
     program: str
     tests: tuple[str, ...]
+    """Assert tests: statements. Stdio tests (`kind` "stdio"): each test's input."""
     setup: str = ""
     timeout: float
     memory_mb: int
     stop_on_first_failure: bool = False
     request_id: str = ""
+    kind: str = "assert"
+    """"assert" (test statements run against the program's names) or "stdio" (the program
+    runs whole on each test's input; its output is compared with `expected`)."""
+    expected: tuple[str, ...] = ()
+    """Stdio tests: each test's expected output (it never reaches the program)."""
+    checker: str = "tokens"
+    """Stdio tests: how outputs are compared (see executor.sandbox.checkers)."""
+    output_limit: int = 16 << 20
+    """Stdio tests: the most a test's run may write to stdout (more is an ERROR)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +109,10 @@ class TestResult:
     duration: float = 0.0
     error_type: str = ""
     error_message: str = ""
+    cpu_seconds: float = 0.0
+    """Stdio tests: CPU time of the test's run."""
+    peak_memory_kb: int = 0
+    """Stdio tests: peak resident memory of the test's run, in KiB."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from acecoder.jsonl import read_records, text_field
 from acecoder.models.reward import Encoded, RewardModel
-from acecoder.server.synth.pairs import PairRule, _inferences, make_pairs
+from acecoder.server.synth.pairs import PairRule, inferences, make_pairs
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def read_pairs(path: Path, rule: PairRule = PairRule()) -> list[Pair]:
     def parse(rid: str, row: dict[str, Any]) -> list[Pair]:
         if "inferences" in row:
             text_field(row, "question")
-            _inferences(row)
+            inferences(row)
             return [Pair(p["id"], p["instruction"], p["chosen"], p["rejected"])
                     for p in make_pairs(row, rule)]
         question = text_field(row, "instruction")
@@ -45,7 +45,8 @@ def split(pairs: list[Pair], eval_fraction: float) -> tuple[list[Pair], list[Pai
     held-out accuracy is measured on questions the model never trained on. Deterministic."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    train, held = [], []
+    train: list[Pair] = []
+    held: list[Pair] = []
     for p in pairs:
         (held if held_out(p.question, eval_fraction) else train).append(p)
     return train, held

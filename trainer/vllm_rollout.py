@@ -18,11 +18,14 @@ import gc
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from acecoder.trainer.rollout import Rollout, collate
+
+if TYPE_CHECKING:
+    from vllm import LLM
 
 # The same host defaults as the other vLLM users (server/rm/vllm_engine.py).
 _ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
@@ -47,22 +50,25 @@ class VllmRollout:
             kwargs["enforce_eager"] = True  # the CPU backend's compiled path is not trusted
             if dtype == "auto":
                 kwargs["dtype"] = "float32"
-        self.llm = LLM(**kwargs)
+        self.llm: LLM | None = LLM(**kwargs)
+        """The engine; None once closed."""
         self.syncs = 0
         """How many times weights were pushed (for tests and logs)."""
 
     def generate(self, prompts: list[list[int]], *, samples: int, temperature: float,
                  max_new_tokens: int, seed: int, pad: int) -> Rollout:
         """`samples` responses per prompt; rows grouped by prompt like `rollout.generate`."""
+        llm = self._running()
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         greedy = temperature <= 0  # vLLM samples n > 1 only at a temperature: repeat instead
         params = SamplingParams(n=1 if greedy else samples, temperature=max(temperature, 0.0),
                                 top_p=1.0, max_tokens=max_new_tokens,
                                 seed=None if greedy else seed)
         asked = [p for p in prompts for _ in range(samples)] if greedy else prompts
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in asked], params,
-                                 use_tqdm=False)
+        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in asked], params,
+                            use_tqdm=False)
         rows, texts, index = [], [], []
         for k, out in enumerate(outs):
             i = k // samples if greedy else k
@@ -78,6 +84,7 @@ class VllmRollout:
     def sync(self, named_params: Iterable[tuple[str, torch.Tensor]], where: Path) -> int:
         """Load these weights (Hugging Face names) into the engine, through a safetensors
         file in the directory `where`; returns how many tensors."""
+        llm = self._running()
         from safetensors.torch import save_file
 
         weights = {name: t.detach().to("cpu").contiguous() for name, t in named_params}
@@ -85,9 +92,14 @@ class VllmRollout:
         tmp = where / ".model.safetensors.tmp"
         save_file(weights, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, where / "model.safetensors")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(where)})
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": str(where)})
         self.syncs += 1
         return len(weights)
+
+    def _running(self) -> LLM:
+        if self.llm is None:
+            raise RuntimeError("this VllmRollout is closed")
+        return self.llm
 
     def close(self) -> None:
         llm, self.llm = self.llm, None

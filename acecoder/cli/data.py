@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import offline_job
+from .common import Default, add_io, add_quiet, offline_job
+
+PAIRS = "acecoder.server.synth.pairs:PairRule"
 
 
 def register(sub: Any) -> None:
@@ -17,28 +19,26 @@ def register(sub: Any) -> None:
                                    "records with inferences, by AceCoder's rule unless told "
                                    "otherwise. Rerunning with the same --output writes only "
                                    "what is missing.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
-    p.add_argument("--min-chosen", type=float, default=0.8,
-                   help="a chosen program's pass rate, at least (default 0.8)")
-    p.add_argument("--min-rejected", type=float, default=0.0,
-                   help="a rejected program's pass rate, more than (default 0)")
-    p.add_argument("--min-gap", type=float, default=0.4,
-                   help="chosen minus rejected pass rate, at least (default 0.4)")
+    add_io(p)
+    p.add_argument("--min-chosen", type=float, default=Default(PAIRS, "min_chosen"),
+                   help="a chosen program's pass rate, at least (default %(default)s)")
+    p.add_argument("--min-rejected", type=float, default=Default(PAIRS, "min_rejected"),
+                   help="a rejected program's pass rate, more than (default %(default)s)")
+    p.add_argument("--min-gap", type=float, default=Default(PAIRS, "min_gap"),
+                   help="chosen minus rejected pass rate, at least (default %(default)s)")
     p.add_argument("--across-models", action="store_true",
                    help="also pair samples of different models (default: within one model)")
     p.add_argument("--max-per-question", type=int, default=None,
                    help="keep at most N pairs per question, widest gaps first")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("hard", help="AceCoder's hard subset of AceCode-87K records (RL)",
                        description="Keep questions whose mean pass rate is at most the median "
                                    "and whose pass-rate standard deviation is at least the "
                                    "median among those.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_io(p)
+    add_quiet(p)
     p.set_defaults(func=cmd_hard)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_executor_options
+from .common import Default, add_executor_options
+
+DEMO = "acecoder.demo:main"
 
 
 def register(sub: Any) -> None:
@@ -20,15 +22,15 @@ def register(sub: Any) -> None:
                                    "rewards from the executor and the RM server; stop every "
                                    "service and check that no process is left.")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--rm-problems", type=int, default=20,
-                   help="problems for the best-of-N step (default 20)")
-    p.add_argument("--budget", type=float, default=0.1, metavar="S",
-                   help="latency budget of the budgeted best-of-N pick (default 0.1)")
-    p.add_argument("--synth-questions", type=int, default=3,
-                   help="questions for the synthesis step (default 3; 0 skips it and the "
-                        "synthesis service)")
-    p.add_argument("--rl-steps", type=int, default=2,
-                   help="REINFORCE++ steps for the RL step (default 2; 0 skips it)")
+    p.add_argument("--rm-problems", type=int, default=Default(DEMO, "rm_problems"),
+                   help="problems for the best-of-N step (default %(default)s)")
+    p.add_argument("--budget", type=float, default=Default(DEMO, "budget"), metavar="S",
+                   help="latency budget of the budgeted best-of-N pick (default %(default)s)")
+    p.add_argument("--synth-questions", type=int, default=Default(DEMO, "synth_questions"),
+                   help="questions for the synthesis step (default %(default)s; 0 skips it and "
+                        "the synthesis service)")
+    p.add_argument("--rl-steps", type=int, default=Default(DEMO, "rl_steps"),
+                   help="REINFORCE++ steps for the RL step (default %(default)s; 0 skips it)")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="where the outputs go (default: a new temporary directory)")
     add_executor_options(p)

@@ -6,21 +6,31 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_executor_options, executor_config, offline_job
+from .common import (
+    EXECUTOR,
+    Default,
+    add_executor_options,
+    add_io,
+    add_quiet,
+    executor_config,
+    offline_job,
+)
 
 
 def register(sub: Any) -> None:
     """`exec`."""
     p = sub.add_parser("exec", help="run a JSONL file of programs and tests, write verdicts",
-                       description="Run programs against their assert tests in the sandbox. "
-                                   "Input lines: {\"id\", \"program\", \"tests\"}. Output lines: "
-                                   "{\"id\", \"pass_rate\", \"verdicts\", \"status\"}. Rerunning "
-                                   "with the same --output skips ids already written.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="time limit per test, seconds (default 3)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                       description="Run programs against their tests in the sandbox. "
+                                   "Input lines: {\"id\", \"program\", \"tests\"}, tests being "
+                                   "assert statements or stdio tests ({\"input\", \"output\"}, "
+                                   "or {\"inputs\", \"outputs\"} ground truth), with optional "
+                                   "\"checker\", \"time_limit\", \"memory_limit_mb\". Output "
+                                   "lines: {\"id\", \"pass_rate\", \"verdicts\", \"status\"}. "
+                                   "Rerunning with the same --output skips ids already written.")
+    add_io(p)
+    p.add_argument("--timeout", type=float, default=Default(EXECUTOR, "default_timeout"),
+                   metavar="S", help="time limit per test, seconds (default %(default)s)")
+    add_quiet(p)
     add_executor_options(p)
     p.set_defaults(func=cmd_exec)
 

@@ -10,7 +10,7 @@ import sys
 
 from . import data, demo, rm, serve, synth, train
 from . import exec as exec_cmd
-
+from .common import Parser
 
 EPILOG = """\
 examples:
@@ -29,7 +29,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="acecoder",
         description="Infrastructure for reinforcement learning of code models: sandboxed test "
                     "execution, reward-model scoring, test synthesis and trainers.",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_model_options, offline_job, reward_config
+from .common import Default, add_io, add_model_options, add_quiet, offline_job, reward_config
 
 
 def register(sub: Any) -> None:
@@ -17,11 +17,10 @@ def register(sub: Any) -> None:
                                    "{\"id\", \"question\", \"response\"}. Output lines: "
                                    "{\"id\", \"score\"}. Rerunning with the same --output "
                                    "skips ids already written.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    add_io(p)
     p.add_argument("--server", default=None, metavar="HOST:PORT",
                    help="use a running `acecoder serve rm` instead of loading the model here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     add_model_options(p)
     p.set_defaults(func=cmd_score)
 
@@ -35,8 +34,7 @@ def register(sub: Any) -> None:
                                    "first, RM score breaks ties (the RM server, or this process "
                                    "with --executor, runs them). With --budget, the best so far "
                                    "is written when a question's time runs out.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    add_io(p)
     p.add_argument("--server", default=None, metavar="HOST:PORT",
                    help="use a running `acecoder serve rm` instead of loading the model here")
     p.add_argument("--executor", default=None, metavar="HOST:PORT",
@@ -47,9 +45,10 @@ def register(sub: Any) -> None:
     p.add_argument("--synth", default=None, metavar="HOST:PORT",
                    help="synthesis service: imagine tests for questions that bring none (it "
                         "may take 70%% of the budget)")
-    p.add_argument("--concurrency", type=int, default=8,
-                   help="questions ranked at once (default 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--concurrency", type=int,
+                   default=Default("acecoder.server.rm.rerank:run", "concurrency"),
+                   help="questions ranked at once (default %(default)s)")
+    add_quiet(p)
     add_model_options(p)
     p.set_defaults(func=cmd_rerank)
 

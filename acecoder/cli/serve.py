@@ -9,9 +9,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import (add_executor_options, add_listen_options, add_model_options, executor_config,
-                     executor_target, listen_security, reward_config)
+from .common import (
+    EXECUTOR,
+    REWARD,
+    SERVER,
+    Default,
+    add_executor_options,
+    add_jail_option,
+    add_listen_options,
+    add_model_options,
+    executor_config,
+    executor_target,
+    listen_security,
+    reward_config,
+)
 from .synth import add_synth_options, llm_and_proxy, synth_config
+
+RM_SERVER = "acecoder.server.rm.main:RewardServerConfig"
+SYNTH_SERVER = "acecoder.server.synth.main:SynthServerConfig"
+SYNTH_SERVICE = "acecoder.server.synth.service:SynthServiceConfig"
 
 
 def register(sub: Any) -> None:
@@ -22,11 +38,12 @@ def register(sub: Any) -> None:
     s = services.add_parser("executor", help="the sandboxed test-execution service",
                             description="Serve acecoder.v1.Executor (with grpc health and "
                                         "reflection) until SIGTERM, then drain.")
-    add_listen_options(s, port=50051)
-    s.add_argument("--max-queue", type=int, default=None,
-                   help="requests that may wait for a worker before RESOURCE_EXHAUSTED (default 256)")
-    s.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="default time limit per test, seconds (default 3)")
+    add_listen_options(s, config=SERVER)
+    s.add_argument("--max-queue", type=int, default=Default(EXECUTOR, "max_queue"),
+                   help="requests that may wait for a worker before RESOURCE_EXHAUSTED "
+                        "(default %(default)s)")
+    s.add_argument("--timeout", type=float, default=Default(EXECUTOR, "default_timeout"),
+                   metavar="S", help="default time limit per test, seconds (default %(default)s)")
     add_executor_options(s)
     s.set_defaults(func=cmd_serve_executor)
 
@@ -35,40 +52,46 @@ def register(sub: Any) -> None:
         description="Serve acecoder.v1.RewardModel (with grpc health and reflection), and "
                     "optionally the OpenRLHF-compatible HTTP gateway (POST /get_reward), until "
                     "SIGTERM, then drain. Health stays NOT_SERVING while the model loads.")
-    add_listen_options(s, port=50052)
+    add_listen_options(s, config=RM_SERVER)
     s.add_argument("--http-port", type=int, default=None,
                    help="serve the OpenRLHF gateway on this port (default: off)")
-    s.add_argument("--http-max-body-mb", type=float, default=64.0, metavar="MB",
+    s.add_argument("--http-max-body-mb", type=float,
+                   default=Default(RM_SERVER, "http_max_body_mb"), metavar="MB",
                    help="largest request body the gateway reads; larger is refused with 413 "
-                        "from its Content-Length, unread (default 64)")
-    s.add_argument("--http-header-timeout", type=float, default=10.0, metavar="S",
+                        "from its Content-Length, unread (default %(default)s)")
+    s.add_argument("--http-header-timeout", type=float,
+                   default=Default(RM_SERVER, "http_header_timeout"), metavar="S",
                    help="seconds a connection has to send a request's headers before the "
-                        "gateway closes it (default 10)")
-    s.add_argument("--policy-template", default="auto", metavar="auto|chatml|llama3|DIR",
+                        "gateway closes it (default %(default)s)")
+    s.add_argument("--policy-template", default=Default(RM_SERVER, "policy_template"),
+                   metavar="auto|chatml|llama3|DIR",
                    help="how the gateway splits a policy's query into question and response "
-                        "(default auto: ChatML, then Llama-3)")
+                        "(default %(default)s: ChatML, then Llama-3)")
     s.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="executor service for Rerank requests that carry tests, and for the "
                         "gateway's rule rewards")
-    s.add_argument("--gateway-reward", default="rm", choices=["rm", "rule", "mix"],
+    s.add_argument("--gateway-reward", default=Default(RM_SERVER, "gateway_reward"),
+                   choices=["rm", "rule", "mix"],
                    help="the gateway's reward: rm (the model's score, default), rule (the "
                         "executor's pass rate on the tests in each sample's label), or mix")
     s.add_argument("--gateway-binary", action="store_true",
                    help="rule/mix: 1.0 only when every test passes (AceCoder's RL reward)")
-    s.add_argument("--gateway-rm-weight", type=float, default=0.5,
+    s.add_argument("--gateway-rm-weight", type=float,
+                   default=Default(RM_SERVER, "gateway_rm_weight"),
                    help="mix: the weight of sigmoid(RM score); the rule reward gets the "
-                        "rest (default 0.5)")
+                        "rest (default %(default)s)")
     s.add_argument("--tests-file", default=None, metavar="RECORDS.jsonl",
                    help="AceCode-87K records: a label may name a record's id instead of "
                         "carrying its tests")
-    s.add_argument("--max-batch-tokens", type=int, default=None,
-                   help="tokens one forward may compute (default 4096)")
-    s.add_argument("--max-wait-ms", type=float, default=None,
-                   help="how long a free lane waits for more items (default 5)")
-    s.add_argument("--max-queue", type=int, default=None,
-                   help="items that may wait before RESOURCE_EXHAUSTED (default 4096)")
-    s.add_argument("--prefix-cache-mb", type=int, default=None,
-                   help="memory for reused prompt prefixes, MiB (default 256; 0 turns it off)")
+    s.add_argument("--max-batch-tokens", type=int, default=Default(REWARD, "max_batch_tokens"),
+                   help="tokens one forward may compute (default %(default)s)")
+    s.add_argument("--max-wait-ms", type=float, default=Default(REWARD, "max_wait_ms"),
+                   help="how long a free lane waits for more items (default %(default)s)")
+    s.add_argument("--max-queue", type=int, default=Default(REWARD, "max_queue"),
+                   help="items that may wait before RESOURCE_EXHAUSTED (default %(default)s)")
+    s.add_argument("--prefix-cache-mb", type=int, default=Default(REWARD, "prefix_cache_mb"),
+                   help="memory for reused prompt prefixes, MiB (default %(default)s; 0 turns "
+                        "it off)")
     add_model_options(s)
     s.set_defaults(func=cmd_serve_rm)
 
@@ -78,22 +101,23 @@ def register(sub: Any) -> None:
                     "SIGTERM, then drain. Jobs read and write JSONL under --data-dir; their "
                     "state lives in --state-dir, and jobs that were running when the server "
                     "stopped (or was killed) resume when it starts again.")
-    add_listen_options(s, port=50053)
-    s.add_argument("--state-dir", default=".acecoder-jobs", metavar="DIR",
-                   help="where job state is kept; put it on a persistent volume "
-                        "(default .acecoder-jobs)")
-    s.add_argument("--data-dir", default=".", metavar="DIR",
+    add_listen_options(s, config=SYNTH_SERVER)
+    s.add_argument("--state-dir", default=Default(SYNTH_SERVICE, "state_dir", convert=str),
+                   metavar="DIR", help="where job state is kept; put it on a persistent volume "
+                                       "(default %(default)s)")
+    s.add_argument("--data-dir", default=Default(SYNTH_SERVICE, "data_dir", convert=str),
+                   metavar="DIR",
                    help="jobs' input and output paths are relative to, and confined to, this "
                         "directory (default: the current one)")
-    s.add_argument("--max-jobs", type=int, default=1, help="jobs that run at once (default 1)")
-    s.add_argument("--max-inflight", type=int, default=8,
-                   help="Synthesize calls that run at once (default 8)")
-    s.add_argument("--max-queue", type=int, default=64,
-                   help="Synthesize calls that may wait before RESOURCE_EXHAUSTED (default 64)")
+    s.add_argument("--max-jobs", type=int, default=Default(SYNTH_SERVICE, "max_running_jobs"),
+                   help="jobs that run at once (default %(default)s)")
+    s.add_argument("--max-inflight", type=int, default=Default(SYNTH_SERVICE, "max_inflight"),
+                   help="Synthesize calls that run at once (default %(default)s)")
+    s.add_argument("--max-queue", type=int, default=Default(SYNTH_SERVICE, "max_queue"),
+                   help="Synthesize calls that may wait before RESOURCE_EXHAUSTED (default "
+                        "%(default)s)")
     add_synth_options(s)
     s.set_defaults(func=cmd_serve_synth)
-
-    from acecoder.server.rm.config import DEFAULT_MODEL
 
     s = services.add_parser(
         "all", help="the executor, RM and synthesis services together",
@@ -103,37 +127,41 @@ def register(sub: Any) -> None:
                     "and make sure no process is left. If one exits, the others are stopped "
                     "and the exit status is 1. For production, run each service on its own "
                     "(see k8s/).")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--executor-port", type=int, default=50051, help="default 50051 (0: any)")
-    s.add_argument("--rm-port", type=int, default=50052, help="default 50052 (0: any)")
-    s.add_argument("--synth-port", type=int, default=50053, help="default 50053 (0: any)")
+    s.add_argument("--host", default=Default(SERVER, "host"),
+                   help="address to listen on (default %(default)s)")
+    s.add_argument("--executor-port", type=int, default=Default(SERVER, "port"),
+                   help="default %(default)s (0: any)")
+    s.add_argument("--rm-port", type=int, default=Default(RM_SERVER, "port"),
+                   help="default %(default)s (0: any)")
+    s.add_argument("--synth-port", type=int, default=Default(SYNTH_SERVER, "port"),
+                   help="default %(default)s (0: any)")
     s.add_argument("--http-port", type=int, default=None,
                    help="the RM server's OpenRLHF gateway on this port (default: off)")
     s.add_argument("--metrics-port-base", type=int, default=None, metavar="P",
                    help="Prometheus metrics of the executor, RM and synthesis services on "
                         "P, P+1 and P+2 (default: off)")
-    s.add_argument("--grace", type=float, default=20.0,
-                   help="seconds each service may drain after SIGTERM (default 20)")
+    s.add_argument("--grace", type=float, default=Default(SERVER, "grace"),
+                   help="seconds each service may drain after SIGTERM (default %(default)s)")
     s.add_argument("--auth-tokens", default=None, metavar="FILE",
                    help="bearer tokens every service accepts ('NAME TOKEN' per line); the RM "
                         "and synthesis services call the executor with the first")
     s.add_argument("--trust-network", action="store_true",
                    help="let the executor listen beyond loopback without --auth-tokens")
-    s.add_argument("--rm-model", default=DEFAULT_MODEL, metavar="PATH|ID",
-                   help=f"the RM server's model (default {DEFAULT_MODEL})")
+    s.add_argument("--rm-model", default=Default(REWARD, "model"), metavar="PATH|ID",
+                   help="the RM server's model (default %(default)s)")
     s.add_argument("--llm", default="local", metavar="URL|local|vllm",
                    help="the synthesis service's LLM (default local: the embedded "
                         "SmolLM2-135M-Instruct in-process)")
     s.add_argument("--llm-model", default=None, help="model name for --llm")
-    s.add_argument("--state-dir", default=".acecoder-jobs", metavar="DIR",
-                   help="synthesis jobs' state (default .acecoder-jobs)")
-    s.add_argument("--data-dir", default=".", metavar="DIR",
-                   help="synthesis jobs' input and output paths are confined to it (default .)")
-    s.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+    s.add_argument("--state-dir", default=Default(SYNTH_SERVICE, "state_dir", convert=str),
+                   metavar="DIR", help="synthesis jobs' state (default %(default)s)")
+    s.add_argument("--data-dir", default=Default(SYNTH_SERVICE, "data_dir", convert=str),
+                   metavar="DIR",
+                   help="synthesis jobs' input and output paths are confined to it (default "
+                        "%(default)s)")
+    s.add_argument("--workers", type=int, default=Default(EXECUTOR, "workers"),
                    help="executor workers (default: CPU count)")
-    s.add_argument("--jail", default="auto",
-                   choices=["auto", "firejail", "bubblewrap", "namespaces"],
-                   help="the executor's sandbox (default: the first that works here)")
+    add_jail_option(s, "the executor's sandbox (default: the first that works here)")
     s.set_defaults(func=cmd_serve_all)
 
 

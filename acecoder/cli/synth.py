@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_executor_options, executor_target, offline_job
+from .common import Default, add_executor_options, add_io, add_quiet, executor_target, offline_job
+
+SYNTH = "acecoder.server.synth.pipeline:SynthConfig"
+FILTER = "acecoder.server.synth.filter:FilterRule"
 
 
 def register(sub: Any) -> None:
@@ -19,8 +22,7 @@ def register(sub: Any) -> None:
                                    "solution passes (run in the executor), drop benchmark "
                                    "look-alikes. Kept: AceCode-87K records in --output; dropped: "
                                    "OUT.dropped.jsonl with the reason. Resumable.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    add_io(p)
     add_synth_options(p)
     p.add_argument("--server", default=None, metavar="HOST:PORT",
                    help="run it as a job of this `acecoder serve synth` instead (paths are "
@@ -29,7 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--job-id", default=None,
                    help="with --server: the job's id (submitting an existing one follows it, "
                         "resuming it if it had stopped)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("sample", help="K programs per question from a policy, with pass rates",
@@ -37,19 +39,21 @@ def register(sub: Any) -> None:
                                    "policy (its chat template on context_messages), run each "
                                    "on test_cases in the executor, and add them to "
                                    "\"inferences\" with their pass rates. Resumable.")
-    p.add_argument("--input", required=True, metavar="IN.jsonl")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    add_io(p)
     p.add_argument("--llm", default="local", metavar="URL|local",
-                   help="OpenAI-compatible API root or 'local' (default local)")
+                   help="OpenAI-compatible API root or 'local' (default %(default)s)")
     p.add_argument("--llm-model", default=None,
                    help="policy model name (API) or checkpoint (local; default the embedded "
                         "SmolLM2-135M-Instruct)")
-    p.add_argument("-k", type=int, default=8, help="samples per question (default 8)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=1024, help="tokens per sample")
+    p.add_argument("-k", type=int, default=8, help="samples per question (default %(default)s)")
+    p.add_argument("--temperature", type=float,
+                   default=Default("acecoder.server.synth.sample:run", "temperature"),
+                   help="(default %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=1024,
+                   help="tokens per sample (default %(default)s)")
     p.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="executor service (default: start one here)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     add_executor_options(p)
     p.set_defaults(func=cmd_sample)
 
@@ -57,7 +61,8 @@ def register(sub: Any) -> None:
 def add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", default="local", metavar="URL|local|vllm",
                    help="OpenAI-compatible API root (e.g. http://localhost:8000/v1), 'local' "
-                        "(transformers in-process) or 'vllm' (vLLM in-process) (default local)")
+                        "(transformers in-process) or 'vllm' (vLLM in-process) (default "
+                        "%(default)s)")
     p.add_argument("--llm-model", default=None,
                    help="model name for the API, or the checkpoint for local/vllm (default: "
                         "the embedded SmolLM2-135M-Instruct)")
@@ -67,18 +72,23 @@ def add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy-model", default=None, help="proxy model (default: --llm-model)")
     p.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="executor service (default: start one here)")
-    p.add_argument("--tests", type=int, default=20, help="tests to ask for per question")
-    p.add_argument("--stages", default="rewrite,decontaminate,filter", metavar="LIST",
-                   help="which of stages 1-3 run (default all: rewrite,decontaminate,filter); "
-                        "without rewrite, seeds bring their own \"tests\"")
-    p.add_argument("--min-passed", type=int, default=4,
-                   help="drop a question whose proxy passes fewer tests (default 4: AceCoder)")
-    p.add_argument("--min-kept", type=int, default=5,
-                   help="drop a question with fewer tests left (default 5: AceCoder)")
-    p.add_argument("--decontam-threshold", type=float, default=0.5, metavar="F",
+    p.add_argument("--tests", type=int, default=Default(SYNTH, "n_tests"),
+                   help="tests to ask for per question (default %(default)s)")
+    p.add_argument("--stages", default=Default(SYNTH, "stages", convert=",".join),
+                   metavar="LIST",
+                   help="which of stages 1-3 run (default all: %(default)s); without rewrite, "
+                        "seeds bring their own \"tests\"")
+    p.add_argument("--min-passed", type=int, default=Default(FILTER, "min_passed"),
+                   help="drop a question whose proxy passes fewer tests (default %(default)s: "
+                        "AceCoder)")
+    p.add_argument("--min-kept", type=int, default=Default(FILTER, "min_kept"),
+                   help="drop a question with fewer tests left (default %(default)s: AceCoder)")
+    p.add_argument("--decontam-threshold", type=float,
+                   default=Default(SYNTH, "decontam_threshold"), metavar="F",
                    help="drop a question whose 10-gram overlap with a benchmark prompt exceeds "
-                        "this (default 0.5)")
-    p.add_argument("--max-tokens", type=int, default=2048, help="LLM answer limit, tokens")
+                        "this (default %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="LLM answer limit, tokens (default %(default)s)")
     p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
                    help="more benchmark prompts to decontaminate against (repeatable)")
     add_executor_options(p)
@@ -101,12 +111,12 @@ def llm_and_proxy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def synth_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from acecoder.server.synth import pipeline
-
     from acecoder.server.synth.filter import FilterRule
 
     return pipeline.SynthConfig(n_tests=args.tests,
                                 benchmark_files=tuple(Path(b) for b in args.benchmark),
-                                stages=synth_stages(args), proxy_reference=args.proxy == "reference",
+                                stages=synth_stages(args),
+                                proxy_reference=args.proxy == "reference",
                                 rule=FilterRule(min_passed=args.min_passed,
                                                 min_kept=args.min_kept),
                                 decontam_threshold=args.decontam_threshold)
@@ -118,11 +128,10 @@ def synth_stages(args: argparse.Namespace) -> tuple[str, ...]:
 
 def synth_on_server(args: argparse.Namespace) -> int:
     """Submit the input as a job to `acecoder serve synth` and follow it to the end."""
-    import grpc
-
     from acecoder.clients import SynthesisClient
     from acecoder.clients.synthesis import state_name
     from acecoder.jsonl import Progress
+    from acecoder.remote_errors import RemoteError
     from acecoder.server.synth import pipeline
 
     with SynthesisClient(args.server) as client:
@@ -132,8 +141,8 @@ def synth_on_server(args: argparse.Namespace) -> int:
                                     proxy_reference=True if args.proxy == "reference" else None,
                                     min_passed=args.min_passed, min_kept=args.min_kept,
                                     decontam_threshold=args.decontam_threshold)
-        except grpc.RpcError as exc:
-            print(f"acecoder synth: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        except RemoteError as exc:
+            print(f"acecoder synth: {exc.details()}", file=sys.stderr)
             return 2
         print(f"job {job.job_id} on {args.server}: {job.input_path} -> {job.output_path}",
               file=sys.stderr)

@@ -10,6 +10,21 @@ from typing import Any
 
 from acecoder.jsonl import InputError
 
+from .common import Default, add_quiet
+
+RM_TRAIN = "acecoder.trainer.recipes.rm_bt:RMTrainConfig"
+RL_TRAIN = "acecoder.trainer.recipes.reinforce_pp:RLTrainConfig"
+
+
+def _rm(field: str) -> Default:
+    """A trainer flag's default: its config's shows in help; left out, the flag stays None,
+    so that a --preset fills it (defaults < preset < flags)."""
+    return Default(RM_TRAIN, field, shown_only=True)
+
+
+def _rl(field: str) -> Default:
+    return Default(RL_TRAIN, field, shown_only=True)
+
 
 def register(sub: Any) -> None:
     """`train` and its trainers."""
@@ -29,33 +44,40 @@ def register(sub: Any) -> None:
     t.add_argument("--output", default=None, metavar="DIR", help="where the model goes")
     t.add_argument("--preset", default=None, metavar="JSON|NAME",
                    help="settings file, or a bundled one: rm_cpu_tiny, rm_acecoder_gpu")
-    t.add_argument("--model", default=None, metavar="PATH|ID",
+    t.add_argument("--model", default=_rm("model"), metavar="PATH|ID",
                    help="init: AceCode-RM, a one-label classifier or a causal LM (default "
-                        "embedded:smollm2-135m)")
+                        "%(default)s)")
     t.add_argument("--eval-data", default=None, metavar="PAIRS.jsonl",
                    help="held-out pairs (default: --eval-fraction of the questions)")
-    t.add_argument("--eval-fraction", type=float, default=None, help="default 0.1")
+    t.add_argument("--eval-fraction", type=float, default=_rm("eval_fraction"),
+                   help="default %(default)s")
     t.add_argument("--eval-every", type=int, default=None,
                    help="evaluate every N steps (default: each epoch's end)")
-    t.add_argument("--epochs", type=int, default=None, help="default 1")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-5)")
-    t.add_argument("--warmup-ratio", type=float, default=None, help="default 0.1")
-    t.add_argument("--global-batch", type=int, default=None,
-                   help="pairs per optimizer step over all processes (default 128)")
-    t.add_argument("--micro-batch", type=int, default=None,
-                   help="pairs per forward per process (default 4)")
-    t.add_argument("--max-length", type=int, default=None, help="tokens per item (default 2048)")
-    t.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3],
-                   help="ZeRO stage (default 0)")
-    t.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"])
-    t.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    t.add_argument("--epochs", type=int, default=_rm("epochs"), help="default %(default)s")
+    t.add_argument("--lr", type=float, default=_rm("lr"),
+                   help="peak learning rate (default %(default)s)")
+    t.add_argument("--warmup-ratio", type=float, default=_rm("warmup_ratio"),
+                   help="default %(default)s")
+    t.add_argument("--global-batch", type=int, default=_rm("global_batch"),
+                   help="pairs per optimizer step over all processes (default %(default)s)")
+    t.add_argument("--micro-batch", type=int, default=_rm("micro_batch"),
+                   help="pairs per forward per process (default %(default)s)")
+    t.add_argument("--max-length", type=int, default=_rm("max_length"),
+                   help="tokens per item (default %(default)s)")
+    t.add_argument("--zero", type=int, default=_rm("zero_stage"), choices=[0, 1, 2, 3],
+                   help="ZeRO stage (default %(default)s)")
+    t.add_argument("--dtype", default=_rm("dtype"),
+                   choices=["auto", "float32", "bfloat16"], help="(default %(default)s)")
+    t.add_argument("--device", default=_rm("device"),
+                   help="cpu, cuda or auto (default %(default)s)")
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--head-only", action="store_true",
                    help="train the scalar head alone on the frozen backbone's features")
     t.add_argument("--deepspeed-config", default=None, metavar="JSON",
                    help="DeepSpeed settings that win over the ones made here")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--seed", type=int, default=_rm("seed"),
+                   help="(default %(default)s)")
+    add_quiet(t)
     t.set_defaults(func=cmd_train_rm)
 
     t = trainers.add_parser(
@@ -75,68 +97,79 @@ def register(sub: Any) -> None:
                    help="metrics.jsonl, tensorboard/, checkpoints/, policy/")
     t.add_argument("--preset", default=None, metavar="JSON|NAME",
                    help="settings file, or a bundled one: rl_cpu_tiny, rl_acecoder_gpu")
-    t.add_argument("--model", default=None, metavar="PATH|ID",
-                   help="the policy to start from (default embedded:smollm2-135m)")
+    t.add_argument("--model", default=_rl("model"), metavar="PATH|ID",
+                   help="the policy to start from (default %(default)s)")
     t.add_argument("--limit", type=int, default=None, help="only the first N prompts")
-    t.add_argument("--reward", default=None, choices=["rule", "rm", "mix"],
+    t.add_argument("--reward", default=_rl("reward"), choices=["rule", "rm", "mix"],
                    help="rule: the executor's verdicts; rm: the RM server's score; mix: both "
-                        "(default rule)")
+                        "(default %(default)s)")
     t.add_argument("--binary", default=None, action=argparse.BooleanOptionalAction,
                    help="rule reward 1.0 only when every test passes (AceCoder's, the "
                         "default); --no-binary: the pass rate")
-    t.add_argument("--rm-weight", type=float, default=None,
+    t.add_argument("--rm-weight", type=float, default=_rl("rm_weight"),
                    help="mix: the weight of sigmoid(RM score); the rule reward gets the "
-                        "rest (default 0.5)")
+                        "rest (default %(default)s)")
     t.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="`acecoder serve executor` (rule, mix)")
     t.add_argument("--rm", default=None, metavar="HOST:PORT", help="`acecoder serve rm` (rm, mix)")
-    t.add_argument("--reward-deadline", type=float, default=None,
-                   help="seconds for one chunk's reward calls, retries included (default 120)")
+    t.add_argument("--reward-deadline", type=float, default=_rl("reward_deadline"),
+                   help="seconds for one chunk's reward calls, retries included (default "
+                        "%(default)s)")
     t.add_argument("--test-timeout", type=float, default=None, help="seconds per test")
-    t.add_argument("--steps", type=int, default=None, help="rollout steps (default 80)")
-    t.add_argument("--rollout-batch", type=int, default=None,
-                   help="prompts per step over all processes (default 256)")
-    t.add_argument("--samples-per-prompt", type=int, default=None, help="default 8")
-    t.add_argument("--train-batch", type=int, default=None,
-                   help="samples per optimizer step over all processes (default 128)")
-    t.add_argument("--micro-batch", type=int, default=None,
-                   help="samples per forward per process (default 4)")
-    t.add_argument("--generate-batch", type=int, default=None,
-                   help="prompts per generate call per process (default 16)")
-    t.add_argument("--max-prompt-length", type=int, default=None,
-                   help="longer prompts are left out (default 1024 tokens)")
-    t.add_argument("--max-new-tokens", type=int, default=None, help="default 1024")
-    t.add_argument("--temperature", type=float, default=None, help="default 1.0")
-    t.add_argument("--lr", type=float, default=None, help="default 5e-7")
-    t.add_argument("--warmup-ratio", type=float, default=None, help="default 0")
-    t.add_argument("--kl-coef", type=float, default=None, help="default 0.01")
-    t.add_argument("--kl-estimator", default=None, choices=["k1", "k2", "k3"],
-                   help="default k1")
-    t.add_argument("--estimator", default=None, choices=["reinforce", "baseline"],
+    t.add_argument("--steps", type=int, default=_rl("steps"),
+                   help="rollout steps (default %(default)s)")
+    t.add_argument("--rollout-batch", type=int, default=_rl("rollout_batch"),
+                   help="prompts per step over all processes (default %(default)s)")
+    t.add_argument("--samples-per-prompt", type=int, default=_rl("samples_per_prompt"),
+                   help="default %(default)s")
+    t.add_argument("--train-batch", type=int, default=_rl("train_batch"),
+                   help="samples per optimizer step over all processes (default %(default)s)")
+    t.add_argument("--micro-batch", type=int, default=_rl("micro_batch"),
+                   help="samples per forward per process (default %(default)s)")
+    t.add_argument("--generate-batch", type=int, default=_rl("generate_batch"),
+                   help="prompts per generate call per process (default %(default)s)")
+    t.add_argument("--max-prompt-length", type=int, default=_rl("max_prompt_length"),
+                   help="longer prompts are left out (default %(default)s tokens)")
+    t.add_argument("--max-new-tokens", type=int, default=_rl("max_new_tokens"),
+                   help="default %(default)s")
+    t.add_argument("--temperature", type=float, default=_rl("temperature"),
+                   help="default %(default).1f")
+    t.add_argument("--lr", type=float, default=_rl("lr"), help="default %(default)s")
+    t.add_argument("--warmup-ratio", type=float, default=_rl("warmup_ratio"),
+                   help="default %(default)s")
+    t.add_argument("--kl-coef", type=float, default=_rl("kl_coef"), help="default %(default)s")
+    t.add_argument("--kl-estimator", default=_rl("kl_estimator"), choices=["k1", "k2", "k3"],
+                   help="default %(default)s")
+    t.add_argument("--estimator", default=_rl("estimator"), choices=["reinforce", "baseline"],
                    help="reinforce (REINFORCE++, default) or baseline (minus the mean reward "
                         "of the prompt's samples)")
-    t.add_argument("--eps-clip", type=float, default=None, help="default 0.2")
-    t.add_argument("--update-epochs", type=int, default=None,
-                   help="passes over each rollout (default 1)")
-    t.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3],
-                   help="ZeRO stage (default 0)")
-    t.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"])
-    t.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    t.add_argument("--eps-clip", type=float, default=_rl("eps_clip"), help="default %(default)s")
+    t.add_argument("--update-epochs", type=int, default=_rl("update_epochs"),
+                   help="passes over each rollout (default %(default)s)")
+    t.add_argument("--zero", type=int, default=_rl("zero_stage"), choices=[0, 1, 2, 3],
+                   help="ZeRO stage (default %(default)s)")
+    t.add_argument("--dtype", default=_rl("dtype"),
+                   choices=["auto", "float32", "bfloat16"], help="(default %(default)s)")
+    t.add_argument("--device", default=_rl("device"),
+                   help="cpu, cuda or auto (default %(default)s)")
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--no-overlap", action="store_true",
                    help="wait for each chunk's rewards before going on (for measuring)")
-    t.add_argument("--rollout-engine", default=None, choices=["auto", "transformers", "vllm"],
+    t.add_argument("--rollout-engine", default=_rl("rollout_engine"),
+                   choices=["auto", "transformers", "vllm"],
                    help="what generates: vllm (the policy's weights pushed after each update) "
                         "or transformers; auto (default): vllm on GPU when installed")
-    t.add_argument("--save-every", type=int, default=None,
-                   help="checkpoint every N steps (default 10; always after the last)")
-    t.add_argument("--keep-checkpoints", type=int, default=None, help="default 2")
+    t.add_argument("--save-every", type=int, default=_rl("save_every"),
+                   help="checkpoint every N steps (default %(default)s; always after the last)")
+    t.add_argument("--keep-checkpoints", type=int, default=_rl("keep_checkpoints"),
+                   help="default %(default)s")
     t.add_argument("--no-resume", action="store_true",
                    help="start over even if --output holds a checkpoint")
     t.add_argument("--deepspeed-config", default=None, metavar="JSON",
                    help="DeepSpeed settings that win over the ones made here")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--seed", type=int, default=_rl("seed"),
+                   help="(default %(default)s)")
+    add_quiet(t)
     t.set_defaults(func=cmd_train_rl)
 
 

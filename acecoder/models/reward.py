@@ -354,9 +354,12 @@ def load(model: str, *, dtype: str = "auto", device: str = "cpu",
          max_length: int | None = None) -> RewardModel:
     """Load a reward model for the transformers backend."""
     import torch
-    from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification,
-                              AutoTokenizer)
-
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
     from transformers.utils import logging as hf_logging
 
     path = resolve(model)

@@ -65,7 +65,8 @@ class ChatTokenizer(Protocol):
     eos_token: Any
     pad_token: Any
 
-    def apply_chat_template(self, conversation: list[dict[str, str]], /, **kwargs: Any) -> Any:
+    def apply_chat_template(self, conversation: list[dict[str, str]], /, *, tokenize: bool,
+                            add_generation_prompt: bool) -> Any:
         """Render a conversation with the tokenizer's template."""
         ...
 

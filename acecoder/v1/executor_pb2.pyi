@@ -48,7 +48,7 @@ LOAD_CRASHED: ProgramStatus
 SETUP_ERROR: ProgramStatus
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure")
+    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure", "stdio_tests", "checker", "output_limit_bytes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,9 @@ class ExecuteRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_MB_FIELD_NUMBER: _ClassVar[int]
     STOP_ON_FIRST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    STDIO_TESTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKER_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     program: bytes
     tests: _containers.RepeatedScalarFieldContainer[bytes]
@@ -63,7 +66,18 @@ class ExecuteRequest(_message.Message):
     timeout_seconds: float
     memory_limit_mb: int
     stop_on_first_failure: bool
-    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ...) -> None: ...
+    stdio_tests: _containers.RepeatedCompositeFieldContainer[StdioTest]
+    checker: str
+    output_limit_bytes: int
+    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ..., stdio_tests: _Optional[_Iterable[_Union[StdioTest, _Mapping]]] = ..., checker: _Optional[str] = ..., output_limit_bytes: _Optional[int] = ...) -> None: ...
+
+class StdioTest(_message.Message):
+    __slots__ = ("input", "output")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    input: bytes
+    output: bytes
+    def __init__(self, input: _Optional[bytes] = ..., output: _Optional[bytes] = ...) -> None: ...
 
 class ExecuteBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -72,16 +86,20 @@ class ExecuteBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
 
 class TestResult(_message.Message):
-    __slots__ = ("verdict", "duration_seconds", "error_type", "error_message")
+    __slots__ = ("verdict", "duration_seconds", "error_type", "error_message", "cpu_seconds", "peak_memory_kb")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_KB_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     duration_seconds: float
     error_type: str
     error_message: str
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    cpu_seconds: float
+    peak_memory_kb: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_kb: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail", "flags")

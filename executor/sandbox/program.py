@@ -217,6 +217,70 @@ class _Host:
                 self._reply(("raise", "error", type(exc).__name__, _trim(str(exc))))
 
 
+# How run_main tells the worker what Python saw (a program that exits with one of these
+# itself only earns a failing verdict of another name).
+EXIT_SYNTAX = 120
+EXIT_MEMORY = 121
+
+
+def run_main(program: str) -> None:
+    """A stdio test: run the program whole, as `__main__`, on the input at fd 0 (its own copy),
+    writing to fd 1 (its own pipe); exit as Python would (0, the SystemExit code, 1 after an
+    uncaught exception and its traceback). The worker compares the output; nothing here knows
+    what is expected."""
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                 encoding="utf-8", errors="replace")
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                  encoding="utf-8", errors="surrogateescape")
+    code = 0
+    try:
+        compiled = compile(program, "<program>", "exec")
+    except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
+        _print_exc(exc)
+        os._exit(EXIT_MEMORY if isinstance(exc, MemoryError) else EXIT_SYNTAX)
+    try:
+        exec(compiled, {"__name__": "__main__", "__builtins__": builtins})
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except MemoryError as exc:
+        _print_exc(exc)
+        code = EXIT_MEMORY
+    except BaseException as exc:
+        _print_exc(exc)
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        code = code or 1  # output that could not be written: not a clean run
+    os._exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int) and not isinstance(exc.code, bool):
+        return exc.code & 0xFF
+    try:
+        print(exc.code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+def _print_exc(exc: BaseException) -> None:
+    """The traceback Python would print, without run_main's own frame."""
+    try:
+        import traceback
+
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_frame.f_code is run_main.__code__:
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+    except BaseException:
+        pass
+
+
 def main(rpc_in: int, rpc_out: int, program: str, setup: str) -> None:
     """Load the program and serve until the test process hangs up. Never returns normally."""
     ns: dict[str, Any] = {"__name__": "solution", "__builtins__": builtins}

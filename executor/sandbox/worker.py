@@ -30,8 +30,10 @@ is checked; a malformed one costs only its own request.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import importlib
+import math
 import os
 import pickle
 import signal
@@ -50,6 +52,7 @@ program: Any = None
 harness: Any = None
 fs: Any = None
 literal: Any = None
+checkers: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 # Modules programs use most, imported once in the program zygote. Kept short on purpose: every
@@ -103,7 +106,7 @@ def forged_output(data: bytes) -> bool:
 def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None]) -> None:
     """Fork confined children on request. Runs forever in its own process."""
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
-    statuses: dict[int, int] = {}
+    statuses: dict[int, tuple[int, int, float]] = {}
     while True:
         try:
             msg, fds = wire.recv_msg(sock)
@@ -121,31 +124,38 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
             wire.send_msg(sock, ("pid", pid))
         elif msg[0] == "status":
             pid = msg[1]
-            status = statuses.pop(pid, None)
-            if status is None:
+            ended = statuses.pop(pid, None)
+            if ended is None:
                 try:
-                    _, status = os.waitpid(pid, 0)
+                    _, status, usage = os.wait4(pid, 0)
+                    ended = _ended(status, usage)
                 except ChildProcessError:
-                    status = 0
-            wire.send_msg(sock, ("status", status))
+                    ended = (0, 0, 0.0)
+            wire.send_msg(sock, ("status", *ended))
 
 
-def _exited_children() -> Iterator[tuple[int, int]]:
-    """(pid, status) of every child that has exited, without waiting for the others."""
+def _exited_children() -> Iterator[tuple[int, int, Any]]:
+    """(pid, status, resource usage) of every child that has exited, without waiting for the
+    others."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        yield pid, status
+        yield pid, status, usage
 
 
-def _reap_nowait(statuses: dict[int, int]) -> None:
+def _ended(status: int, usage: Any) -> tuple[int, int, float]:
+    """(exit status, peak resident memory in KiB, CPU seconds) of a child that has ended."""
+    return status, int(usage.ru_maxrss), float(usage.ru_utime + usage.ru_stime)
+
+
+def _reap_nowait(statuses: dict[int, tuple[int, int, float]]) -> None:
     """Collect children that have exited, remembering the last few exit statuses."""
-    for pid, status in _exited_children():
-        statuses[pid] = status
+    for pid, status, usage in _exited_children():
+        statuses[pid] = _ended(status, usage)
         if len(statuses) > 64:
             del statuses[next(iter(statuses))]
 
@@ -165,12 +175,17 @@ def _lower(limit: int, value: int) -> None:
 
 def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     """In a fresh child of the program zygote: confine, read this child's job from its own
-    pipe (the zygote never sees it), then load and serve the program."""
+    pipe (the zygote never sees it), then load and serve the program; or, for a stdio test,
+    run it whole on the input it was given (fd 0), its output going to its own pipe (fd 1)."""
+    stdio = bool(spec.get("stdio"))
     try:
-        rpc_in, rpc_out, out_w, err_w = fds
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=None,
-                        fds=[devnull, out_w, err_w, rpc_in, rpc_out], env={},
+        if stdio:
+            job_r, stdin, out_w, err_w = fds
+            placed = [stdin, out_w, err_w, job_r]
+        else:
+            rpc_in, rpc_out, out_w, err_w = fds
+            placed = [os.open(os.devnull, os.O_RDONLY), out_w, err_w, rpc_in, rpc_out]
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=None, fds=placed, env={},
                         use_seccomp=spec["seccomp"])
         confine.set_name(SPARE_NAME)  # until it has a job: it holds nothing of any request
         job = pickle.loads(wire.read_frame(3))  # written by the worker before anyone else
@@ -184,7 +199,10 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     except BaseException as exc:  # never fall back into the zygote's loop
         _die("confining the program", exc)
     try:
-        program.main(3, 4, job["program"], job["setup"])
+        if stdio:
+            program.run_main(job["program"])
+        else:
+            program.main(3, 4, job["program"], job["setup"])
     finally:
         os._exit(0)
 
@@ -245,9 +263,14 @@ class Zygote:
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""
+        return self.ended(pid)[0]
+
+    def ended(self, pid: int) -> tuple[int, int, float]:
+        """(exit status, peak resident memory in KiB, CPU seconds) of a child (waits for it:
+        kill it first, or know that it has exited)."""
         wire.send_msg(self.sock, ("status", pid))
         msg, _ = wire.recv_msg(self.sock)
-        return int(msg[1])
+        return int(msg[1]), int(msg[2]), float(msg[3])
 
 
 # --------------------------------------------------------------------------- supervision
@@ -289,6 +312,21 @@ def _discard(fd: int) -> bool:
             return False
         except OSError:
             return True
+
+
+def _sealed_file(data: bytes) -> int:
+    """A read-only descriptor of an in-memory file holding `data`, sealed against writes (a
+    test's input: the program gets its own copy, and cannot change it for anyone)."""
+    fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
 
 
 def _kill_tree(pid: int) -> None:
@@ -415,6 +453,7 @@ class Worker:
             processes=int(hello.get("processes", 32)))
         own_filter = self.use_seccomp and not self.inherit_seccomp
         self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": own_filter}
+        self.stdio_spec = {**self.program_spec, "stdio": True}
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": own_filter}
         self.judge_spec = {**self.tester_spec, "uid": judge_uid, "judge": True,
@@ -440,10 +479,13 @@ class Worker:
                                  "flags": set()}
         req = self.next or self.prepare(spare=False)
         self.next = None
+        stdio = job.get("kind") == "stdio"
         job = {**job, "plain_names": (self.plain_suite(job["tests"], job["setup"])
-                                      if self.use_judge else None)}
+                                      if self.use_judge and not stdio else None)}
         try:
-            start = 0
+            start = n if stdio else 0
+            if stdio:
+                self._run_stdio(job, req, verdicts, state)
             while start < n:
                 nxt = self._run_pair(job, req, start, verdicts, state)
                 if nxt is None or nxt >= n:
@@ -470,9 +512,138 @@ class Worker:
             "duration": time.monotonic() - started, "flags": sorted(flags),
         }
 
+    # -- stdio tests ------------------------------------------------------------------------
+
+    def _run_stdio(self, job: dict[str, Any], req: _Request, verdicts: list[list[Any] | None],
+                   state: dict[str, Any]) -> None:
+        """Each test: a fresh program process runs the program whole on the test's input; the
+        worker reads its output and compares it with the expected output, which never leaves
+        the worker. The response's stdout is the output of the first test that did not pass
+        (or of the last test)."""
+        if req.spare is not None:  # a program process for assert tests: not this request's
+            self._drop_pair(req.spare)
+            req.spare = None
+        check = checkers.parse(job["checker"])
+        first_bad: bytes | None = None
+        output = b""
+        for i, given in enumerate(job["tests"]):
+            verdict, output = self._stdio_test(job, req, i, given, state)
+            if state["status"] == "SYNTAX_ERROR":
+                for k in range(i, len(verdicts)):
+                    verdicts[k] = ["ERROR", 0.0, "SyntaxError", state["detail"]]
+                break
+            if verdict[0] == "EXITED":  # exit status 0: the checker decides
+                ok = check(job["expected"][i], output.decode("utf-8", errors="replace"))
+                verdict[0] = "PASSED" if ok else "FAILED"
+                if not ok:
+                    verdict[3] = ("the output differs from the expected output "
+                                  f"(checker {check.spec})")
+            verdicts[i] = verdict
+            if verdict[0] != "PASSED":
+                first_bad = output if first_bad is None else first_bad
+                if job["stop_on_first_failure"]:
+                    break
+        shown = output if first_bad is None else first_bad
+        cap = int(job["output_bytes"])
+        state["out"] = bytearray(shown[:cap])
+        state["out_trunc"] = len(shown) > cap
+
+    def _stdio_test(self, job: dict[str, Any], req: _Request, i: int, given: str,
+                    state: dict[str, Any]) -> tuple[list[Any], bytes]:
+        """Run test i; returns its verdict entry (EXITED when the program exited with status 0:
+        the caller compares) and its output."""
+        timeout = float(job["timeout"])
+        limit = int(job["output_limit"])
+        stdin = _sealed_file(given.encode("utf-8", errors="surrogateescape"))
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        job_r, job_w = os.pipe2(os.O_CLOEXEC)
+        started = time.monotonic()
+        pid = self.prog_zygote.spawn(self.stdio_spec, [job_r, stdin, out_w, req.err_w])
+        req.pids.append(pid)
+        for fd in (job_r, stdin, out_w):
+            os.close(fd)
+        frame = {**self._job_frame(job, req.tmp), "cpu_seconds": math.ceil(timeout) + 1}
+        try:
+            wire.send(job_w, frame)
+        except OSError:
+            pass  # gone already: its exit status says why
+        os.close(job_w)
+        os.set_blocking(out_r, False)
+        out = bytearray()
+        outcome = "running"
+        sel = selectors.DefaultSelector()
+        pidfd = os.pidfd_open(pid)
+        try:
+            sel.register(out_r, selectors.EVENT_READ)
+            sel.register(req.err_r, selectors.EVENT_READ)
+            sel.register(pidfd, selectors.EVENT_READ)
+            deadline = started + timeout
+            exited = eof = False
+            while not (exited and eof) and outcome == "running":
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    outcome = "timeout"
+                    break
+                for key, _ in sel.select(wait):
+                    if key.fd == pidfd:
+                        exited = True
+                        sel.unregister(pidfd)
+                    elif key.fd == out_r:
+                        chunk = os.read(out_r, 1 << 16)
+                        if not chunk:
+                            eof = True
+                            sel.unregister(out_r)
+                        elif len(out) + len(chunk) > limit:
+                            outcome = "output"
+                            break
+                        else:
+                            out += chunk
+                    else:
+                        self._drain(key.fd, req.out_r, job, state)
+                if exited and not eof:  # a process it left holds its output: not waited for
+                    _kill_tree(pid)
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        while chunk := os.read(out_r, 1 << 16):
+                            if len(out) + len(chunk) > limit:
+                                break
+                            out += chunk
+                    eof = True
+        finally:
+            _kill_tree(pid)
+            if self.uids:  # nothing of this run outlives it, even what left its group
+                self._kill_request_processes()
+            sel.close()
+            os.close(pidfd)
+            os.close(out_r)
+        elapsed = time.monotonic() - started
+        status, peak_kb, cpu = self.prog_zygote.ended(pid)
+        usage = [cpu, peak_kb]
+        if outcome == "timeout":
+            return ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s", *usage], bytes(out)
+        if outcome == "output":
+            return ["ERROR", elapsed, "OutputLimitExceeded",
+                    f"the program wrote more than {limit} bytes", *usage], bytes(out)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= frame["cpu_seconds"]):
+                return ["TIMEOUT", elapsed, "", "CPU time limit exceeded", *usage], bytes(out)
+            verdict, detail = _describe_status(status)
+            return [verdict, elapsed, "", detail, *usage], bytes(out)
+        code = os.WEXITSTATUS(status)
+        if code == program.EXIT_SYNTAX:
+            state["status"] = "SYNTAX_ERROR"
+            state["detail"] = "the program does not compile (see stderr)"
+            return ["ERROR", elapsed, "SyntaxError", state["detail"], *usage], bytes(out)
+        if code == program.EXIT_MEMORY:
+            return ["MEMORY", elapsed, "MemoryError", "", *usage], bytes(out)
+        if code != 0:
+            return ["ERROR", elapsed, "ExitStatus", f"program exited with status {code}",
+                    *usage], bytes(out)
+        return ["EXITED", elapsed, "", "", *usage], bytes(out)
+
     def _check_zygotes(self) -> None:
         """Reap orphans reparented to us; a dead zygote ends the worker."""
-        for pid, _ in _exited_children():
+        for pid, _, _ in _exited_children():
             if pid in (self.prog_zygote.pid, self.test_zygote.pid):
                 raise RuntimeError("a zygote died")
 
@@ -959,7 +1130,7 @@ def main() -> None:
     # The program zygote first, from the smallest heap that serves programs: its own module and
     # what programs commonly import, nothing of the worker's or the test harness's. A program
     # process is forked for every job, so each page here is paid for on every job.
-    global selectors, program, harness, fs, literal
+    global selectors, program, harness, fs, literal, checkers
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -982,7 +1153,7 @@ def main() -> None:
 
     import selectors
 
-    from . import fs, literal
+    from . import checkers, fs, literal
 
     if hello.get("arrange_fs"):  # the zygotes share our mount namespace: they see it too
         fs.arrange(hide=hello["hide"], keep=hello["keep"],

@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from acecoder.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from acecoder.models.reward import BatchStats, Encoded
 
 from .metrics import RewardMetrics
-from acecoder.models.reward import BatchStats, Encoded
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,8 @@ def select_batch(waiting: Sequence[_Waiting], policy: BatchPolicy, *, decoder: b
     while lo >= 0 or hi < len(units):
         # Extend toward the unit whose length is closest to the batch's width.
         pick_hi = hi < len(units) and (
-            lo < 0 or _unit_len(units[hi], decoder) - width <= width - _unit_len(units[lo], decoder))
+            lo < 0
+            or _unit_len(units[hi], decoder) - width <= width - _unit_len(units[lo], decoder))
         idx = hi if pick_hi else lo
         if not fits(units[idx]):
             take_what_fits(units[idx])

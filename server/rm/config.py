@@ -12,7 +12,8 @@ DEFAULT_MODEL = "embedded:smollm2-135m"
 @dataclass(frozen=True, kw_only=True)
 class RewardConfig:
     model: str = DEFAULT_MODEL
-    """Checkpoint directory, hub id, or embedded model (embedded:smollm2-135m, embedded:minilm-l6)."""
+    """Checkpoint directory, hub id, or embedded model (embedded:smollm2-135m,
+    embedded:minilm-l6)."""
     backend: str = "transformers"
     """'transformers' or 'vllm' (vllm needs a one-label seq-cls checkpoint: see `rm convert`)."""
     device: str = "cpu"

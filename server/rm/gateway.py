@@ -39,11 +39,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from acecoder.clients.rewards import sigmoid
-from acecoder.errors import (AcecoderError, DeadlineExceeded, InvalidArgument,
-                             ResourceExhausted, Unauthenticated)
+from acecoder.errors import (
+    AcecoderError,
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from acecoder.models import templates
 from acecoder.security import Guard, client_name, peer_address
 
-from acecoder.models import templates
 from .metrics import RewardMetrics
 from .service import RewardService
 
@@ -321,6 +326,9 @@ class Gateway:
             def capture_signals(self):  # type: ignore[no-untyped-def, override]
                 yield
 
+        class _Config(uvicorn.Config):
+            acecoder_header_timeout = HEADER_TIMEOUT  # read by _guarded_h11
+
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -335,11 +343,10 @@ class Gateway:
             tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)}
             if sec.client_ca is not None:
                 tls.update(ssl_ca_certs=str(sec.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
-                                access_log=False, http=_guarded_h11(),
-                                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                                limit_concurrency=MAX_CONNECTIONS, **tls)
-        config.acecoder_header_timeout = self.header_timeout  # read by _guarded_h11
+        config = _Config(self.app, log_level="warning", lifespan="off", access_log=False,
+                         http=_guarded_h11(), h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                         limit_concurrency=MAX_CONNECTIONS, **tls)
+        config.acecoder_header_timeout = self.header_timeout
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

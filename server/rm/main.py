@@ -80,9 +80,7 @@ class RewardServer(GrpcServer):
         await super().start()
         sc = self.server_config
         if sc.http_port is not None:
-            from .gateway import Gateway
-
-            from .gateway import read_tests_file
+            from .gateway import Gateway, read_tests_file
 
             tests = read_tests_file(sc.tests_file) if sc.tests_file else None
             self._gateway = Gateway(self.service, policy_template=sc.policy_template,

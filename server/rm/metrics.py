@@ -31,7 +31,8 @@ class RewardMetrics:
             "acecoder_rm_batch_items", "Items per forward batch.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.padding_ratio = Histogram(
-            "acecoder_rm_batch_padding_ratio", "Share of a batch's computed tokens that are padding.",
+            "acecoder_rm_batch_padding_ratio",
+            "Share of a batch's computed tokens that are padding.",
             buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0), registry=r)
         self.batch_latency = Histogram(
             "acecoder_rm_batch_seconds", "Time of one batch on the model.",

@@ -4,7 +4,8 @@ Input records:  {"id": str, "question": str, "response": str}
 Output records: {"id": ..., "score": float}, one per input, in completion order; a record
 the model cannot take (empty text, invalid input) gets {"id", "score": null, "error"}.
 Rerunning with the same output file skips ids already written. The model runs in this
-process unless `server` names a running `acecoder serve rm`.
+process unless `server` names a running `acecoder serve rm` (`open_model`, which `acecoder
+rerank` uses too).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from acecoder.errors import InvalidArgument
 from acecoder.jsonl import Progress, done_ids, read_records, text_field
+from acecoder.ranking import Reranking
 
 from .config import RewardConfig
 
@@ -52,19 +55,23 @@ async def run(input_path: Path, output_path: Path, config: RewardConfig, *,
         def write(row: dict[str, Any]) -> None:
             out.write(json.dumps(row) + "\n")
 
-        score = await _scorer(config, server)
+        model = await open_model(config, server)
         bar = Progress(len(todo), progress, unit="item", what="items")
         limit = asyncio.Semaphore(4)
+
+        async def many(chunk: list[Record]) -> list[float | Exception]:
+            return [s.score for s in await model.score([(r.question, r.response)
+                                                        for r in chunk])]
 
         async def one(chunk: list[Record]) -> None:
             async with limit:
                 try:
-                    scores = await score.many(chunk)
+                    scores = await many(chunk)
                 except InvalidArgument:  # find the bad records; score the rest
                     scores = []
                     for rec in chunk:
                         try:
-                            scores.extend(await score.many([rec]))
+                            scores.extend(await many([rec]))
                         except InvalidArgument as exc:
                             scores.append(exc)
             for rec, s in zip(chunk, scores, strict=True):
@@ -81,49 +88,33 @@ async def run(input_path: Path, output_path: Path, config: RewardConfig, *,
             await asyncio.gather(*(one(c) for c in chunks))
         finally:
             bar.close()
-            await score.close()
+            await model.close()
             os.fsync(out.fileno())
     return counts
 
 
-class _InProcess:
-    def __init__(self, service: Any) -> None:
-        self.service = service
+class RewardEndpoint(Protocol):
+    """What the offline commands call: this process's `RewardService` and a running server's
+    `AsyncRewardClient` alike (each raises InvalidArgument for a request it refuses)."""
 
-    async def many(self, chunk: list[Record]) -> list[float | Exception]:
-        scored = await self.service.score([(r.question, r.response) for r in chunk])
-        return [s.score for s in scored]
+    async def score(self, items: Sequence[tuple[str, str]]) -> Sequence[Any]: ...
 
-    async def close(self) -> None:
-        await self.service.close()
+    async def rerank(self, question: str, candidates: Sequence[str], *,
+                     tests: Sequence[str] = (), setup: str = "",
+                     budget: float | None = None) -> Reranking: ...
+
+    async def close(self) -> None: ...
 
 
-class _Remote:
-    def __init__(self, target: str) -> None:
+async def open_model(config: RewardConfig, server: str | None) -> RewardEndpoint:
+    """The client of the `acecoder serve rm` at `server`, or else `config`'s model, loaded in
+    this process."""
+    if server:
         from acecoder.clients.reward import AsyncRewardClient
 
-        self.client = AsyncRewardClient(target)
-
-    async def many(self, chunk: list[Record]) -> list[float | Exception]:
-        import grpc
-
-        try:
-            scored = await self.client.score([(r.question, r.response) for r in chunk])
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(exc.details() or "invalid") from None
-            raise
-        return [s.score for s in scored]
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
-async def _scorer(config: RewardConfig, server: str | None) -> _InProcess | _Remote:
-    if server:
-        return _Remote(server)
+        return AsyncRewardClient(server)
     from .service import RewardService
 
     service = RewardService(config)
     await service.start()
-    return _InProcess(service)
+    return service

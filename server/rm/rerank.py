@@ -23,9 +23,10 @@ from typing import Any
 
 from acecoder.errors import InvalidArgument
 from acecoder.jsonl import Progress, done_ids, read_records, text_field, text_list
+from acecoder.ranking import Reranking
 
 from .config import RewardConfig
-from .service import Ranked, Reranking
+from .offline import open_model
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ async def run(input_path: Path, output_path: Path, config: RewardConfig, *,
     if not todo:
         return counts
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    rank = await _ranker(config, server)
+    model = await open_model(config, server)
     imagine = _Imagine(synth) if synth else None
     bar = Progress(len(todo), progress, unit="q", what="questions")
     limit = asyncio.Semaphore(concurrency)
@@ -88,7 +89,8 @@ async def run(input_path: Path, output_path: Path, config: RewardConfig, *,
                 left = None if budget is None else max(
                     0.05, budget - (asyncio.get_running_loop().time() - started))
                 try:
-                    got = await rank.rank(rec, tests, left)
+                    got = await model.rerank(rec.question, rec.candidates, tests=tests,
+                                             setup=rec.setup, budget=left)
                     row = output_record(rec.id, got, source, note)
                     counts["ranked"] += 1
                     counts["partial"] += not got.complete
@@ -103,7 +105,7 @@ async def run(input_path: Path, output_path: Path, config: RewardConfig, *,
             await asyncio.gather(*(one(r) for r in todo))
         finally:
             bar.close()
-            await rank.close()
+            await model.close()
             if imagine is not None:
                 imagine.close()
             os.fsync(out.fileno())
@@ -127,48 +129,3 @@ class _Imagine:
 
     def close(self) -> None:
         self.client.close()
-
-
-class _InProcess:
-    def __init__(self, service: Any) -> None:
-        self.service = service
-
-    async def rank(self, rec: Record, tests: list[str], budget: float | None) -> Reranking:
-        return await self.service.rerank(rec.question, rec.candidates, tests=tests,
-                                         setup=rec.setup, budget=budget)
-
-    async def close(self) -> None:
-        await self.service.close()
-
-
-class _Remote:
-    def __init__(self, target: str) -> None:
-        from acecoder.clients.reward import AsyncRewardClient
-
-        self.client = AsyncRewardClient(target)
-
-    async def rank(self, rec: Record, tests: list[str], budget: float | None) -> Reranking:
-        import grpc
-
-        try:
-            got = await self.client.rerank(rec.question, rec.candidates, tests=tests,
-                                           setup=rec.setup, budget=budget)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(exc.details() or "invalid") from None
-            raise
-        return Reranking([Ranked(c.index, c.score, c.truncated, c.pass_rate, c.rank,
-                                 c.verdicts) for c in got], got.complete, got.seconds)
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
-async def _ranker(config: RewardConfig, server: str | None) -> _InProcess | _Remote:
-    if server:
-        return _Remote(server)
-    from .service import RewardService
-
-    service = RewardService(config)
-    await service.start()
-    return _InProcess(service)

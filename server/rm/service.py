@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 from acecoder.codeblocks import extract_program
 from acecoder.errors import AcecoderError, DeadlineExceeded, InvalidArgument, Unavailable
+from acecoder.models.reward import BatchStats, Encoded, ModelDescription
+from acecoder.ranking import RankedCandidate, Reranking
 from acecoder.serving import Admission
 
 from .batcher import Batcher, BatchPolicy
 from .config import RewardConfig
 from .metrics import RewardMetrics
-from acecoder.models.reward import BatchStats, Encoded, ModelDescription
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +60,6 @@ class ItemScore:
     tokens: int
 
 
-@dataclass(frozen=True)
-class Ranked:
-    index: int
-    score: float | None
-    """None when a budget ran out before it was scored."""
-    truncated: bool
-    pass_rate: float | None
-    """None when no tests ran for it."""
-    rank: int
-    verdicts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Reranking:
-    ranked: list[Ranked]
-    """Best first."""
-    complete: bool
-    """False when a budget ran out before every score and test result arrived."""
-    seconds: float
-
-
 def text(value: bytes | str, what: str, limit: int) -> str:
     """Decode a request field, or raise InvalidArgument saying what to change."""
     raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else bytes(value)
@@ -104,6 +84,7 @@ def load_backend(config: RewardConfig) -> Backend:
     import torch
 
     from acecoder.models import reward as models
+
     from .engine import TransformersEngine
 
     if config.device == "cpu":
@@ -295,12 +276,13 @@ class RewardService:
                     task.cancel()
         if pending:
             self.metrics.rerank_budget_expired.inc()
-        order = sorted(range(n), key=lambda i: rank_key(
-            scores[i].score if scores[i] is not None else None, rates[i], i))
-        ranked = [Ranked(i, scores[i].score if scores[i] is not None else None,
-                         scores[i].truncated if scores[i] is not None else False,
-                         rates[i], r, verdicts[i]) for r, i in enumerate(order)]
-        return Reranking(ranked, not pending, time.monotonic() - started)
+        values = [None if s is None else s.score for s in scores]
+        truncated = [s is not None and s.truncated for s in scores]
+        order = sorted(range(n), key=lambda i: rank_key(values[i], rates[i], i))
+        ranked = [RankedCandidate(i, values[i], truncated[i], rates[i], r, verdicts[i])
+                  for r, i in enumerate(order)]
+        return Reranking(ranked, complete=not pending, rule=RERANK_RULE,
+                         seconds=time.monotonic() - started)
 
     def executor_client(self) -> Any:
         """The AsyncExecutorClient of --executor (made on first use, closed with the service)."""
@@ -319,6 +301,7 @@ class RewardService:
         """Run every program on the tests; each result lands in `rates` and `verdicts` as it
         arrives (a budget that runs out keeps the ones that did)."""
         from acecoder.clients.executor import Program
+        from acecoder.remote_errors import RemoteError
 
         executor = self.executor_client()
         budget = None if deadline is None else max(0.1, deadline - time.monotonic())
@@ -328,14 +311,15 @@ class RewardService:
                     deadline=budget):
                 rates[r.index] = r.pass_rate
                 verdicts[r.index] = tuple(v.value for v in r.verdicts)
+        except RemoteError as exc:  # the executor's status is not ours to pass on
+            if isinstance(exc, InvalidArgument):
+                raise InvalidArgument(f"the executor refused the tests: {exc.details()}") from None
+            raise Unavailable(f"the executor at {self.config.executor} failed: "
+                              f"{exc.details()}") from None
         except AcecoderError:
             raise
         except Exception as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            detail = exc.details() if hasattr(exc, "details") else str(exc)
-            if code is not None and code.name == "INVALID_ARGUMENT":
-                raise InvalidArgument(f"the executor refused the tests: {detail}") from None
-            raise Unavailable(f"the executor at {self.config.executor} failed: {detail}") from None
+            raise Unavailable(f"the executor at {self.config.executor} failed: {exc}") from None
 
 
 def _chunks(pairs: Sequence[tuple[str, str]],

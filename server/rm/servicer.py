@@ -13,7 +13,7 @@ from acecoder.grpc_server import deadline_of
 from acecoder.v1 import reward_pb2 as pb
 from acecoder.v1 import reward_pb2_grpc as pb_grpc
 
-from .service import RERANK_RULE, RewardService, new_request_id
+from .service import RewardService, new_request_id
 
 
 class RewardServicer(pb_grpc.RewardModelServicer):
@@ -97,7 +97,7 @@ class RewardServicer(pb_grpc.RewardModelServicer):
             if r.pass_rate is not None:
                 c.pass_rate = r.pass_rate
             out.append(c)
-        return pb.RerankResponse(request_id=request_id, ranked=out, rule=RERANK_RULE,
+        return pb.RerankResponse(request_id=request_id, ranked=out, rule=got.rule,
                                  complete=got.complete, seconds=got.seconds)
 
     async def ModelInfo(self, request: pb.ModelInfoRequest,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from acecoder.models import convert
 from acecoder.models import reward as models
+from acecoder.models.reward import BatchStats, Encoded, ModelDescription, RewardModel
+
 from .config import RewardConfig
-from acecoder.models.reward import BatchStats
-from acecoder.models.reward import Encoded, ModelDescription, RewardModel
 
 logger = logging.getLogger(__name__)
 

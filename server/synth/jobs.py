@@ -33,8 +33,15 @@ from acecoder.errors import FailedPrecondition, InvalidArgument, NotFound
 from acecoder.jsonl import staging_path
 
 from .pipeline import dropped_path_of, new_report
-from .safefs import (MAX_NAME_BYTES, MAX_PATH_BYTES, FilePath, JobPath, Root, UnsafeFile,
-                     temporary_path)
+from .safefs import (
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    FilePath,
+    JobPath,
+    Root,
+    UnsafeFile,
+    temporary_path,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from .llm import ChatResult, LLMError
 
-
 JSON_PREFILL = '{"question": "'
 """How a JSON answer is started for local models (JSON mode's stand-in): small models that
 wander into prose without it mostly stay in the object once it is begun."""
 
 
-def render(tokenizer: Any, messages: Sequence[dict[str, str]], json: bool | None) -> tuple[str, str]:
+def render(tokenizer: Any, messages: Sequence[dict[str, str]],
+           json: bool | None) -> tuple[str, str]:
     """(prompt text, prefill): the chat template with the assistant turn opened, and, when
     JSON is wanted (`json` True, or None: the default of answer-shaped calls), the start of
     the object the answer must be."""
@@ -56,8 +56,10 @@ class TransformersChat:
 
         hf_logging.set_verbosity_error()  # an RM checkpoint's value head is reported unused
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        # transformers wraps `PreTrainedModel.to` in functools.wraps, which mypy binds
+        # without `self`.
         self._model = AutoModelForCausalLM.from_pretrained(
-            str(self.path), dtype=torch.float32).to(self.device).eval()
+            str(self.path), dtype=torch.float32).to(self.device).eval()  # type: ignore[arg-type]
 
     def _generate(self, messages: Sequence[dict[str, str]], temperature: float,
                   max_tokens: int, json: bool | None) -> ChatResult:

@@ -15,7 +15,7 @@ from typing import Any
 
 from acecoder.jsonl import Progress, done_ids, read_records, staging_path
 
-from .pairs import PairRule, _inferences, hard_subset, make_pairs
+from .pairs import PairRule, hard_subset, inferences, make_pairs
 from .safefs import FilePath, finish
 
 
@@ -32,7 +32,7 @@ def read_acecode(path: FilePath) -> list[dict[str, Any]]:
     def parse(rid: str, row: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(row.get("question"), str):
             raise ValueError("\"question\" must be a string")
-        _inferences(row)
+        inferences(row)
         return row
 
     return read_records(path, parse)  # type: ignore[arg-type]

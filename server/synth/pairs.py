@@ -41,7 +41,9 @@ class PairRule:
             raise ValueError(f"max_per_question must be >= 1, got {self.max_per_question}")
 
 
-def _inferences(record: dict[str, Any]) -> list[dict[str, Any]]:
+def inferences(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The samples of an AceCode-87K record (its "inferences"), checked: each has a string
+    "completion" and a numeric "pass_rate"; ValueError names the first that does not."""
     rows = record.get("inferences")
     if not isinstance(rows, list):
         raise ValueError("\"inferences\" must be a list")
@@ -61,7 +63,7 @@ def make_pairs(record: dict[str, Any], rule: PairRule = PairRule()) -> list[dict
     if not isinstance(question, str):
         raise ValueError("\"question\" must be a string")
     groups: dict[str, dict[str, float]] = {}
-    for inf in _inferences(record):
+    for inf in inferences(record):
         model = str(inf.get("model_name", "")) if rule.same_model else ""
         groups.setdefault(model, {}).setdefault(inf["completion"], float(inf["pass_rate"]))
     candidates = []
@@ -86,7 +88,7 @@ def hard_subset(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     standard deviation >= their median. Records without inferences are left out."""
     stats = []
     for r in records:
-        rates = [float(inf["pass_rate"]) for inf in _inferences(r)]
+        rates = [float(inf["pass_rate"]) for inf in inferences(r)]
         if rates:
             stats.append((r, statistics.fmean(rates), statistics.pstdev(rates)))
     if not stats:

@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acecoder.jsonl import (Progress, done_ids, read_records, run_pool, staging_path, text_field,
-                            text_list)
+from acecoder.jsonl import (
+    Progress,
+    done_ids,
+    read_records,
+    run_pool,
+    staging_path,
+    text_field,
+    text_list,
+)
 
 from . import decontam
 from .filter import FilterRule, filter_tests, proxy_chat
@@ -29,7 +36,6 @@ from .llm import Chat, ChatResult, LLMError
 from .parse import check_test
 from .rewrite import rewrite
 from .safefs import FilePath, finish
-
 
 STAGES = ("rewrite", "decontaminate", "filter")
 

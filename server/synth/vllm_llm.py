@@ -67,7 +67,8 @@ class VllmChat:
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from acecoder.models import convert, reward as models
+        from acecoder.models import convert
+        from acecoder.models import reward as models
 
         path = self.path
         if models.has_value_head(path):  # an AceCode-RM checkpoint: generate with its trunk

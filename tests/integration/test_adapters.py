@@ -38,6 +38,7 @@ def test_verl_compute_score_and_batch(server) -> None:  # type: ignore[no-untype
     assert len({tuple(sorted(g)) for g in got}) == 1  # every record has the same keys
 
 
+@pytest.mark.slow
 def test_verl_with_the_rm_and_an_unreachable_executor(server, rm_target: str) -> None:  # type: ignore[no-untyped-def]
     from acecoder.clients.verl import compute_score
 
@@ -239,6 +240,7 @@ def test_verl_reward_managers_score_a_rollout_batch(server, smol_tokenizer_dir) 
         assert extra["hacked"][2] and not extra["hacked"][0]  # sys.exit(0) is flagged
 
 
+@pytest.mark.slow
 def test_openrlhf_http_path_with_rule_rewards(server, tiny_acecode_rm, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """--remote_rm_url http://.../get_reward with rule rewards: OpenRLHF's own HTTP client
     posts {query, prompts, labels}; labels carry the tests, or a record id from

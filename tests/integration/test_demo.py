@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     out_dir = tmp_path / "demo"

@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from acecoder.executor.config import ExecutorConfig
 from acecoder.executor.pool import WorkerPool
 from acecoder.executor.service import validate
@@ -40,6 +42,7 @@ def test_worker_killed_mid_request_is_rerun_and_replaced() -> None:
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_every_worker_dying_gives_crashed_verdicts() -> None:
     async def go() -> None:
         cfg = ExecutorConfig(workers=1)
@@ -78,6 +81,7 @@ def test_workers_are_recycled() -> None:
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_a_worker_that_stops_answering_costs_one_request_and_is_replaced(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The worker enforces every limit itself; if it ever stops answering (stuck in a decoder,
     frozen from outside), the pool's own bound answers the request (CRASHED, saying why) and

@@ -96,6 +96,7 @@ def test_health_waits_for_the_model_and_info_says_the_head_is_trained(
     assert info.head_trained and not info.warning
 
 
+@pytest.mark.slow
 def test_scores_match_the_reference_forward_under_concurrency(rm_client: RewardClient,
                                                              reference, rm: RMServer) -> None:  # type: ignore[no-untyped-def]
     from acecoder.datasets import load_mbpp
@@ -226,6 +227,7 @@ def test_best_of_n_imagines_tests_when_none_are_given(rm: RMServer, synth) -> No
     assert [r.best.index for r in asyncio.run(main())] == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_the_rerank_command_with_a_budget_and_synthesis(tmp_path, rm: RMServer, synth) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "in.jsonl"
     rows = [{"id": "given", "question": QUESTION, "candidates": [BAD, GOOD],
@@ -320,6 +322,7 @@ def test_metrics(rm: RMServer, rm_client: RewardClient) -> None:
     assert _metric(rm, "acecoder_rm_requests_total", '{code="OK",method="Score"}') >= 1
 
 
+@pytest.mark.slow
 def test_queue_limit_deadline_and_drain(tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
     path, _ = tiny_acecode_rm
     s = start_rm("--model", str(path), "--max-queue", "4", "--grace", "30")
@@ -344,6 +347,7 @@ def test_queue_limit_deadline_and_drain(tiny_acecode_rm) -> None:  # type: ignor
         assert stop(s) == 0
 
 
+@pytest.mark.slow
 def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
     path, reference = tiny_acecode_rm
     src = tmp_path / "in.jsonl"

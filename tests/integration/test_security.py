@@ -217,6 +217,7 @@ def test_the_executor_will_not_be_open_beyond_loopback(pki: PKI) -> None:
         assert proc.wait(timeout=60) == 0
 
 
+@pytest.mark.slow
 def test_a_secured_rm_server_calling_a_secured_executor(pki: PKI, secured: Secured,
                                                         tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
     """The RM server takes its client identity for the executor from the environment, and
@@ -459,6 +460,7 @@ def from_address(address: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
 
 
+@pytest.mark.slow
 def test_health_watch_on_the_rm_server(guarded_rm: GuardedRM) -> None:
     assert watch(guarded_rm.target, "acecoder.v1.RewardModel") == \
         health_pb2.HealthCheckResponse.SERVING
@@ -576,6 +578,7 @@ def _raw_http(port_url: str, data: bytes, wait: float = 10.0) -> bytes:
     return out
 
 
+@pytest.mark.slow
 def test_the_gateway_bounds_what_a_client_can_hold(guarded_rm: GuardedRM) -> None:
     """Header timeout, header size cap, body cap from Content-Length (before reading), body
     cap on a chunked body, and a nesting bomb: each is answered (or closed) fast, and a

@@ -26,6 +26,8 @@ QUESTION = "Write a function add(a, b) that returns the sum of a and b."
 GOOD = "def add(a, b):\n    return a + b\n"
 BAD = "def add(a, b):\n    return a - b\n"
 
+pytestmark = pytest.mark.slow  # each test starts all three services (7-9 s)
+
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:

@@ -174,6 +174,7 @@ def test_async_client(server) -> None:  # type: ignore[no-untyped-def]
     assert asyncio.run(go()) == [0.5, 0.5, 0.5]
 
 
+@pytest.mark.slow
 def test_queue_full_is_resource_exhausted_and_expired_work_is_not_started() -> None:
     s = start_server("--max-queue", "1", workers=1)
     try:

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_soak_runs_and_holds_for_a_few_seconds() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.1",
                            "--clients", "4"], capture_output=True, text=True, timeout=300)

@@ -177,6 +177,7 @@ def _cancel_mid_run(client: SynthesisClient, out: Path, job_id: str) -> int:
     return size
 
 
+@pytest.mark.slow
 def test_a_cancelled_pairs_job_stops_writing_and_resumes_exactly_once(
         client: SynthesisClient, data: Path) -> None:
     # slow records (600 samples that make no pair: 360k comparisons each) between records
@@ -202,6 +203,7 @@ def test_a_cancelled_pairs_job_stops_writing_and_resumes_exactly_once(
     assert job.counts["written"] == 1600 - first
 
 
+@pytest.mark.slow
 def test_a_cancelled_sample_job_stops_writing_and_resumes_exactly_once(
         client: SynthesisClient, data: Path) -> None:
     ids = [f"w{k}" for k in range(24)]

@@ -137,6 +137,7 @@ def test_bad_requests_are_invalid_argument(client: SynthesisClient, kw, message:
     assert message in err.value.details()
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_resource_exhausted(synth: SynthServer) -> None:
     # 2 run and 2 wait (--max-inflight 2 --max-queue 2); the fifth is refused
     from acecoder.v1 import synthesis_pb2 as pb
@@ -255,6 +256,7 @@ def test_metrics(synth: SynthServer, client: SynthesisClient) -> None:
                    '{code="OK",method="Synthesize"}') >= 1
 
 
+@pytest.mark.slow
 def test_a_job_survives_sigkill_of_the_server(fake: FakeOpenAI, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ids = write_seeds(tmp_path / "seeds.jsonl", 40, prefix="k")
     ids += write_seeds(tmp_path / "bad.jsonl", 2, script="bad-request", prefix="b")
@@ -333,6 +335,7 @@ def test_stages_run_alone_with_the_seeds_own_tests(client: SynthesisClient,
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sample" in err.value.details()
 
 
+@pytest.mark.slow
 def test_sample_pairs_and_hard_run_as_jobs(client: SynthesisClient, data: Path) -> None:
     records = [{"id": f"q{k}", "source": "t", "question": f"Write add {k}. SCRIPT:code",
                 "test_cases": ["assert add(2, 3) == 5", "assert add(0, 0) == 0"],

@@ -31,18 +31,19 @@ import os
 import random
 import shutil
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from acecoder.clients.rewards import Reward, RewardScorer, RewardSpec, Sample
 from acecoder.executor.types import Flag
 from acecoder.jsonl import Progress
 from acecoder.trainer import distributed, reinforce, rl_data, rollout
 from acecoder.trainer.losses import cosine_with_warmup
 from acecoder.trainer.recipes import base
-from acecoder.clients.rewards import Reward, RewardScorer, RewardSpec, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -234,11 +235,13 @@ class RLTrainer:
         self.prompts = [prompts[i] for i in fits]
         self.prompt_ids = [ids[i] for i in fits]
 
-        policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        # transformers wraps `PreTrainedModel.to` in functools.wraps, which mypy binds
+        # without `self`: hence the arg-type ignores.
+        policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)  # type: ignore[arg-type]
         if c.gradient_checkpointing:
             policy.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
-        reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)  # type: ignore[arg-type]
         reference.requires_grad_(False).eval()
 
         per_rank = c.rollout_batch // self.world * c.samples_per_prompt
@@ -300,7 +303,8 @@ class RLTrainer:
         self.rollout_engine = engine
         if engine != "vllm":
             return None
-        from acecoder.models import convert, reward as models
+        from acecoder.models import convert
+        from acecoder.models import reward as models
         from acecoder.trainer.vllm_rollout import VllmRollout
 
         if models.has_value_head(Path(path)):  # an AceCode-RM checkpoint: vLLM wants the LM
@@ -415,7 +419,7 @@ class RLTrainer:
             samples = [Sample(self.prompts[g].question, text, self.prompts[g].tests,
                               self.prompts[g].setup) for g, text in zip(groups, roll.texts,
                                                                           strict=True)]
-            future = self.rewards.submit(samples)
+            future: Future[list[Reward]] | list[Reward] = self.rewards.submit(samples)
             if not c.overlap:
                 future = self._wait(future, times, len(samples))
             started = time.monotonic()
@@ -536,7 +540,8 @@ class RLTrainer:
         alls = [bool(it.reward.all_passed) for it in kept if it.reward.all_passed is not None]  # type: ignore[union-attr]
         rm_scores = [it.reward.rm_score for it in kept if it.reward.rm_score is not None]  # type: ignore[union-attr]
         local = [len(items), len(kept), sum(values), sum(v * v for v in values), sum(rates),
-                 len(rates), sum(rm_scores), len(rm_scores), sum(alls), sum(bool(it.reward and it.reward.hacked) for it in items),
+                 len(rates), sum(rm_scores), len(rm_scores), sum(alls),
+                 sum(bool(it.reward and it.reward.hacked) for it in items),
                  sum(len(it.response) for it in items), sums["kl"], sums["tokens"], upd["loss"],
                  upd["clip"], upd["entropy"], upd["micro"], times["reward_wait"] / times["step"],
                  times["step"], times["generate"], times["reward_wait"], times["update"],
@@ -544,8 +549,9 @@ class RLTrainer:
                  *(sum(flag in it.reward.flags for it in items if it.reward) for flag in FLAGS)]
         t = torch.tensor(local, dtype=torch.float64)
         dist.all_reduce(t)
-        (n, n_kept, r_sum, r_sq, rate_sum, n_rates, rm_sum, n_rm, all_sum, hacked, length, kl, tokens, loss,
-         clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, sync_s, *per_flag) = (
+        (n, n_kept, r_sum, r_sq, rate_sum, n_rates, rm_sum, n_rm, all_sum, hacked, length, kl,
+         tokens, loss, clip, ent, micro, wait_share, step_s, gen_s, wait_s, upd_s, sync_s,
+         *per_flag) = (
             float(x) for x in t)
         w = self.world
         self.step += 1

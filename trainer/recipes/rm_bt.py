@@ -18,8 +18,8 @@ import torch
 
 from acecoder.jsonl import Progress
 from acecoder.trainer import distributed, rm_data, rm_model
-from acecoder.trainer.recipes import base
 from acecoder.trainer.losses import bradley_terry_loss, cosine_with_warmup, pairwise_accuracy
+from acecoder.trainer.recipes import base
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ class RMTrainer:
                     step = self.engine.global_steps
                     row = {"step": step, "epoch": epoch, "loss/train": sum(losses) / len(losses),
                            "accuracy/train": sum(accs) / len(accs),
-                           "lr": self.engine.get_lr()[0], "time/elapsed": time.monotonic() - started}
+                           "lr": self.engine.get_lr()[0],
+                           "time/elapsed": time.monotonic() - started}
                     losses, accs = [], []
                     if c.eval_every and step % c.eval_every == 0:
                         last_eval = self.evaluate()

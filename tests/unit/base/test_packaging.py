@@ -14,7 +14,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNTIME_ROOMS = ("acecoder", "executor", "clients", "server", "trainer")
 
 

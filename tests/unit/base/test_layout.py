@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FOLDERS = {"acecoder": "acecoder", "executor": "acecoder.executor",
            "clients": "acecoder.clients", "server": "acecoder.server",
            "trainer": "acecoder.trainer"}

@@ -12,7 +12,7 @@ from acecoder.jsonl import InputError
 from acecoder.trainer import rl_data, rollout
 from acecoder.trainer.recipes.reinforce_pp import RLTrainConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_each_epoch_walks_a_fresh_permutation_and_a_step_is_a_pure_function() -> None:
