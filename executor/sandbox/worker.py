@@ -329,6 +329,19 @@ def _sealed_file(data: bytes) -> int:
         os.close(fd)
 
 
+_PF_EXITING = 0x4  # include/linux/sched.h: set as do_exit begins, never cleared
+
+
+def _exiting(pid: str) -> bool:
+    """Whether the process has begun to exit (it will never return to user space)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return bool(int(fields[6]) & _PF_EXITING)
+    except (OSError, ValueError, IndexError):
+        return True  # gone already
+
+
 def _kill_tree(pid: int) -> None:
     """SIGKILL a confined child and its process group (which its descendants cannot leave)."""
     for kill in (os.killpg, os.kill):
@@ -724,7 +737,9 @@ class Worker:
         return left
 
     def _request_processes(self) -> list[int]:
-        """Live processes running under this slot's request uids (zombies are gone already)."""
+        """Live processes running under this slot's request uids. Zombies, and processes that
+        are exiting (the kernel's PF_EXITING: a killed process tearing down its memory), are
+        gone already: neither will ever run a line of code again."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) in self.static_pids:
@@ -736,7 +751,8 @@ class Worker:
                 continue
             state = status.split(b"\nState:\t", 1)[-1][:1]
             uid_line = status.split(b"\nUid:\t", 1)[-1].split(b"\n", 1)[0].split()
-            if state not in (b"Z", b"X") and any(int(u) in self.uids for u in uid_line[:3]):
+            if state not in (b"Z", b"X") and any(int(u) in self.uids for u in uid_line[:3]) \
+                    and not _exiting(entry):
                 found.append(int(entry))
         return found
 
