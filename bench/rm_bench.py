@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from acecoder.clients.reward import AsyncRewardClient
+from acecoder.clients.rm import AsyncRewardClient
 from acecoder.datasets import Problem, load_mbpp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -4,7 +4,7 @@ from acecoder.security import ClientSecurity
 
 from .base import RetryPolicy
 from .executor import AsyncExecutorClient, ExecutorClient, Program, StdioTest
-from .reward import AsyncRewardClient, RewardClient
+from .rm import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
 
 __all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ClientSecurity", "ExecutorClient",

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from acecoder.ranking import Reranking
 from acecoder.remote_errors import RemoteError
 
-from .reward import AsyncRewardClient, RewardClient
+from .rm import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
 
 SYNTH_SHARE = 0.7

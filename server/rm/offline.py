@@ -110,7 +110,7 @@ async def open_model(config: RewardConfig, server: str | None) -> RewardEndpoint
     """The client of the `acecoder serve rm` at `server`, or else `config`'s model, loaded in
     this process."""
     if server:
-        from acecoder.clients.reward import AsyncRewardClient
+        from acecoder.clients.rm import AsyncRewardClient
 
         return AsyncRewardClient(server)
     from .service import RewardService
