@@ -8,9 +8,11 @@ For each program it starts confined children and supervises them against the clo
   code of any of them (their tests only call the program and compare plain data), and is
   replaced whenever a request does not end cleanly in it.
 
-Both are forked by small zygotes that were forked before the worker read any job, and that
-never see one: a spawn order carries no request data (no source, no directory, no
-environment; the same order every time), and the child reads its job from a pipe only it holds.
+Stdio tests (stdio.py) need no test process: a fresh program process per test, and the worker
+compares outputs. Children are forked by small zygotes (procs.py) that were forked before the
+worker read any job, and that never see one: a spawn order carries no request data (no source,
+no directory, no environment; the same order every time), and the child reads its job from a
+pipe only it holds.
 So no process's memory ever holds another request's program or tests.
 
 One request never reaches another: every process that ran any of its code (program or tests)
@@ -30,20 +32,26 @@ is checked; a malformed one costs only its own request.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
-import math
 import os
 import pickle
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import confine, forking, seccomp, wire
+from . import confine, seccomp, wire
+from .procs import (
+    Zygote,
+    ancestors,
+    describe_status,
+    die,
+    exited_children,
+    exiting,
+    kill_tree,
+)
 
 # Imported only after the program zygote is forked (see main), so that it stays small: every
 # page a zygote holds is copied into each child's page tables, and torn down again at its exit.
@@ -52,7 +60,7 @@ program: Any = None
 harness: Any = None
 fs: Any = None
 literal: Any = None
-checkers: Any = None
+stdio: Any = None
 
 _PR_SET_CHILD_SUBREAPER = 36
 # Modules programs use most, imported once in the program zygote. Kept short on purpose: every
@@ -95,78 +103,6 @@ def forged_output(data: bytes) -> bool:
     return bool(_forged.search(bytes(data)))
 
 
-# --------------------------------------------------------------------------- zygotes
-#
-# Children are forked by two small zygotes, never by the worker itself: after a fork every page
-# is copy-on-write on *both* sides, and the worker, which does the per-job bookkeeping, would
-# pay a page fault for each page it then touches. The zygotes do nothing but fork and reap, and
-# never receive anything of a request but the file descriptors its child will hold.
-
-
-def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None]) -> None:
-    """Fork confined children on request. Runs forever in its own process."""
-    confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
-    statuses: dict[int, tuple[int, int, float]] = {}
-    while True:
-        try:
-            msg, fds = wire.recv_msg(sock)
-        except (wire.FrameError, OSError):
-            os._exit(0)
-        if msg[0] == "spawn":
-            _reap_nowait(statuses)
-            pid = forking.fork()
-            if pid == 0:
-                sock.close()
-                become(msg[1], fds)
-                os._exit(0)
-            for fd in fds:
-                os.close(fd)
-            wire.send_msg(sock, ("pid", pid))
-        elif msg[0] == "status":
-            pid = msg[1]
-            ended = statuses.pop(pid, None)
-            if ended is None:
-                try:
-                    _, status, usage = os.wait4(pid, 0)
-                    ended = _ended(status, usage)
-                except ChildProcessError:
-                    ended = (0, 0, 0.0)
-            wire.send_msg(sock, ("status", *ended))
-
-
-def _exited_children() -> Iterator[tuple[int, int, Any]]:
-    """(pid, status, resource usage) of every child that has exited, without waiting for the
-    others."""
-    while True:
-        try:
-            pid, status, usage = os.wait4(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        yield pid, status, usage
-
-
-def _ended(status: int, usage: Any) -> tuple[int, int, float]:
-    """(exit status, peak resident memory in KiB, CPU seconds) of a child that has ended."""
-    return status, int(usage.ru_maxrss), float(usage.ru_utime + usage.ru_stime)
-
-
-def _reap_nowait(statuses: dict[int, tuple[int, int, float]]) -> None:
-    """Collect children that have exited, remembering the last few exit statuses."""
-    for pid, status, usage in _exited_children():
-        statuses[pid] = _ended(status, usage)
-        if len(statuses) > 64:
-            del statuses[next(iter(statuses))]
-
-
-def _die(what: str, exc: BaseException) -> None:
-    try:
-        os.write(2, f"acecoder: {what} failed: {exc!r}\n".encode())
-    finally:
-        os._exit(70)
-
-
 def _lower(limit: int, value: int) -> None:
     import resource
 
@@ -197,7 +133,7 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
         os.chdir(job["cwd"])
         os.environ.update(job["env"])
     except BaseException as exc:  # never fall back into the zygote's loop
-        _die("confining the program", exc)
+        die("confining the program", exc)
     try:
         if stdio:
             program.run_main(job["program"])
@@ -224,7 +160,7 @@ def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
                         env=spec["env"], use_seccomp=spec["seccomp"])
         confine.set_name(SPARE_NAME)
     except BaseException as exc:
-        _die("starting the test process", exc)
+        die("starting the test process", exc)
     try:
         if judge:
             harness.judge(jobs=3, memory_bytes=spec["judge_memory"])
@@ -234,72 +170,7 @@ def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
         os._exit(0)
 
 
-class Zygote:
-    def __init__(self, become: Callable[[dict[str, Any], list[int]], None], *,
-                 seccomp_shared: bool = False) -> None:
-        """`seccomp_shared`: install the pid-independent filter in the zygote itself, for every
-        child to inherit (installing one costs about as much as a fork, on every child)."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = forking.fork()
-        if pid == 0:
-            parent.close()
-            try:
-                if seccomp_shared:
-                    seccomp.install_shared()
-                _zygote_loop(child, become)
-            except BaseException as exc:
-                _die("starting a zygote", exc)
-            finally:
-                os._exit(0)
-        child.close()
-        self.sock = parent
-        self.pid = pid
-
-    def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
-        """Fork a child holding `fds`. `spec` is the same for every child of a worker."""
-        wire.send_msg(self.sock, ("spawn", spec), fds)
-        msg, _ = wire.recv_msg(self.sock)
-        return int(msg[1])
-
-    def status(self, pid: int) -> int:
-        """Exit status of a child (waits for it: kill it first)."""
-        return self.ended(pid)[0]
-
-    def ended(self, pid: int) -> tuple[int, int, float]:
-        """(exit status, peak resident memory in KiB, CPU seconds) of a child (waits for it:
-        kill it first, or know that it has exited)."""
-        wire.send_msg(self.sock, ("status", pid))
-        msg, _ = wire.recv_msg(self.sock)
-        return int(msg[1]), int(msg[2]), float(msg[3])
-
-
 # --------------------------------------------------------------------------- supervision
-
-
-def _ancestors(pid: int) -> set[int]:
-    """`pid` and every process above it (in this pid namespace)."""
-    out = set()
-    while pid > 0 and pid not in out:
-        out.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return out
-
-
-def _describe_status(status: int) -> tuple[str, str]:
-    """(verdict, detail) for a program process that died on its own."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return "CRASHED", f"killed by {name}"
-    code = os.WEXITSTATUS(status)
-    return "ERROR", f"program exited with status {code}"
 
 
 def _discard(fd: int) -> bool:
@@ -312,43 +183,6 @@ def _discard(fd: int) -> bool:
             return False
         except OSError:
             return True
-
-
-def _sealed_file(data: bytes) -> int:
-    """A read-only descriptor of an in-memory file holding `data`, sealed against writes (a
-    test's input: the program gets its own copy, and cannot change it for anyone)."""
-    fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW
-                    | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(fd)
-
-
-_PF_EXITING = 0x4  # include/linux/sched.h: set as do_exit begins, never cleared
-
-
-def _exiting(pid: str) -> bool:
-    """Whether the process has begun to exit (it will never return to user space)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return bool(int(fields[6]) & _PF_EXITING)
-    except (OSError, ValueError, IndexError):
-        return True  # gone already
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a confined child and its process group (which its descendants cannot leave)."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class Malformed(Exception):
@@ -431,7 +265,7 @@ class _Judge:
         self.served = 0
 
     def drop(self) -> None:
-        _kill_tree(self.pid)
+        kill_tree(self.pid)
         self.sock.close()
 
 
@@ -477,7 +311,7 @@ class Worker:
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
         # Processes that live as long as the worker (its ancestors in the jail, itself, the
         # zygotes): never a request's, so never read when looking for those.
-        self.static_pids = {*_ancestors(os.getpid()), prog_zygote.pid, test_zygote.pid}
+        self.static_pids = {*ancestors(os.getpid()), prog_zygote.pid, test_zygote.pid}
         self.next: _Request | None = None  # the next request's, prepared between jobs
         self.ending: tuple[_Request, dict[str, Any]] | None = None  # the last, to settle
 
@@ -525,138 +359,13 @@ class Worker:
             "duration": time.monotonic() - started, "flags": sorted(flags),
         }
 
-    # -- stdio tests ------------------------------------------------------------------------
-
     def _run_stdio(self, job: dict[str, Any], req: _Request, verdicts: list[list[Any] | None],
                    state: dict[str, Any]) -> None:
-        """Each test: a fresh program process runs the program whole on the test's input; the
-        worker reads its output and compares it with the expected output, which never leaves
-        the worker. The response's stdout is the output of the first test that did not pass
-        (or of the last test)."""
-        if req.spare is not None:  # a program process for assert tests: not this request's
-            self._drop_pair(req.spare)
-            req.spare = None
-        check = checkers.parse(job["checker"])
-        first_bad: bytes | None = None
-        output = b""
-        for i, given in enumerate(job["tests"]):
-            verdict, output = self._stdio_test(job, req, i, given, state)
-            if state["status"] == "SYNTAX_ERROR":
-                for k in range(i, len(verdicts)):
-                    verdicts[k] = ["ERROR", 0.0, "SyntaxError", state["detail"]]
-                break
-            if verdict[0] == "EXITED":  # exit status 0: the checker decides
-                ok = check(job["expected"][i], output.decode("utf-8", errors="replace"))
-                verdict[0] = "PASSED" if ok else "FAILED"
-                if not ok:
-                    verdict[3] = ("the output differs from the expected output "
-                                  f"(checker {check.spec})")
-            verdicts[i] = verdict
-            if verdict[0] != "PASSED":
-                first_bad = output if first_bad is None else first_bad
-                if job["stop_on_first_failure"]:
-                    break
-        shown = output if first_bad is None else first_bad
-        cap = int(job["output_bytes"])
-        state["out"] = bytearray(shown[:cap])
-        state["out_trunc"] = len(shown) > cap
-
-    def _stdio_test(self, job: dict[str, Any], req: _Request, i: int, given: str,
-                    state: dict[str, Any]) -> tuple[list[Any], bytes]:
-        """Run test i; returns its verdict entry (EXITED when the program exited with status 0:
-        the caller compares) and its output."""
-        timeout = float(job["timeout"])
-        limit = int(job["output_limit"])
-        stdin = _sealed_file(given.encode("utf-8", errors="surrogateescape"))
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        job_r, job_w = os.pipe2(os.O_CLOEXEC)
-        started = time.monotonic()
-        pid = self.prog_zygote.spawn(self.stdio_spec, [job_r, stdin, out_w, req.err_w])
-        req.pids.append(pid)
-        for fd in (job_r, stdin, out_w):
-            os.close(fd)
-        frame = {**self._job_frame(job, req.tmp), "cpu_seconds": math.ceil(timeout) + 1}
-        try:
-            wire.send(job_w, frame)
-        except OSError:
-            pass  # gone already: its exit status says why
-        os.close(job_w)
-        os.set_blocking(out_r, False)
-        out = bytearray()
-        outcome = "running"
-        sel = selectors.DefaultSelector()
-        pidfd = os.pidfd_open(pid)
-        try:
-            sel.register(out_r, selectors.EVENT_READ)
-            sel.register(req.err_r, selectors.EVENT_READ)
-            sel.register(pidfd, selectors.EVENT_READ)
-            deadline = started + timeout
-            exited = eof = False
-            while not (exited and eof) and outcome == "running":
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    outcome = "timeout"
-                    break
-                for key, _ in sel.select(wait):
-                    if key.fd == pidfd:
-                        exited = True
-                        sel.unregister(pidfd)
-                    elif key.fd == out_r:
-                        chunk = os.read(out_r, 1 << 16)
-                        if not chunk:
-                            eof = True
-                            sel.unregister(out_r)
-                        elif len(out) + len(chunk) > limit:
-                            outcome = "output"
-                            break
-                        else:
-                            out += chunk
-                    else:
-                        self._drain(key.fd, req.out_r, job, state)
-                if exited and not eof:  # a process it left holds its output: not waited for
-                    _kill_tree(pid)
-                    with contextlib.suppress(BlockingIOError, OSError):
-                        while chunk := os.read(out_r, 1 << 16):
-                            if len(out) + len(chunk) > limit:
-                                break
-                            out += chunk
-                    eof = True
-        finally:
-            _kill_tree(pid)
-            if self.uids:  # nothing of this run outlives it, even what left its group
-                self._kill_request_processes()
-            sel.close()
-            os.close(pidfd)
-            os.close(out_r)
-        elapsed = time.monotonic() - started
-        status, peak_kb, cpu = self.prog_zygote.ended(pid)
-        usage = [cpu, peak_kb]
-        if outcome == "timeout":
-            return ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s", *usage], bytes(out)
-        if outcome == "output":
-            return ["ERROR", elapsed, "OutputLimitExceeded",
-                    f"the program wrote more than {limit} bytes", *usage], bytes(out)
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= frame["cpu_seconds"]):
-                return ["TIMEOUT", elapsed, "", "CPU time limit exceeded", *usage], bytes(out)
-            verdict, detail = _describe_status(status)
-            return [verdict, elapsed, "", detail, *usage], bytes(out)
-        code = os.WEXITSTATUS(status)
-        if code == program.EXIT_SYNTAX:
-            state["status"] = "SYNTAX_ERROR"
-            state["detail"] = "the program does not compile (see stderr)"
-            return ["ERROR", elapsed, "SyntaxError", state["detail"], *usage], bytes(out)
-        if code == program.EXIT_MEMORY:
-            return ["MEMORY", elapsed, "MemoryError", "", *usage], bytes(out)
-        if code != 0:
-            return ["ERROR", elapsed, "ExitStatus", f"program exited with status {code}",
-                    *usage], bytes(out)
-        return ["EXITED", elapsed, "", "", *usage], bytes(out)
+        stdio.run(self, job, req, verdicts, state)
 
     def _check_zygotes(self) -> None:
         """Reap orphans reparented to us; a dead zygote ends the worker."""
-        for pid, _, _ in _exited_children():
+        for pid, _, _ in exited_children():
             if pid in (self.prog_zygote.pid, self.test_zygote.pid):
                 raise RuntimeError("a zygote died")
 
@@ -679,7 +388,7 @@ class Worker:
             self._drop_pair(req.spare)
             req.spare = None
         for pid in req.pids:
-            _kill_tree(pid)
+            kill_tree(pid)
         for fd in (req.out_r, req.err_r):
             self._drain(fd, req.out_r, job, state, final=True)
 
@@ -752,7 +461,7 @@ class Worker:
             state = status.split(b"\nState:\t", 1)[-1][:1]
             uid_line = status.split(b"\nUid:\t", 1)[-1].split(b"\n", 1)[0].split()
             if state not in (b"Z", b"X") and any(int(u) in self.uids for u in uid_line[:3]) \
-                    and not _exiting(entry):
+                    and not exiting(entry):
                 found.append(int(entry))
         return found
 
@@ -811,7 +520,7 @@ class Worker:
 
     @staticmethod
     def _drop_pair(pair: _Pair) -> None:
-        _kill_tree(pair.prog_pid)
+        kill_tree(pair.prog_pid)
         pair.close()
 
     def _job_frame(self, job: dict[str, Any], tmp: str) -> dict[str, Any]:
@@ -858,9 +567,9 @@ class Worker:
                 outcome, current, t_start, broken = self._supervise(job, req, ctrl_r, start,
                                                                      verdicts, state)
         finally:
-            _kill_tree(prog_pid)
+            kill_tree(prog_pid)
             if tester_pid > 0:
-                _kill_tree(tester_pid)
+                kill_tree(tester_pid)
             if judged:
                 # A judge that did not finish its request cleanly may be stuck in it.
                 self._judge_done(clean=outcome in _JUDGE_CLEAN)
@@ -1008,7 +717,7 @@ class Worker:
             verdicts[idx] = ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s"]
             return idx + 1
         if outcome == "lost":
-            verdict, detail = _describe_status(prog_status)
+            verdict, detail = describe_status(prog_status)
             if current == -1:
                 if verdict == "ERROR":
                     state["status"], state["detail"] = "EXITED_EARLY", detail
@@ -1146,7 +855,7 @@ def main() -> None:
     # The program zygote first, from the smallest heap that serves programs: its own module and
     # what programs commonly import, nothing of the worker's or the test harness's. A program
     # process is forked for every job, so each page here is paid for on every job.
-    global selectors, program, harness, fs, literal, checkers
+    global selectors, program, harness, fs, literal, stdio
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -1169,7 +878,7 @@ def main() -> None:
 
     import selectors
 
-    from . import checkers, fs, literal
+    from . import fs, literal, stdio
 
     if hello.get("arrange_fs"):  # the zygotes share our mount namespace: they see it too
         fs.arrange(hide=hello["hide"], keep=hello["keep"],

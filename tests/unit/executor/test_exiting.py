@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from acecoder.executor.sandbox.worker import _exiting
+from acecoder.executor.sandbox.procs import exiting as _exiting
 
 
 def test_exiting_reads_the_kernel_flag() -> None:
