@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+SYNTH_SHARE = 0.7
+"""The share of a best-of-N latency budget that imagining tests may take (the rest is for
+scoring and running them)."""
+
 
 @dataclass(frozen=True)
 class RankedCandidate:

@@ -22,14 +22,11 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from acecoder.ranking import Reranking
+from acecoder.ranking import SYNTH_SHARE, Reranking
 from acecoder.remote_errors import RemoteError
 
 from .rm import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
-
-SYNTH_SHARE = 0.7
-"""Default share of a budget that imagining tests may take."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from acecoder.ranking import SYNTH_SHARE
+
 from .common import Default, add_io, add_model_options, add_quiet, offline_job, reward_config
 
 
@@ -44,7 +46,7 @@ def register(sub: Any) -> None:
                         "runs out (default: wait for every score and test)")
     p.add_argument("--synth", default=None, metavar="HOST:PORT",
                    help="synthesis service: imagine tests for questions that bring none (it "
-                        "may take 70%% of the budget)")
+                        f"may take {SYNTH_SHARE * 100:.0f}%% of the budget)")
     p.add_argument("--concurrency", type=int,
                    default=Default("acecoder.server.rm.rerank:run", "concurrency"),
                    help="questions ranked at once (default %(default)s)")

@@ -121,7 +121,8 @@ class _Imagine:
         self.client = SynthesisClient(target, timeout=600)
 
     async def __call__(self, question: str, budget: float | None) -> tuple[list[str], str]:
-        from acecoder.clients.bestofn import SYNTH_SHARE, imagine_tests
+        from acecoder.clients.bestofn import imagine_tests
+        from acecoder.ranking import SYNTH_SHARE
 
         got = await asyncio.to_thread(imagine_tests, self.client, question, deadline=600.0
                                       if budget is None else budget * SYNTH_SHARE)
