@@ -29,7 +29,8 @@ import socket
 import symtable
 import sys
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from . import plain, wire
 from .confine import set_name
@@ -524,32 +525,44 @@ def _only_plain_checks(ns: _TestGlobals, names: frozenset[str]) -> bool:
     return True
 
 
-class _Compiled:
-    """The judge's compiled suites, by their exact text: compiling is a function of the text,
-    and a code object is immutable (its constants are numbers, strings, tuples and frozensets),
-    so running one for a request leaves it as it was. Only suites whose every test compiled:
-    an exception object would carry the traceback of the request that raised it."""
+V = TypeVar("V")
 
-    MAX_CHARS = 8 << 20
 
-    def __init__(self) -> None:
+class SuiteCache(Generic[V]):
+    """What was made from the suites seen last (RL sends the same tests with every sample of a
+    problem), keyed by their exact text and bounded by its size: `make` must be a function of
+    the text alone. A value `keep` refuses, or a suite larger than an eighth of the budget, is
+    made again each time."""
+
+    def __init__(self, make: Callable[[list[str], str], V], *, max_chars: int = 8 << 20,
+                 keep: Callable[[V], bool] = lambda _: True) -> None:
+        self.make, self.keep, self.max_chars = make, keep, max_chars
         self.chars = 0
-        self.seen: collections.OrderedDict[tuple[str, ...], _Suite] = collections.OrderedDict()
+        self.seen: collections.OrderedDict[tuple[str, ...], V] = collections.OrderedDict()
 
-    def get(self, tests: list[str], setup: str) -> _Suite:
+    def __call__(self, tests: list[str], setup: str) -> V:
         key = (*tests, setup)
-        suite = self.seen.get(key)
-        if suite is not None:
+        if key in self.seen:
             self.seen.move_to_end(key)
-            return suite
-        suite = _Suite(tests, setup)
-        if not any(isinstance(c, BaseException) for c in (*suite.code, suite.setup_code)):
-            self.seen[key] = suite
-            self.chars += sum(len(t) for t in key)
-            while self.chars > self.MAX_CHARS:
+            return self.seen[key]
+        value = self.make(tests, setup)
+        size = sum(len(t) for t in key)
+        if self.keep(value) and size <= self.max_chars // 8:  # one huge suite evicts no others
+            self.seen[key] = value
+            self.chars += size
+            while self.chars > self.max_chars:
                 old, _ = self.seen.popitem(last=False)
                 self.chars -= sum(len(t) for t in old)
-        return suite
+        return value
+
+
+def compiled_suites() -> SuiteCache[_Suite]:
+    """The judge's compiled suites: compiling is a function of the text, and a code object is
+    immutable (its constants are numbers, strings, tuples and frozensets), so running one for a
+    request leaves it as it was. Only suites whose every test compiled are kept: an exception
+    object would carry the traceback of the request that raised it."""
+    return SuiteCache(_Suite, keep=lambda suite: not any(
+        isinstance(c, BaseException) for c in (*suite.code, suite.setup_code)))
 
 
 def run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_failure: bool, *,
@@ -638,8 +651,9 @@ def judge(*, jobs: int, memory_bytes: int) -> None:
     requests."""
     sock = socket.socket(fileno=jobs)
     set_name(b"acecoder-judge")
-    suites = _Compiled()
+    suites = compiled_suites()
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    ceiling = memory_bytes
     while True:
         try:
             msg, fds = wire.recv_msg(sock, 3)  # from the worker, which is trusted
@@ -649,7 +663,10 @@ def judge(*, jobs: int, memory_bytes: int) -> None:
             return
         ctrl, to_prog, from_prog = fds
         try:
-            run_job(ctrl, _Conn(to_prog, from_prog), suites.get(msg["tests"], msg["setup"]),
+            # Each request's tests get the address space a fresh test process would give them.
+            soft = min(int(msg["memory_bytes"]), ceiling)
+            resource.setrlimit(resource.RLIMIT_AS, (soft, ceiling))
+            run_job(ctrl, _Conn(to_prog, from_prog), suites(msg["tests"], msg["setup"]),
                     msg["start"],
                     msg["stop_on_first_failure"], plain_names=frozenset(msg["names"]))
         except OSError:

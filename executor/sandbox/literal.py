@@ -19,10 +19,9 @@ the usual fresh test process.
 from __future__ import annotations
 
 import ast
-import collections
 from typing import Any
 
-from .harness import PLAIN_ATTRIBUTES, PLAIN_MODULES
+from .harness import PLAIN_ATTRIBUTES, PLAIN_MODULES, SuiteCache
 
 # Larger suites are not parsed here (the worker's time is not bounded by a test's limit); they
 # take the usual path.
@@ -169,30 +168,10 @@ class _Test:
         raise _NotPlain
 
 
-class Decisions:
-    """plain_suite's answers for the suites seen last, keyed by their exact text (RL sends the
-    same tests with every sample of a problem). An answer depends on the text alone."""
-
-    def __init__(self, max_chars: int = 8 << 20) -> None:
-        self.max_chars = max_chars
-        self.chars = 0
-        self.seen: collections.OrderedDict[tuple[str, ...], frozenset[str] | None] = (
-            collections.OrderedDict())
-
-    def __call__(self, tests: list[str], setup: str) -> frozenset[str] | None:
-        size = sum(len(t) for t in tests) + len(setup)
-        if size > MAX_SOURCE:
-            return None
-        key = (*tests, setup)
-        if key in self.seen:
-            self.seen.move_to_end(key)
-            return self.seen[key]
-        names = self.seen[key] = plain_suite(tests, setup)
-        self.chars += size
-        while self.chars > self.max_chars:
-            old, _ = self.seen.popitem(last=False)
-            self.chars -= sum(len(t) for t in old)
-        return names
+def decisions(max_chars: int = 8 << 20) -> SuiteCache[frozenset[str] | None]:
+    """plain_suite's answers for the suites seen last, keyed by their exact text: an answer
+    depends on the text alone."""
+    return SuiteCache(plain_suite, max_chars=max_chars)
 
 
 def plain_suite(tests: list[str], setup: str) -> frozenset[str] | None:

@@ -80,10 +80,16 @@ _REPORT_CAP = 4096  # longest error type or message kept from a report
 # How long the end of a request waits for its killed processes to be gone (their output pipes
 # at EOF) before the worker is declared unsafe to reuse.
 _EXIT_WAIT = 5.0
-_JUDGE_MEMORY = 2 << 30  # address space of the judge (it decodes replies of up to 64 MiB)
+_TESTER_MEMORY = 1 << 30  # least address space of a test process (it decodes 64 MiB replies)
 # How a request may end with the judge still in step (it has sent its last report).
 _JUDGE_CLEAN = frozenset({"end", "lost", "fallback", "load_failed", "setup_failed"})
 _forged: Any = None
+
+
+def _tester_memory(job: dict[str, Any]) -> int:
+    """The address space a request's tests get, in a fresh test process or in the judge alike:
+    a plain check that allocates past it is MEMORY on either path."""
+    return max(int(job["memory_bytes"]), _TESTER_MEMORY)
 
 
 def forged_output(data: bytes) -> bool:
@@ -304,10 +310,10 @@ class Worker:
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": own_filter}
         self.judge_spec = {**self.tester_spec, "uid": judge_uid, "judge": True,
-                           "judge_memory": min(ceiling.memory_bytes, _JUDGE_MEMORY)}
+                           "judge_memory": max(ceiling.memory_bytes, _TESTER_MEMORY)}
         self.judge: _Judge | None = None
         self.use_judge = bool(hello.get("judge", True))
-        self.plain_suite = literal.Decisions()
+        self.plain_suite = literal.decisions()
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
         # Processes that live as long as the worker (its ancestors in the jail, itself, the
         # zygotes): never a request's, so never read when looking for those.
@@ -589,7 +595,8 @@ class Worker:
         assert self.judge is not None
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
-                 "tests": job["tests"], "setup": job["setup"], "names": sorted(names)}
+                 "tests": job["tests"], "setup": job["setup"], "names": sorted(names),
+                 "memory_bytes": _tester_memory(job)}
         try:
             wire.send_msg(self.judge.sock, order, [ctrl_w, pair.t2p_w, pair.p2t_r])
         except OSError:
@@ -604,7 +611,7 @@ class Worker:
         tester_pid, ctrl_r, sock = self._spawn_tester(req)
         order = {"start": start, "stop_on_first_failure": job["stop_on_first_failure"],
                  "tests": job["tests"], "setup": job["setup"], "resumed": resumed,
-                 "memory_bytes": max(int(job["memory_bytes"]), 1 << 30)}
+                 "memory_bytes": _tester_memory(job)}
         try:
             wire.send_msg(sock, order, [pair.t2p_w, pair.p2t_r])
         except OSError:

@@ -24,7 +24,7 @@ Job = tuple[str, Sequence[str], str]  # program, tests, setup
 
 
 def _run(jobs: list[Job], *, judge: bool, workers: int = 1, timeout: float = 2.0,
-         ) -> list[ExecutionResult]:
+         memory_mb: int | None = None) -> list[ExecutionResult]:
     async def go() -> list[ExecutionResult]:
         cfg = ExecutorConfig(workers=workers, max_queue=100_000, plain_judge=judge)
         async with WorkerPool(cfg) as pool:
@@ -34,7 +34,8 @@ def _run(jobs: list[Job], *, judge: bool, workers: int = 1, timeout: float = 2.0
                 program, tests, setup = job
                 async with sem:
                     return await pool.execute(validate(cfg, program=program, tests=tests,
-                                                       setup=setup, timeout=timeout))
+                                                       setup=setup, timeout=timeout,
+                                                       memory_mb=memory_mb))
 
             return list(await asyncio.gather(*(one(j) for j in jobs)))
 
@@ -112,6 +113,22 @@ def test_nothing_a_program_does_to_the_judge_reaches_the_next_request(attacker: 
     assert alone.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED]
     # And the attacker is answered as a fresh test process answers it.
     assert _answer(results[0]) == _answer(_run([(attacker, tests, "")], judge=False)[0])
+
+
+@pytest.mark.parametrize(("memory_mb", "items", "verdict"), [
+    (256, 150_000_000, Verdict.MEMORY),   # 1.2 GB: past any test process's address space
+    (3072, 330_000_000, Verdict.FAILED),  # 2.6 GB: within what this request's tests may use
+], ids=["past-the-limit", "within-a-large-limit"])
+def test_a_plain_check_gets_the_memory_a_fresh_test_process_gets(
+        memory_mb: int, items: int, verdict: Verdict) -> None:
+    """The judge serves requests of every memory limit: each one's tests get exactly the address
+    space a fresh test process would give them, not the judge's own."""
+    job = ("def f(x):\n    return [x]\n", [f"assert f(0) == [0] * {items}", "assert f(1) == [1]"],
+           "")
+    judged = _run([job], judge=True, memory_mb=memory_mb, timeout=10.0)[0]
+    fresh = _run([job], judge=False, memory_mb=memory_mb, timeout=10.0)[0]
+    assert judged.verdicts == [verdict, Verdict.PASSED], judged
+    assert _answer(judged) == _answer(fresh)
 
 
 def test_a_hung_decoder_costs_its_test_and_the_judge_is_replaced() -> None:

@@ -86,14 +86,16 @@ def test_size_and_depth_limits() -> None:
 
 
 def test_decisions_are_remembered_by_exact_text_within_a_budget() -> None:
-    from acecoder.executor.sandbox.literal import Decisions
+    from acecoder.executor.sandbox.literal import decisions
 
-    decide = Decisions(max_chars=100)
+    decide = decisions(max_chars=200)
     assert decide(["assert f(1) == 1"], "") == frozenset({"f"})
     assert decide(["assert f(1) == 1"], "") == frozenset({"f"})  # remembered
     assert decide(["assert f(1).x == 1"], "") is None
     assert decide(["assert g(1) == 1 "], "") == frozenset({"g"})  # another text, decided anew
     for i in range(20):
         decide([f"assert f({i}) == {i}"], "")
-    assert decide.chars <= 100 and len(decide.seen) < 10
+    assert decide.chars <= 200 and len(decide.seen) < 15
+    kept = dict(decide.seen)
     assert decide(["assert f(0) == 0"] * 20_000, "") is None  # over MAX_SOURCE: not parsed
+    assert decide.seen == kept  # and one huge suite evicts nothing
