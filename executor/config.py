@@ -41,6 +41,12 @@ class ExecutorConfig:
     """Largest input, and largest expected output, of one stdio test."""
     max_output_limit: int = 64 << 20
     """Largest `output_limit` a stdio request may ask for (what one test's run may write)."""
+    compile_timeout: float = 10.0
+    """Compiled languages: the compiler's wall-clock limit, seconds, when a request sets none."""
+    max_compile_timeout: float = 60.0
+    """Largest compiler time limit a request may ask for."""
+    compile_memory_mb: int = 2048
+    """Compiled languages: the compiler's memory limit, MiB (a template bomb ends there)."""
     file_bytes: int = 16 << 20
     """Largest file a program may write (RLIMIT_FSIZE)."""
     tmp_bytes: int = 256 << 20
@@ -76,9 +82,15 @@ class ExecutorConfig:
             problems.append(f"max_queue must be >= 0, got {self.max_queue}")
         if self.jail != "auto" and self.jail not in JAILS:
             problems.append(f"jail must be 'auto' or one of {JAILS}, got {self.jail!r}")
-        for name in ("default_timeout", "max_timeout", "load_timeout"):
+        for name in ("default_timeout", "max_timeout", "load_timeout", "compile_timeout",
+                     "max_compile_timeout"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.compile_timeout > self.max_compile_timeout:
+            problems.append(f"compile_timeout {self.compile_timeout} exceeds "
+                            f"max_compile_timeout {self.max_compile_timeout}")
+        if self.compile_memory_mb < 64:
+            problems.append(f"compile_memory_mb must be >= 64, got {self.compile_memory_mb}")
         if self.default_timeout > self.max_timeout:
             problems.append(f"default_timeout {self.default_timeout} exceeds max_timeout "
                             f"{self.max_timeout}")

@@ -17,7 +17,8 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
         results=[
             pb.TestResult(verdict=pb.Verdict.Value(t.verdict.value), duration_seconds=t.duration,
                           error_type=t.error_type, error_message=t.error_message,
-                          cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb)
+                          cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb,
+                          exit_code=t.exit_code)
             for t in r.tests
         ],
         pass_rate=r.pass_rate, all_passed=r.all_passed, stdout=r.stdout, stderr=r.stderr,
@@ -34,7 +35,8 @@ def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
         tests=tuple(
             TestResult(verdict=Verdict(pb.Verdict.Name(t.verdict)), duration=t.duration_seconds,
                        error_type=t.error_type, error_message=t.error_message,
-                       cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb)
+                       cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb,
+                       exit_code=t.exit_code)
             for t in m.results
         ),
         stdout=m.stdout, stderr=m.stderr, stdout_truncated=m.stdout_truncated,
@@ -52,6 +54,10 @@ def request_fields(m: pb.ExecuteRequest) -> dict[str, Any]:
         "stop_on_first_failure": m.stop_on_first_failure, "request_id": m.request_id,
         "stdio": [(t.input, t.output) for t in m.stdio_tests], "checker": m.checker,
         "output_limit": m.output_limit_bytes if m.HasField("output_limit_bytes") else None,
+        "language": m.language,
+        "compile_timeout": (m.compile_timeout_seconds if m.HasField("compile_timeout_seconds")
+                            else None),
+        "fn_name": m.fn_name, "calls": [(t.input, t.output) for t in m.call_tests],
     }
 
 
@@ -81,16 +87,21 @@ def request_to_proto(
     timeout: float | None = None, memory_mb: int | None = None,
     stop_on_first_failure: bool = False, request_id: str = "",
     stdio: list[tuple[str, str]] | None = None, checker: str = "",
-    output_limit: int | None = None,
+    output_limit: int | None = None, language: str = "", compile_timeout: float | None = None,
+    fn_name: str = "", calls: list[tuple[str, str]] | None = None,
 ) -> pb.ExecuteRequest:
-    """`stdio`: (input, expected output) pairs instead of test statements (`tests` empty)."""
+    """`stdio`: (input, expected output) pairs instead of test statements (`tests` empty);
+    `fn_name` and `calls`: (JSON arguments, JSON output) pairs, call tests."""
     enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
     m = pb.ExecuteRequest(
         request_id=request_id, program=enc(program), tests=[enc(t) for t in tests],
         setup=enc(setup), stop_on_first_failure=stop_on_first_failure,
         stdio_tests=[pb.StdioTest(input=enc(i), output=enc(o)) for i, o in stdio or ()],
-        checker=checker,
+        checker=checker, language=language, fn_name=fn_name,
+        call_tests=[pb.CallTest(input=enc(i), output=enc(o)) for i, o in calls or ()],
     )
+    if compile_timeout is not None:
+        m.compile_timeout_seconds = compile_timeout
     if output_limit is not None:
         m.output_limit_bytes = output_limit
     if timeout is not None:

@@ -308,7 +308,8 @@ class WorkerPool:
         tests = tuple(
             TestResult(verdict=Verdict(v[0]), duration=float(v[1]), error_type=str(v[2]),
                        error_message=str(v[3]), cpu_seconds=float(v[4]) if len(v) > 4 else 0.0,
-                       peak_memory_kb=int(v[5]) if len(v) > 5 else 0)
+                       peak_memory_kb=int(v[5]) if len(v) > 5 else 0,
+                       exit_code=int(v[6]) if len(v) > 6 else 0)
             for v in raw["verdicts"]
         )
         if len(tests) != len(req.tests):

@@ -12,12 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from acecoder import log
-from acecoder.errors import InvalidArgument, ResourceExhausted
+from acecoder.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from acecoder.serving import Admission
 
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .pool import WorkerPool
+from . import languages
 from .sandbox import checkers
 from .types import ExecutionRequest, ExecutionResult
 
@@ -51,13 +52,28 @@ def validate(
     stdio: Sequence[tuple[bytes | str, bytes | str]] | None = None,
     checker: str = "",
     output_limit: int | None = None,
+    language: str = "",
+    compile_timeout: float | None = None,
+    fn_name: str = "",
+    calls: Sequence[tuple[bytes | str, bytes | str]] | None = None,
 ) -> ExecutionRequest:
     """Turn raw request fields into an ExecutionRequest, or raise InvalidArgument that says
-    what to change. `stdio`: (input, expected output) pairs instead of test statements: the
-    program runs whole on each input, and `checker` compares its output."""
+    what to change (FailedPrecondition for a language this server has no toolchain for).
+    `stdio`: (input, expected output) pairs instead of test statements: the program runs whole
+    on each input, and `checker` compares its output. `fn_name` and `calls`: (JSON arguments,
+    JSON output) pairs, each a call of that function compared as plain data."""
     at = f"{where}: " if where else ""
     kind = "stdio" if stdio else "assert"
     try:
+        language = languages.check(language or "python", stdio=bool(stdio), where=at)
+        if compile_timeout is None:
+            compile_timeout = config.compile_timeout
+        if not (isinstance(compile_timeout, (int, float)) and math.isfinite(compile_timeout)
+                and 0 < compile_timeout <= config.max_compile_timeout):
+            raise InvalidArgument(f"{at}compile_timeout_seconds must be in (0, "
+                                  f"{config.max_compile_timeout}], got {compile_timeout!r}")
+        if fn_name or calls:
+            raise InvalidArgument(f"{at}call tests (fn_name) are not supported yet")
         prog = _text(program, f"{at}program", config.max_program_bytes, "max_program_bytes")
         setup_text = _text(setup, f"{at}setup", config.max_program_bytes, "max_program_bytes")
         inputs: list[str] = []
@@ -115,7 +131,7 @@ def validate(
                 f"got {memory_mb}")
         if len(request_id) > 256:
             raise InvalidArgument(f"{at}request_id is longer than 256 characters")
-    except InvalidArgument:
+    except (InvalidArgument, FailedPrecondition):
         raise
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{at}malformed request: {exc}") from None
@@ -124,7 +140,8 @@ def validate(
         timeout=float(timeout), memory_mb=int(memory_mb),
         stop_on_first_failure=bool(stop_on_first_failure),
         request_id=request_id or uuid.uuid4().hex, kind=kind, expected=tuple(expected),
-        checker=checker or "tokens", output_limit=int(output_limit),
+        checker=checker or "tokens", output_limit=int(output_limit), language=language,
+        compile_timeout=float(compile_timeout),
     )
 
 

@@ -12,7 +12,7 @@ from acecoder.grpc_server import deadline_of
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 
-from . import convert
+from . import convert, languages
 from .service import ExecutorService
 
 
@@ -46,4 +46,6 @@ class ExecutorServicer(pb_grpc.ExecutorServicer):
             version=__version__, jail=self.service.jail, workers=c.workers, max_queue=c.max_queue,
             default_timeout_seconds=c.default_timeout, default_memory_limit_mb=c.default_memory_mb,
             max_program_bytes=c.max_program_bytes, max_tests=c.max_tests,
+            languages=[pb.Language(name=name, version=version)
+                       for name, version in languages.available().items()],
         )

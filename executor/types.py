@@ -27,6 +27,7 @@ class ProgramStatus(str, enum.Enum):
     LOAD_MEMORY = "LOAD_MEMORY"
     LOAD_CRASHED = "LOAD_CRASHED"
     SETUP_ERROR = "SETUP_ERROR"
+    COMPILE_ERROR = "COMPILE_ERROR"
 
 
 class Flag(str, enum.Enum):
@@ -101,6 +102,10 @@ class ExecutionRequest:
     """Stdio tests: how outputs are compared (see executor.sandbox.checkers)."""
     output_limit: int = 16 << 20
     """Stdio tests: the most a test's run may write to stdout (more is an ERROR)."""
+    language: str = "python"
+    """The program's language (SandboxFusion's names; see executor.sandbox.languages)."""
+    compile_timeout: float = 10.0
+    """Compiled languages: the compiler's time limit, in seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +118,8 @@ class TestResult:
     """Stdio tests: CPU time of the test's run."""
     peak_memory_kb: int = 0
     """Stdio tests: peak resident memory of the test's run, in KiB."""
+    exit_code: int = 0
+    """Stdio tests: the run's exit status; negative: the signal that ended it."""
 
 
 @dataclass(frozen=True, kw_only=True)

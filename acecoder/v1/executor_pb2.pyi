@@ -29,6 +29,7 @@ class ProgramStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOAD_MEMORY: _ClassVar[ProgramStatus]
     LOAD_CRASHED: _ClassVar[ProgramStatus]
     SETUP_ERROR: _ClassVar[ProgramStatus]
+    COMPILE_ERROR: _ClassVar[ProgramStatus]
 VERDICT_UNSPECIFIED: Verdict
 PASSED: Verdict
 FAILED: Verdict
@@ -46,9 +47,10 @@ LOAD_TIMEOUT: ProgramStatus
 LOAD_MEMORY: ProgramStatus
 LOAD_CRASHED: ProgramStatus
 SETUP_ERROR: ProgramStatus
+COMPILE_ERROR: ProgramStatus
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure", "stdio_tests", "checker", "output_limit_bytes")
+    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure", "stdio_tests", "checker", "output_limit_bytes", "language", "fn_name", "call_tests", "compile_timeout_seconds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +61,10 @@ class ExecuteRequest(_message.Message):
     STDIO_TESTS_FIELD_NUMBER: _ClassVar[int]
     CHECKER_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    FN_NAME_FIELD_NUMBER: _ClassVar[int]
+    CALL_TESTS_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     program: bytes
     tests: _containers.RepeatedScalarFieldContainer[bytes]
@@ -69,7 +75,19 @@ class ExecuteRequest(_message.Message):
     stdio_tests: _containers.RepeatedCompositeFieldContainer[StdioTest]
     checker: str
     output_limit_bytes: int
-    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ..., stdio_tests: _Optional[_Iterable[_Union[StdioTest, _Mapping]]] = ..., checker: _Optional[str] = ..., output_limit_bytes: _Optional[int] = ...) -> None: ...
+    language: str
+    fn_name: str
+    call_tests: _containers.RepeatedCompositeFieldContainer[CallTest]
+    compile_timeout_seconds: float
+    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ..., stdio_tests: _Optional[_Iterable[_Union[StdioTest, _Mapping]]] = ..., checker: _Optional[str] = ..., output_limit_bytes: _Optional[int] = ..., language: _Optional[str] = ..., fn_name: _Optional[str] = ..., call_tests: _Optional[_Iterable[_Union[CallTest, _Mapping]]] = ..., compile_timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class CallTest(_message.Message):
+    __slots__ = ("input", "output")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    input: bytes
+    output: bytes
+    def __init__(self, input: _Optional[bytes] = ..., output: _Optional[bytes] = ...) -> None: ...
 
 class StdioTest(_message.Message):
     __slots__ = ("input", "output")
@@ -86,20 +104,22 @@ class ExecuteBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
 
 class TestResult(_message.Message):
-    __slots__ = ("verdict", "duration_seconds", "error_type", "error_message", "cpu_seconds", "peak_memory_kb")
+    __slots__ = ("verdict", "duration_seconds", "error_type", "error_message", "cpu_seconds", "peak_memory_kb", "exit_code")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_KB_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     duration_seconds: float
     error_type: str
     error_message: str
     cpu_seconds: float
     peak_memory_kb: int
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_kb: _Optional[int] = ...) -> None: ...
+    exit_code: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_kb: _Optional[int] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail", "flags")
@@ -138,7 +158,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "jail", "workers", "max_queue", "default_timeout_seconds", "default_memory_limit_mb", "max_program_bytes", "max_tests")
+    __slots__ = ("version", "jail", "workers", "max_queue", "default_timeout_seconds", "default_memory_limit_mb", "max_program_bytes", "max_tests", "languages")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     JAIL_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +167,7 @@ class InfoResponse(_message.Message):
     DEFAULT_MEMORY_LIMIT_MB_FIELD_NUMBER: _ClassVar[int]
     MAX_PROGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TESTS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
     version: str
     jail: str
     workers: int
@@ -155,4 +176,13 @@ class InfoResponse(_message.Message):
     default_memory_limit_mb: int
     max_program_bytes: int
     max_tests: int
-    def __init__(self, version: _Optional[str] = ..., jail: _Optional[str] = ..., workers: _Optional[int] = ..., max_queue: _Optional[int] = ..., default_timeout_seconds: _Optional[float] = ..., default_memory_limit_mb: _Optional[int] = ..., max_program_bytes: _Optional[int] = ..., max_tests: _Optional[int] = ...) -> None: ...
+    languages: _containers.RepeatedCompositeFieldContainer[Language]
+    def __init__(self, version: _Optional[str] = ..., jail: _Optional[str] = ..., workers: _Optional[int] = ..., max_queue: _Optional[int] = ..., default_timeout_seconds: _Optional[float] = ..., default_memory_limit_mb: _Optional[int] = ..., max_program_bytes: _Optional[int] = ..., max_tests: _Optional[int] = ..., languages: _Optional[_Iterable[_Union[Language, _Mapping]]] = ...) -> None: ...
+
+class Language(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...

@@ -122,7 +122,8 @@ def _one(w: Any, job: dict[str, Any], req: Any, i: int, given: str,
         os.close(out_r)
     elapsed = time.monotonic() - started
     status, peak_kb, cpu = w.prog_zygote.ended(pid)
-    usage = [cpu, peak_kb]
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    usage = [cpu, peak_kb, code]
     if outcome == "timeout":
         return ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s", *usage], bytes(out)
     if outcome == "output":
