@@ -15,10 +15,10 @@ from acecoder import log
 from acecoder.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from acecoder.serving import Admission
 
+from . import languages
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .pool import WorkerPool
-from . import languages
 from .sandbox import checkers
 from .types import ExecutionRequest, ExecutionResult
 
