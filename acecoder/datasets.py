@@ -100,6 +100,14 @@ def broken_stdio(program: str) -> str:
     return program + "\n\nprint(-1)\n"
 
 
+def broken_cpp(program: str) -> str:
+    """A C++ stdio solution made wrong: an object whose destructor prints one more line after
+    the program's answer, at exit."""
+    return program + ("\n#include <cstdio>\nstatic struct AcecoderBroken {\n"
+                      "    ~AcecoderBroken() { std::fflush(stdout); std::puts(\"-1\"); }\n"
+                      "} acecoder_broken;\n")
+
+
 _PERTURB = '''
 
 def _acecoder_perturb(value):

@@ -44,6 +44,9 @@ class Program:
     checker: str = ""
     """Stdio tests: how outputs are compared (tokens, exact, lines, float:TOL, ...)."""
     output_limit: int | None = None
+    language: str = ""
+    """"python" (default), "c", "cpp", "java", "nodejs", "rust", "go": stdio tests only."""
+    compile_timeout: float | None = None
 
     def to_proto(self) -> pb.ExecuteRequest:
         statements, stdio = convert.split_tests(self.tests)
@@ -51,7 +54,8 @@ class Program:
             self.program, statements, setup=self.setup, timeout=self.timeout,
             memory_mb=self.memory_mb, stop_on_first_failure=self.stop_on_first_failure,
             request_id=self.request_id, stdio=stdio, checker=self.checker,
-            output_limit=self.output_limit)
+            output_limit=self.output_limit, language=self.language,
+            compile_timeout=self.compile_timeout)
 
 
 def _request(program: str, tests: Sequence[str], **kw: Any) -> pb.ExecuteRequest:
@@ -72,13 +76,15 @@ class ExecutorClient(BlockingClient):
     def execute(self, program: str, tests: Sequence[Any], *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
                 stop_on_first_failure: bool = False, request_id: str = "",
-                checker: str = "", output_limit: int | None = None,
+                checker: str = "", output_limit: int | None = None, language: str = "",
+                compile_timeout: float | None = None,
                 deadline: float | None = None) -> ExecutionResult:
         """Run one program. `timeout` is per test; `deadline` (seconds) bounds the whole call.
         `tests`: statements, or stdio tests (see Program) compared by `checker`."""
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
-                       checker=checker, output_limit=output_limit)
+                       checker=checker, output_limit=output_limit, language=language,
+                       compile_timeout=compile_timeout)
         return convert.result_from_proto(self._call(self.stub.Execute, req, deadline))
 
     def execute_batch(self, programs: Sequence[Program], *,
@@ -108,10 +114,12 @@ class AsyncExecutorClient(AsyncClient):
                       timeout: float | None = None, memory_mb: int | None = None,
                       stop_on_first_failure: bool = False, request_id: str = "",
                       checker: str = "", output_limit: int | None = None,
+                      language: str = "", compile_timeout: float | None = None,
                       deadline: float | None = None) -> ExecutionResult:
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
-                       checker=checker, output_limit=output_limit)
+                       checker=checker, output_limit=output_limit, language=language,
+                       compile_timeout=compile_timeout)
         return convert.result_from_proto(await self._call(self.stub.Execute, req, deadline))
 
     async def execute_batch(self, programs: Sequence[Program], *,

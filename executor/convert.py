@@ -24,6 +24,7 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
         pass_rate=r.pass_rate, all_passed=r.all_passed, stdout=r.stdout, stderr=r.stderr,
         stdout_truncated=r.stdout_truncated, stderr_truncated=r.stderr_truncated,
         duration_seconds=r.duration, jail=r.jail, flags=list(r.flags),
+        compile_seconds=r.compile_duration,
     )
 
 
@@ -41,7 +42,7 @@ def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
         ),
         stdout=m.stdout, stderr=m.stderr, stdout_truncated=m.stdout_truncated,
         stderr_truncated=m.stderr_truncated, duration=m.duration_seconds, jail=m.jail,
-        flags=tuple(m.flags),
+        flags=tuple(m.flags), compile_duration=m.compile_seconds,
     )
 
 

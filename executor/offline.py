@@ -4,7 +4,9 @@ Input records:  {"id": str, "program": str, "tests": [str, ...]}  ("setup" optio
 tests: "tests": [{"input": str, "output": str}, ...] (or {"inputs": [...], "outputs": [...]}, as an
 object or a JSON string, as verl and DeepCoder data carry it), with optional "checker" (tokens,
 exact, lines, float:TOL, float_abs:TOL, float_rel:TOL); "time_limit" (seconds per test) and
-"memory_limit_mb" set the limits; "language" is "python" (the default).
+"memory_limit_mb" set the limits; "language" is "python" (the default), "c", "cpp", "java",
+"nodejs", "rust" or "go" (stdio tests only; a compile failure is the status "COMPILE_ERROR"; a
+language this machine has no toolchain for is "INVALID_INPUT", saying what to install).
 Output records: {"id": ..., "pass_rate": float, "verdicts": [...], "status": str}, one per input,
 in completion order. Rerunning with the same output file skips ids already written, so an
 interrupted run resumes where it stopped.
@@ -19,15 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from acecoder.errors import InvalidArgument
+from acecoder.errors import FailedPrecondition, InvalidArgument
 from acecoder.jsonl import Progress, done_ids, read_records, text_field
 
+from . import languages
 from .config import ExecutorConfig
 from .pool import WorkerPool
 from .service import validate
 from .types import ExecutionResult, StdioTest, parse_tests
-
-LANGUAGES = ("python",)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Record:
     checker: str = ""
     time_limit: float | None = None
     memory_mb: int | None = None
+    language: str = "python"
 
 
 def _number(row: dict[str, Any], name: str) -> Any:
@@ -50,9 +52,9 @@ def _number(row: dict[str, Any], name: str) -> Any:
 
 def _record(rid: str, row: dict[str, Any]) -> Record:
     language = row.get("language", "python")
-    if language not in LANGUAGES:
-        raise ValueError(f"\"language\" {str(language)[:40]!r} is not available here; this "
-                         f"executor runs {', '.join(LANGUAGES)}")
+    if language not in languages.LANGUAGES:
+        raise ValueError(f"\"language\" {str(language)[:40]!r} is not one of "
+                         f"{', '.join(languages.LANGUAGES)}")
     checker = row.get("checker", "")
     if not isinstance(checker, str):
         raise ValueError("\"checker\" must be a string (custom checkers are not supported yet)")
@@ -66,7 +68,7 @@ def _record(rid: str, row: dict[str, Any]) -> Record:
                          f"{{\"inputs\", \"outputs\"}} ground truth ({exc})") from None
     return Record(rid, text_field(row, "program"), tests, text_field(row, "setup", ""),
                   checker, _number(row, "time_limit"),
-                  None if memory is None else int(memory))
+                  None if memory is None else int(memory), language)
 
 
 def read_input(path: Path) -> list[Record]:
@@ -110,8 +112,9 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
                     req = validate(config, program=rec.program, tests=statements,
                                    setup=rec.setup,
                                    timeout=rec.time_limit or timeout, memory_mb=rec.memory_mb,
-                                   request_id=rec.id, stdio=stdio, checker=rec.checker)
-                except InvalidArgument as exc:
+                                   request_id=rec.id, stdio=stdio, checker=rec.checker,
+                                   language=rec.language)
+                except (InvalidArgument, FailedPrecondition) as exc:
                     counts["invalid"] += 1
                     write({"id": rec.id, "pass_rate": 0.0, "verdicts": [],
                            "status": "INVALID_INPUT", "error": str(exc)})

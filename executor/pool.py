@@ -141,7 +141,7 @@ def answer_bound(job: dict[str, Any]) -> float:
     limit, and a fresh pair that loads the program again), plus slack for spawning and settling.
     Past it the worker is stuck, whatever the program did."""
     per_pair = float(job["load_timeout"]) + float(job["timeout"]) + 1.0
-    return (len(job["tests"]) + 1) * per_pair + _ANSWER_SLACK
+    return (len(job["tests"]) + 1) * per_pair + float(job["compile_timeout"]) + _ANSWER_SLACK
 
 
 class WorkerPool:
@@ -206,7 +206,9 @@ class WorkerPool:
             "open_files": c.open_files, "processes": c.processes, "output_bytes": c.output_bytes,
             "stop_on_first_failure": req.stop_on_first_failure,
             "kind": req.kind, "expected": list(req.expected), "checker": req.checker,
-            "output_limit": req.output_limit,
+            "output_limit": req.output_limit, "language": req.language,
+            "compile_timeout": req.compile_timeout,
+            "compile_memory_bytes": c.compile_memory_mb << 20,
         }
 
     async def execute(self, req: ExecutionRequest, *,
@@ -323,6 +325,7 @@ class WorkerPool:
             stderr_truncated=bool(raw["stderr_truncated"]),
             duration=float(raw["duration"]), jail=self.jail,
             flags=tuple(str(f) for f in raw.get("flags", ())),
+            compile_duration=float(raw.get("compile_seconds", 0.0)),
         )
 
     def _lost_result(self, req: ExecutionRequest,

@@ -138,6 +138,8 @@ class ExecutionResult:
     extra: dict[str, str] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     """`Flag` values: what the program tried (see `Flag`)."""
+    compile_duration: float = 0.0
+    """Compiled languages: how long compiling the program took, seconds (once per request)."""
 
     @property
     def verdicts(self) -> list[Verdict]:

@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
                                    "Input lines: {\"id\", \"program\", \"tests\"}, tests being "
                                    "assert statements or stdio tests ({\"input\", \"output\"}, "
                                    "or {\"inputs\", \"outputs\"} ground truth), with optional "
-                                   "\"checker\", \"time_limit\", \"memory_limit_mb\". Output "
+                                   "\"checker\", \"time_limit\", \"memory_limit_mb\" and "
+                                   "\"language\" (python, c, cpp, java, nodejs, rust, go). Output "
                                    "lines: {\"id\", \"pass_rate\", \"verdicts\", \"status\"}. "
                                    "Rerunning with the same --output skips ids already written.")
     add_io(p)

@@ -122,7 +122,7 @@ class TestResult(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., duration_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_kb: _Optional[int] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail", "flags")
+    __slots__ = ("request_id", "index", "status", "status_detail", "results", "pass_rate", "all_passed", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration_seconds", "jail", "flags", "compile_seconds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class ExecuteResponse(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     JAIL_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     index: int
     status: ProgramStatus
@@ -151,7 +152,8 @@ class ExecuteResponse(_message.Message):
     duration_seconds: float
     jail: str
     flags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ProgramStatus, str]] = ..., status_detail: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., pass_rate: _Optional[float] = ..., all_passed: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., jail: _Optional[str] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+    compile_seconds: float
+    def __init__(self, request_id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ProgramStatus, str]] = ..., status_detail: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TestResult, _Mapping]]] = ..., pass_rate: _Optional[float] = ..., all_passed: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., duration_seconds: _Optional[float] = ..., jail: _Optional[str] = ..., flags: _Optional[_Iterable[str]] = ..., compile_seconds: _Optional[float] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -221,6 +221,7 @@ class _Host:
 # itself only earns a failing verdict of another name).
 EXIT_SYNTAX = 120
 EXIT_MEMORY = 121
+EXIT_LAUNCH = 122  # run_command could not write the source or start the command
 
 
 def run_main(program: str) -> None:
@@ -254,6 +255,25 @@ def run_main(program: str) -> None:
     except BaseException:
         code = code or 1  # output that could not be written: not a clean run
     os._exit(code)
+
+
+def run_command(argv: list[str], files: dict[str, str]) -> None:
+    """A compiler, or one run of a program in another language: write `files` (the source)
+    into the working directory, then become `argv` (nothing to run: exit 0). The worker reads
+    the output and the exit status; nothing here knows what is expected."""
+    try:
+        for name, text in files.items():
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            view = memoryview(text.encode("utf-8", errors="surrogateescape"))
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+        if argv:
+            os.execve(argv[0], argv, dict(os.environ))
+    except BaseException as exc:
+        _print_exc(exc)
+        os._exit(EXIT_LAUNCH)
+    os._exit(0)
 
 
 def _exit_code(exc: SystemExit) -> int:

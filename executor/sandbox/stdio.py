@@ -14,6 +14,7 @@ import signal
 import time
 from typing import Any
 
+from .. import languages
 from . import checkers, program, wire
 from .procs import describe_status, kill_tree
 
@@ -21,18 +22,24 @@ from .procs import describe_status, kill_tree
 def run(w: Any, job: dict[str, Any], req: Any, verdicts: list[list[Any] | None],
         state: dict[str, Any]) -> None:
     """Run a stdio request's tests (`w` is the Worker, `req` the request's _Request, see
-    worker.py). Each test: a fresh program process runs the program whole on the test's input;
-    the worker reads its output and compares it with the expected output, which never leaves
-    the worker. The response's stdout is the output of the first test that did not pass (or
-    of the last test)."""
+    worker.py). A program in another language than Python is built first, once (its source
+    written and compiled by a confined process like any run). Each test: a fresh program
+    process runs the program whole on the test's input; the worker reads its output and
+    compares it with the expected output, which never leaves the worker. The response's stdout
+    is the output of the first test that did not pass (or of the last test)."""
     if req.spare is not None:  # a program process for assert tests: not this request's
         w._drop_pair(req.spare)
         req.spare = None
+    lang = languages.LANGUAGES[job.get("language", "python")]
+    if lang.name != "python" and not _build(w, job, req, lang, state):
+        for k in range(len(verdicts)):
+            verdicts[k] = ["ERROR", 0.0, "CompileError", state["detail"][:_DETAIL]]
+        return
     check = checkers.parse(job["checker"])
     first_bad: bytes | None = None
     output = b""
     for i, given in enumerate(job["tests"]):
-        verdict, output = _one(w, job, req, i, given, state)
+        verdict, output = _one(w, job, req, lang, given, state)
         if state["status"] == "SYNTAX_ERROR":
             for k in range(i, len(verdicts)):
                 verdicts[k] = ["ERROR", 0.0, "SyntaxError", state["detail"]]
@@ -53,21 +60,123 @@ def run(w: Any, job: dict[str, Any], req: Any, verdicts: list[list[Any] | None],
     state["out"] = bytearray(shown[:cap])
     state["out_trunc"] = len(shown) > cap
 
-def _one(w: Any, job: dict[str, Any], req: Any, i: int, given: str,
+
+_DETAIL = 16 * 1024  # compiler output kept in the status detail
+_COMPILER_OUTPUT = 1 << 20  # a compiler that writes more is stopped: a compile error
+
+
+def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, Any]) -> bool:
+    """Write the program's source in its directory and compile it (once per request), in a
+    confined process under the compiler's own limits. False, with the status COMPILE_ERROR and
+    the compiler's trimmed output, when that fails."""
+    frame = {**w._job_frame(job, req.tmp), "files": {lang.source: job["program"]},
+             "argv": languages.command(lang, lang.compile, directory=req.tmp,
+                                       memory_mb=job["compile_memory_bytes"] >> 20),
+             "memory_bytes": int(job["compile_memory_bytes"]),
+             "cpu_seconds": math.ceil(job["compile_timeout"]) + 1,
+             "data_memory": lang.compile[:1] == ("javac",)}
+    frame["env"].update(languages.environment(lang, req.tmp))
+    timeout = float(job["compile_timeout"])
+    ran = _launch(w, job, req, state, frame, b"", timeout=timeout, limit=_COMPILER_OUTPUT,
+                  merge=True)
+    if lang.compile:
+        state["compile_seconds"] = ran.elapsed
+    if ran.outcome == "running" and os.WIFEXITED(ran.status) and os.WEXITSTATUS(ran.status) == 0:
+        return True
+    text = ran.out.decode("utf-8", errors="replace").replace(req.tmp + "/", "").strip()
+    if ran.outcome == "timeout" or _cpu_killed(ran, frame):
+        why = f"the compiler ran longer than {timeout}s"
+    elif ran.outcome == "output":
+        why = f"the compiler wrote more than {_COMPILER_OUTPUT} bytes"
+    elif os.WIFSIGNALED(ran.status):
+        why = f"the compiler was {describe_status(ran.status)[1]}"
+    else:
+        why = f"the compiler exited with status {os.WEXITSTATUS(ran.status)}"
+    state["status"] = "COMPILE_ERROR"
+    state["detail"] = f"{why}:\n{text}" if text else why
+    return False
+
+
+class _Ran:
+    """How one confined run went: "running" (it ended by itself), "timeout" or "output"."""
+
+    def __init__(self, outcome: str, elapsed: float, status: int, peak_kb: int, cpu: float,
+                 out: bytes) -> None:
+        self.outcome, self.elapsed, self.status = outcome, elapsed, status
+        self.peak_kb, self.cpu, self.out = peak_kb, cpu, out
+
+
+def _cpu_killed(ran: _Ran, frame: dict[str, Any]) -> bool:
+    if not os.WIFSIGNALED(ran.status):
+        return False
+    sig = os.WTERMSIG(ran.status)
+    return sig == signal.SIGXCPU or (sig == signal.SIGKILL and ran.cpu >= frame["cpu_seconds"])
+
+
+def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
          state: dict[str, Any]) -> tuple[list[Any], bytes]:
-    """Run test i; returns its verdict entry (EXITED when the program exited with status 0:
+    """Run one test; returns its verdict entry (EXITED when the program exited with status 0:
     the caller compares) and its output."""
     timeout = float(job["timeout"])
     limit = int(job["output_limit"])
-    stdin = sealed_file(given.encode("utf-8", errors="surrogateescape"))
+    frame = {**w._job_frame(job, req.tmp), "cpu_seconds": math.ceil(timeout) + 1}
+    memory_mb = int(job["memory_bytes"]) >> 20
+    if lang.name != "python":
+        frame.update(files={}, data_memory=lang.data_memory,
+                     argv=languages.command(lang, lang.run, directory=req.tmp,
+                                            memory_mb=memory_mb))
+        frame["env"].update(languages.environment(lang, req.tmp))
+        if lang.data_memory:  # the runtime's own heap limit is the limit; this is a backstop
+            frame["memory_bytes"] = 2 * int(job["memory_bytes"]) + (1 << 30)
+    ran = _launch(w, job, req, state, frame, given.encode("utf-8", errors="surrogateescape"),
+                  timeout=timeout, limit=limit, merge=False)
+    elapsed, status, out = ran.elapsed, ran.status, ran.out
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    usage = [ran.cpu, ran.peak_kb, code]
+    if ran.outcome == "timeout":
+        return ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s", *usage], out
+    if ran.outcome == "output":
+        return ["ERROR", elapsed, "OutputLimitExceeded",
+                f"the program wrote more than {limit} bytes", *usage], out
+    if _cpu_killed(ran, frame):
+        return ["TIMEOUT", elapsed, "", "CPU time limit exceeded", *usage], out
+    if code == 0:
+        return ["EXITED", elapsed, "", "", *usage], out
+    if lang.name == "python":
+        if code == program.EXIT_SYNTAX:
+            state["status"] = "SYNTAX_ERROR"
+            state["detail"] = "the program does not compile (see stderr)"
+            return ["ERROR", elapsed, "SyntaxError", state["detail"], *usage], out
+        if code == program.EXIT_MEMORY:
+            return ["MEMORY", elapsed, "MemoryError", "", *usage], out
+    elif code == lang.memory_exit or (  # the runtime says so, or it died at its limit
+            os.WIFSIGNALED(status) and ran.peak_kb >= 0.9 * (memory_mb << 10)):
+        return ["MEMORY", elapsed, "MemoryError",
+                f"the program used {ran.peak_kb // 1024} MiB of its {memory_mb} MiB", *usage], out
+    if os.WIFSIGNALED(status):
+        verdict, detail = describe_status(status)
+        return [verdict, elapsed, "", detail, *usage], out
+    if code == program.EXIT_LAUNCH and lang.name != "python":
+        return ["ERROR", elapsed, "LaunchError", "the program could not be started (see stderr)",
+                *usage], out
+    return ["ERROR", elapsed, "ExitStatus", f"program exited with status {code}", *usage], out
+
+
+def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
+            frame: dict[str, Any], stdin_data: bytes, *, timeout: float, limit: int,
+            merge: bool) -> _Ran:
+    """Spawn a confined program process with `frame` as its job, `stdin_data` as its input
+    (a sealed file of its own) and a pipe of its own as its output (`merge`: its stderr too,
+    else the request's stderr), and collect it: its output up to `limit`, its end, its usage.
+    It is killed at `timeout`, or when it writes past `limit`; nothing it started outlives it."""
+    stdin = sealed_file(stdin_data)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     job_r, job_w = os.pipe2(os.O_CLOEXEC)
     started = time.monotonic()
-    pid = w.prog_zygote.spawn(w.stdio_spec, [job_r, stdin, out_w, req.err_w])
+    pid = w.prog_zygote.spawn(w.stdio_spec, [job_r, stdin, out_w, out_w if merge else req.err_w])
     req.pids.append(pid)
     for fd in (job_r, stdin, out_w):
         os.close(fd)
-    frame = {**w._job_frame(job, req.tmp), "cpu_seconds": math.ceil(timeout) + 1}
     try:
         wire.send(job_w, frame)
     except OSError:
@@ -104,7 +213,7 @@ def _one(w: Any, job: dict[str, Any], req: Any, i: int, given: str,
                     else:
                         out += chunk
                 else:
-                    w._drain(key.fd, req.out_r, job, state)
+                    w._drain(key.fd, req.out_r, job, state)  # the request's stderr
             if exited and not eof:  # a process it left holds its output: not waited for
                 kill_tree(pid)
                 with contextlib.suppress(BlockingIOError, OSError):
@@ -122,30 +231,7 @@ def _one(w: Any, job: dict[str, Any], req: Any, i: int, given: str,
         os.close(out_r)
     elapsed = time.monotonic() - started
     status, peak_kb, cpu = w.prog_zygote.ended(pid)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    usage = [cpu, peak_kb, code]
-    if outcome == "timeout":
-        return ["TIMEOUT", elapsed, "", f"test ran longer than {timeout}s", *usage], bytes(out)
-    if outcome == "output":
-        return ["ERROR", elapsed, "OutputLimitExceeded",
-                f"the program wrote more than {limit} bytes", *usage], bytes(out)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= frame["cpu_seconds"]):
-            return ["TIMEOUT", elapsed, "", "CPU time limit exceeded", *usage], bytes(out)
-        verdict, detail = describe_status(status)
-        return [verdict, elapsed, "", detail, *usage], bytes(out)
-    code = os.WEXITSTATUS(status)
-    if code == program.EXIT_SYNTAX:
-        state["status"] = "SYNTAX_ERROR"
-        state["detail"] = "the program does not compile (see stderr)"
-        return ["ERROR", elapsed, "SyntaxError", state["detail"], *usage], bytes(out)
-    if code == program.EXIT_MEMORY:
-        return ["MEMORY", elapsed, "MemoryError", "", *usage], bytes(out)
-    if code != 0:
-        return ["ERROR", elapsed, "ExitStatus", f"program exited with status {code}",
-                *usage], bytes(out)
-    return ["EXITED", elapsed, "", "", *usage], bytes(out)
+    return _Ran(outcome, elapsed, status, peak_kb, cpu, bytes(out))
 
 
 def sealed_file(data: bytes) -> int:

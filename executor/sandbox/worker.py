@@ -134,14 +134,19 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
         confine.set_name(b"acecoder-prog")
         import resource
 
-        _lower(resource.RLIMIT_AS, job["memory_bytes"])
+        if job.get("data_memory"):  # a runtime that reserves far more than it uses (the JVM)
+            _lower(resource.RLIMIT_DATA, job["memory_bytes"])
+        else:
+            _lower(resource.RLIMIT_AS, job["memory_bytes"])
         _lower(resource.RLIMIT_CPU, job["cpu_seconds"])
         os.chdir(job["cwd"])
         os.environ.update(job["env"])
     except BaseException as exc:  # never fall back into the zygote's loop
         die("confining the program", exc)
     try:
-        if stdio:
+        if stdio and "argv" in job:  # another language's compiler, or one run of its program
+            program.run_command(job["argv"], job["files"])
+        elif stdio:
             program.run_main(job["program"])
         else:
             program.main(3, 4, job["program"], job["setup"])
@@ -363,6 +368,7 @@ class Worker:
             "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],
             "duration": time.monotonic() - started, "flags": sorted(flags),
+            "compile_seconds": float(state.get("compile_seconds", 0.0)),
         }
 
     def _run_stdio(self, job: dict[str, Any], req: _Request, verdicts: list[list[Any] | None],

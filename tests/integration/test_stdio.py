@@ -147,7 +147,7 @@ def test_exec_runs_stdio_records_in_every_ground_truth_format(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("row", "message"), [
-    ({"language": "cobol"}, "is not available here"),
+    ({"language": "cobol"}, "is not one of"),
     ({"fn_name": "f"}, "not supported yet"),
     ({"checker": {"custom": "x"}}, "custom checkers"),
     ({"tests": [{"input": "1"}]}, "stdio test"),

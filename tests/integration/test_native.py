@@ -1,0 +1,149 @@
+"""Other languages than Python over gRPC: compiled once per request inside the sandbox, run on
+each stdio test; compile failures are a status; memory limits hold for runtimes that reserve
+far more address space than they use (the JVM, V8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from acecoder.clients import ExecutorClient, Program, StdioTest
+from acecoder.datasets import broken_cpp, load_stdio
+from acecoder.executor import languages
+from acecoder.executor.types import ProgramStatus, Verdict
+
+ADD = [StdioTest("2 3\n", "5\n"), StdioTest("10 20", "30"), StdioTest("1 1", "3")]
+SOURCES = {
+    "c": "#include <stdio.h>\nint main(void){long long a,b;if(scanf(\"%lld %lld\",&a,&b)!=2)"
+         "return 1;printf(\"%lld\\n\",a+b);return 0;}\n",
+    "cpp": "#include <bits/stdc++.h>\nint main(){long long a,b;std::cin>>a>>b;"
+           "std::cout<<a+b<<\"\\n\";}\n",
+    "java": "import java.util.*;\npublic class Main{public static void main(String[] x){"
+            "Scanner s=new Scanner(System.in);System.out.println(s.nextLong()+s.nextLong());}}\n",
+    "nodejs": "const v=require('fs').readFileSync(0,'utf8').trim().split(/\\s+/).map(Number);\n"
+              "console.log(v[0]+v[1]);\n",
+}
+
+
+@pytest.mark.parametrize("language", sorted(SOURCES))
+def test_each_language_runs_its_stdio_tests(client: ExecutorClient, language: str) -> None:
+    r = client.execute(SOURCES[language], ADD, language=language, memory_mb=256, timeout=5.0)
+    assert r.status is ProgramStatus.OK, r
+    assert r.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED], r
+    assert r.stdout == "2\n"  # the output of the first test that did not pass
+    assert all(t.exit_code == 0 and t.cpu_seconds > 0 for t in r.tests)
+    assert (r.compile_duration > 0) == bool(languages.LANGUAGES[language].compile)
+
+
+def _cpp_programs(problems: list, broken: bool) -> list[Program]:
+    return [Program(broken_cpp(p.solutions["cpp"]) if broken else p.solutions["cpp"],
+                    [StdioTest(i, o) for i, o in p.tests], checker=p.checker, timeout=10.0,
+                    language="cpp", request_id=p.task_id) for p in problems]
+
+
+@pytest.mark.parametrize("count", [
+    pytest.param(8, id="eight"),
+    pytest.param(None, id="all", marks=pytest.mark.slow),
+])
+def test_cpp_references_pass_and_broken_variants_fail(client: ExecutorClient,
+                                                      count: int | None) -> None:
+    problems = [p for p in load_stdio() if "cpp" in p.solutions][:count]
+    refs = list(client.execute_batch(_cpp_programs(problems, False), deadline=900))
+    bads = list(client.execute_batch(_cpp_programs(problems, True), deadline=900))
+    for r in refs:
+        assert r.all_passed, (r.request_id, r.status, r.status_detail[:300], r.tests[:2])
+    for r in bads:
+        assert r.status is ProgramStatus.OK and r.passed == 0, (r.request_id, r.tests[:2])
+    assert len(refs) == len(problems) and len(bads) == len(problems)
+
+
+def test_a_compile_failure_is_a_status_and_every_test_errs(client: ExecutorClient) -> None:
+    r = client.execute("int main() { return undefined_name; }\n", ADD, language="cpp")
+    assert r.status is ProgramStatus.COMPILE_ERROR
+    assert r.verdicts == [Verdict.ERROR] * 3 and r.pass_rate == 0.0
+    assert "undefined_name" in r.status_detail and "main.cpp:1" in r.status_detail
+    assert "/tmp" not in r.status_detail  # the compiler's paths name the file only
+    assert {t.error_type for t in r.tests} == {"CompileError"}
+
+
+def test_the_program_is_compiled_once_per_request(client: ExecutorClient) -> None:
+    """The first run removes the binary it was started from: were each test to compile its own,
+    the others would run; compiled once, they find nothing to run."""
+    program = ("#include <unistd.h>\n#include <stdio.h>\n"
+               "int main(){unlink(\"main\");puts(\"5\");return 0;}\n")
+    r = client.execute(program, [StdioTest("", "5")] * 3, language="c")
+    assert r.verdicts[0] is Verdict.PASSED, r
+    assert r.verdicts[1:] == [Verdict.ERROR, Verdict.ERROR], r
+    assert r.tests[1].error_type == "LaunchError"
+
+
+@pytest.mark.parametrize(("language", "program"), [
+    ("java", "public class Main{public static void main(String[] x){long[][] a=new long[60][];"
+             "for(int i=0;i<60;i++)a[i]=new long[1<<20];System.out.println(a.length);}}\n"),
+    ("nodejs", "const a=[];for(let i=0;i<60;i++)a.push(new Array(1<<20).fill(i+0.5));"
+               "console.log(a.length);\n"),
+    ("cpp", "#include <bits/stdc++.h>\nint main(){std::vector<std::vector<long long>> v;"
+            "for(int i=0;i<60;i++)v.emplace_back(1<<20,i);std::cout<<v.size()<<\"\\n\";}\n"),
+])
+def test_memory_limits_hold_for_every_runtime(client: ExecutorClient, language: str,
+                                              program: str) -> None:
+    """60 blocks of 8 MiB: within a 768 MiB limit they run and print 60; under 256 MiB the run
+    is MEMORY, even for runtimes that reserve far more address space than they use."""
+    within = client.execute(program, [StdioTest("", "60")], language=language, memory_mb=768,
+                            timeout=10.0)
+    assert within.verdicts == [Verdict.PASSED], within
+    past = client.execute(program, [StdioTest("", "60")], language=language, memory_mb=256,
+                          timeout=10.0)
+    assert past.verdicts == [Verdict.MEMORY], past
+
+
+def test_info_lists_the_languages_with_their_versions(client: ExecutorClient) -> None:
+    info = client.info()
+    listed = {lang.name: lang.version for lang in info.languages}
+    assert listed == languages.available()
+    assert {"python", "c", "cpp"} <= set(listed)
+    assert "12" in listed["cpp"] or "g++" in listed["cpp"]
+
+
+def test_a_language_without_a_toolchain_is_a_failed_precondition(
+        client: ExecutorClient) -> None:
+    for name in [n for n in languages.LANGUAGES if languages.toolchain(n) is None]:
+        with pytest.raises(grpc.RpcError) as err:
+            client.execute("x", ADD, language=name)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert languages.LANGUAGES[name].package in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.execute("x", ADD, language="cobol")
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "cpp" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.execute("int main(){}", ["assert f(1) == 1"], language="cpp")
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "stdio tests" in err.value.details()
+
+
+def test_exec_runs_records_in_other_languages(tmp_path: Path) -> None:
+    from tests.integration.test_cli import acecoder, write_jsonl
+
+    rows = [
+        {"id": "cpp", "program": SOURCES["cpp"], "language": "cpp",
+         "tests": [{"input": "2 3", "output": "5"}]},
+        {"id": "bad", "program": "int main( {", "language": "cpp",
+         "tests": {"inputs": ["1 2"], "outputs": ["3"]}},
+    ]
+    missing = [n for n in languages.LANGUAGES if languages.toolchain(n) is None]
+    rows += [{"id": n, "program": "x", "language": n, "tests": [{"input": "", "output": ""}]}
+             for n in missing]
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, rows)
+    out = tmp_path / "out.jsonl"
+    acecoder("exec", "--input", str(src), "--output", str(out), "--workers", "1")
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert got["cpp"]["pass_rate"] == 1.0 and got["cpp"]["status"] == "OK"
+    assert got["bad"]["status"] == "COMPILE_ERROR" and got["bad"]["verdicts"] == ["ERROR"]
+    for n in missing:  # a line of its own that says what to install; the others still run
+        assert got[n]["status"] == "INVALID_INPUT"
+        assert languages.LANGUAGES[n].package in got[n]["error"]
