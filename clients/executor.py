@@ -44,6 +44,8 @@ class Program:
     checker: str = ""
     """Stdio tests: how outputs are compared (tokens, exact, lines, float:TOL, ...)."""
     output_limit: int | None = None
+    checker_source: str = ""
+    """With checker "custom": the checker program (Python; see the README's "Checkers")."""
     language: str = ""
     """"python" (default), "c", "cpp", "java", "nodejs", "rust", "go": stdio tests only."""
     compile_timeout: float | None = None
@@ -55,7 +57,7 @@ class Program:
             memory_mb=self.memory_mb, stop_on_first_failure=self.stop_on_first_failure,
             request_id=self.request_id, stdio=stdio, checker=self.checker,
             output_limit=self.output_limit, language=self.language,
-            compile_timeout=self.compile_timeout)
+            compile_timeout=self.compile_timeout, checker_source=self.checker_source)
 
 
 def _request(program: str, tests: Sequence[str], **kw: Any) -> pb.ExecuteRequest:
@@ -77,14 +79,14 @@ class ExecutorClient(BlockingClient):
                 timeout: float | None = None, memory_mb: int | None = None,
                 stop_on_first_failure: bool = False, request_id: str = "",
                 checker: str = "", output_limit: int | None = None, language: str = "",
-                compile_timeout: float | None = None,
+                compile_timeout: float | None = None, checker_source: str = "",
                 deadline: float | None = None) -> ExecutionResult:
         """Run one program. `timeout` is per test; `deadline` (seconds) bounds the whole call.
         `tests`: statements, or stdio tests (see Program) compared by `checker`."""
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
                        checker=checker, output_limit=output_limit, language=language,
-                       compile_timeout=compile_timeout)
+                       compile_timeout=compile_timeout, checker_source=checker_source)
         return convert.result_from_proto(self._call(self.stub.Execute, req, deadline))
 
     def execute_batch(self, programs: Sequence[Program], *,
@@ -115,11 +117,12 @@ class AsyncExecutorClient(AsyncClient):
                       stop_on_first_failure: bool = False, request_id: str = "",
                       checker: str = "", output_limit: int | None = None,
                       language: str = "", compile_timeout: float | None = None,
+                      checker_source: str = "",
                       deadline: float | None = None) -> ExecutionResult:
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
                        checker=checker, output_limit=output_limit, language=language,
-                       compile_timeout=compile_timeout)
+                       compile_timeout=compile_timeout, checker_source=checker_source)
         return convert.result_from_proto(await self._call(self.stub.Execute, req, deadline))
 
     async def execute_batch(self, programs: Sequence[Program], *,

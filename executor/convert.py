@@ -59,6 +59,7 @@ def request_fields(m: pb.ExecuteRequest) -> dict[str, Any]:
         "compile_timeout": (m.compile_timeout_seconds if m.HasField("compile_timeout_seconds")
                             else None),
         "fn_name": m.fn_name, "calls": [(t.input, t.output) for t in m.call_tests],
+        "checker_source": m.checker_source,
     }
 
 
@@ -90,6 +91,7 @@ def request_to_proto(
     stdio: list[tuple[str, str]] | None = None, checker: str = "",
     output_limit: int | None = None, language: str = "", compile_timeout: float | None = None,
     fn_name: str = "", calls: list[tuple[str, str]] | None = None,
+    checker_source: str | bytes = b"",
 ) -> pb.ExecuteRequest:
     """`stdio`: (input, expected output) pairs instead of test statements (`tests` empty);
     `fn_name` and `calls`: (JSON arguments, JSON output) pairs, call tests."""
@@ -98,7 +100,7 @@ def request_to_proto(
         request_id=request_id, program=enc(program), tests=[enc(t) for t in tests],
         setup=enc(setup), stop_on_first_failure=stop_on_first_failure,
         stdio_tests=[pb.StdioTest(input=enc(i), output=enc(o)) for i, o in stdio or ()],
-        checker=checker, language=language, fn_name=fn_name,
+        checker=checker, language=language, fn_name=fn_name, checker_source=enc(checker_source),
         call_tests=[pb.CallTest(input=enc(i), output=enc(o)) for i, o in calls or ()],
     )
     if compile_timeout is not None:

@@ -3,7 +3,9 @@
 Input records:  {"id": str, "program": str, "tests": [str, ...]}  ("setup" optional), or stdio
 tests: "tests": [{"input": str, "output": str}, ...] (or {"inputs": [...], "outputs": [...]}, as an
 object or a JSON string, as verl and DeepCoder data carry it), with optional "checker" (tokens,
-exact, lines, float:TOL, float_abs:TOL, float_rel:TOL); "time_limit" (seconds per test) and
+exact, lines, float:TOL, float_abs:TOL, float_rel:TOL, or {"custom": "<python checker source>"}:
+a program that gets the paths of the input, the output and the expected output, and whose
+exit status is the verdict, as testlib's); "time_limit" (seconds per test) and
 "memory_limit_mb" set the limits; "language" is "python" (the default), "c", "cpp", "java",
 "nodejs", "rust" or "go" (stdio tests only; a compile failure is the status "COMPILE_ERROR"; a
 language this machine has no toolchain for is "INVALID_INPUT", saying what to install).
@@ -41,6 +43,7 @@ class Record:
     time_limit: float | None = None
     memory_mb: int | None = None
     language: str = "python"
+    checker_source: str = ""
 
 
 def _number(row: dict[str, Any], name: str) -> Any:
@@ -55,9 +58,15 @@ def _record(rid: str, row: dict[str, Any]) -> Record:
     if language not in languages.LANGUAGES:
         raise ValueError(f"\"language\" {str(language)[:40]!r} is not one of "
                          f"{', '.join(languages.LANGUAGES)}")
-    checker = row.get("checker", "")
-    if not isinstance(checker, str):
-        raise ValueError("\"checker\" must be a string (custom checkers are not supported yet)")
+    checker: Any = row.get("checker", "")
+    checker_source: Any = ""
+    if isinstance(checker, dict) and set(checker) == {"custom"}:
+        checker, checker_source = "custom", checker["custom"]
+        if not isinstance(checker_source, str) or not checker_source.strip():
+            raise ValueError("a custom checker is {\"custom\": \"<python checker source>\"}")
+    elif not isinstance(checker, str):
+        raise ValueError("\"checker\" must be a string (tokens, exact, lines, float:TOL, ...) "
+                         "or {\"custom\": \"<python checker source>\"}")
     if "fn_name" in row:
         raise ValueError("call tests (\"fn_name\") are not supported yet")
     memory = _number(row, "memory_limit_mb")
@@ -68,7 +77,7 @@ def _record(rid: str, row: dict[str, Any]) -> Record:
                          f"{{\"inputs\", \"outputs\"}} ground truth ({exc})") from None
     return Record(rid, text_field(row, "program"), tests, text_field(row, "setup", ""),
                   checker, _number(row, "time_limit"),
-                  None if memory is None else int(memory), language)
+                  None if memory is None else int(memory), language, checker_source)
 
 
 def read_input(path: Path) -> list[Record]:
@@ -113,6 +122,7 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
                                    setup=rec.setup,
                                    timeout=rec.time_limit or timeout, memory_mb=rec.memory_mb,
                                    request_id=rec.id, stdio=stdio, checker=rec.checker,
+                                   checker_source=rec.checker_source,
                                    language=rec.language)
                 except (InvalidArgument, FailedPrecondition) as exc:
                     counts["invalid"] += 1

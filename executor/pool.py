@@ -207,7 +207,7 @@ class WorkerPool:
             "stop_on_first_failure": req.stop_on_first_failure,
             "kind": req.kind, "expected": list(req.expected), "checker": req.checker,
             "output_limit": req.output_limit, "language": req.language,
-            "compile_timeout": req.compile_timeout,
+            "compile_timeout": req.compile_timeout, "checker_source": req.checker_source,
             "compile_memory_bytes": c.compile_memory_mb << 20,
         }
 

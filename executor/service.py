@@ -56,6 +56,7 @@ def validate(
     compile_timeout: float | None = None,
     fn_name: str = "",
     calls: Sequence[tuple[bytes | str, bytes | str]] | None = None,
+    checker_source: bytes | str = b"",
 ) -> ExecutionRequest:
     """Turn raw request fields into an ExecutionRequest, or raise InvalidArgument that says
     what to change (FailedPrecondition for a language this server has no toolchain for).
@@ -77,6 +78,7 @@ def validate(
         prog = _text(program, f"{at}program", config.max_program_bytes, "max_program_bytes")
         setup_text = _text(setup, f"{at}setup", config.max_program_bytes, "max_program_bytes")
         inputs: list[str] = []
+        checker_text = ""
         expected: list[str] = []
         if stdio:
             if tests:
@@ -97,7 +99,13 @@ def validate(
                 checker = checkers.parse(checker or "tokens").spec
             except ValueError as exc:
                 raise InvalidArgument(f"{at}{exc}") from None
-        elif checker:
+            checker_text = _text(checker_source, f"{at}checker_source", config.max_program_bytes,
+                                 "max_program_bytes")
+            if (checker == "custom") != bool(checker_text.strip()):
+                raise InvalidArgument(f"{at}checker \"custom\" needs checker_source (a Python "
+                                      "checker program), and checker_source needs checker "
+                                      "\"custom\"")
+        elif checker or checker_source:
             raise InvalidArgument(f"{at}checker applies to stdio tests, not test statements")
         if output_limit is None:
             output_limit = 16 << 20
@@ -142,6 +150,7 @@ def validate(
         request_id=request_id or uuid.uuid4().hex, kind=kind, expected=tuple(expected),
         checker=checker or "tokens", output_limit=int(output_limit), language=language,
         compile_timeout=float(compile_timeout),
+        checker_source=checker_text if stdio else "",
     )
 
 

@@ -100,6 +100,8 @@ class ExecutionRequest:
     """Stdio tests: each test's expected output (it never reaches the program)."""
     checker: str = "tokens"
     """Stdio tests: how outputs are compared (see executor.sandbox.checkers)."""
+    checker_source: str = ""
+    """With checker "custom": the checker program (Python)."""
     output_limit: int = 16 << 20
     """Stdio tests: the most a test's run may write to stdout (more is an ERROR)."""
     language: str = "python"

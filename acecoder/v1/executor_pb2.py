@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x63\x65\x63oder/v1/executor.proto\x12\x0b\x61\x63\x65\x63oder.v1\"\xdc\x03\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\x0c\x12\r\n\x05tests\x18\x03 \x03(\x0c\x12\r\n\x05setup\x18\x04 \x01(\x0c\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fmemory_limit_mb\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x15stop_on_first_failure\x18\x07 \x01(\x08\x12+\n\x0bstdio_tests\x18\x08 \x03(\x0b\x32\x16.acecoder.v1.StdioTest\x12\x0f\n\x07\x63hecker\x18\t \x01(\t\x12\x1f\n\x12output_limit_bytes\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x10\n\x08language\x18\x0b \x01(\t\x12\x0f\n\x07\x66n_name\x18\x0c \x01(\t\x12)\n\ncall_tests\x18\r \x03(\x0b\x32\x15.acecoder.v1.CallTest\x12$\n\x17\x63ompile_timeout_seconds\x18\x0e \x01(\x01H\x03\x88\x01\x01\x42\x12\n\x10_timeout_secondsB\x12\n\x10_memory_limit_mbB\x15\n\x13_output_limit_bytesB\x1a\n\x18_compile_timeout_seconds\")\n\x08\x43\x61llTest\x12\r\n\x05input\x18\x01 \x01(\x0c\x12\x0e\n\x06output\x18\x02 \x01(\x0c\"*\n\tStdioTest\x12\r\n\x05input\x18\x01 \x01(\x0c\x12\x0e\n\x06output\x18\x02 \x01(\x0c\"D\n\x13\x45xecuteBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.acecoder.v1.ExecuteRequest\"\xb8\x01\n\nTestResult\x12%\n\x07verdict\x18\x01 \x01(\x0e\x32\x14.acecoder.v1.Verdict\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x12\n\nerror_type\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\x01\x12\x16\n\x0epeak_memory_kb\x18\x06 \x01(\x04\x12\x11\n\texit_code\x18\x07 \x01(\x11\"\xec\x02\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.acecoder.v1.ProgramStatus\x12\x15\n\rstatus_detail\x18\x04 \x01(\t\x12(\n\x07results\x18\x05 \x03(\x0b\x32\x17.acecoder.v1.TestResult\x12\x11\n\tpass_rate\x18\x06 \x01(\x01\x12\x12\n\nall_passed\x18\x07 \x01(\x08\x12\x0e\n\x06stdout\x18\x08 \x01(\t\x12\x0e\n\x06stderr\x18\t \x01(\t\x12\x18\n\x10stdout_truncated\x18\n \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x0b \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x0c \x01(\x01\x12\x0c\n\x04jail\x18\r \x01(\t\x12\r\n\x05\x66lags\x18\x0e \x03(\t\x12\x17\n\x0f\x63ompile_seconds\x18\x0f \x01(\x01\"\r\n\x0bInfoRequest\"\xeb\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04jail\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x1f\n\x17\x64\x65\x66\x61ult_timeout_seconds\x18\x05 \x01(\x01\x12\x1f\n\x17\x64\x65\x66\x61ult_memory_limit_mb\x18\x06 \x01(\x03\x12\x19\n\x11max_program_bytes\x18\x07 \x01(\x04\x12\x11\n\tmax_tests\x18\x08 \x01(\r\x12(\n\tlanguages\x18\t \x03(\x0b\x32\x15.acecoder.v1.Language\")\n\x08Language\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t*x\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\n\n\x06PASSED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x12\x0b\n\x07TIMEOUT\x10\x04\x12\n\n\x06MEMORY\x10\x05\x12\x0b\n\x07\x43RASHED\x10\x06\x12\x0b\n\x07SKIPPED\x10\x07*\xc4\x01\n\rProgramStatus\x12\x1e\n\x1aPROGRAM_STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x10\n\x0cSYNTAX_ERROR\x10\x02\x12\x0e\n\nLOAD_ERROR\x10\x03\x12\x10\n\x0c\x45XITED_EARLY\x10\x04\x12\x10\n\x0cLOAD_TIMEOUT\x10\x05\x12\x0f\n\x0bLOAD_MEMORY\x10\x06\x12\x10\n\x0cLOAD_CRASHED\x10\x07\x12\x0f\n\x0bSETUP_ERROR\x10\x08\x12\x11\n\rCOMPILE_ERROR\x10\t2\xdf\x01\n\x08\x45xecutor\x12\x44\n\x07\x45xecute\x12\x1b.acecoder.v1.ExecuteRequest\x1a\x1c.acecoder.v1.ExecuteResponse\x12P\n\x0c\x45xecuteBatch\x12 .acecoder.v1.ExecuteBatchRequest\x1a\x1c.acecoder.v1.ExecuteResponse0\x01\x12;\n\x04Info\x12\x18.acecoder.v1.InfoRequest\x1a\x19.acecoder.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x63\x65\x63oder/v1/executor.proto\x12\x0b\x61\x63\x65\x63oder.v1\"\xf4\x03\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\x0c\x12\r\n\x05tests\x18\x03 \x03(\x0c\x12\r\n\x05setup\x18\x04 \x01(\x0c\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fmemory_limit_mb\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x15stop_on_first_failure\x18\x07 \x01(\x08\x12+\n\x0bstdio_tests\x18\x08 \x03(\x0b\x32\x16.acecoder.v1.StdioTest\x12\x0f\n\x07\x63hecker\x18\t \x01(\t\x12\x1f\n\x12output_limit_bytes\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x10\n\x08language\x18\x0b \x01(\t\x12\x0f\n\x07\x66n_name\x18\x0c \x01(\t\x12)\n\ncall_tests\x18\r \x03(\x0b\x32\x15.acecoder.v1.CallTest\x12$\n\x17\x63ompile_timeout_seconds\x18\x0e \x01(\x01H\x03\x88\x01\x01\x12\x16\n\x0e\x63hecker_source\x18\x0f \x01(\x0c\x42\x12\n\x10_timeout_secondsB\x12\n\x10_memory_limit_mbB\x15\n\x13_output_limit_bytesB\x1a\n\x18_compile_timeout_seconds\")\n\x08\x43\x61llTest\x12\r\n\x05input\x18\x01 \x01(\x0c\x12\x0e\n\x06output\x18\x02 \x01(\x0c\"*\n\tStdioTest\x12\r\n\x05input\x18\x01 \x01(\x0c\x12\x0e\n\x06output\x18\x02 \x01(\x0c\"D\n\x13\x45xecuteBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.acecoder.v1.ExecuteRequest\"\xb8\x01\n\nTestResult\x12%\n\x07verdict\x18\x01 \x01(\x0e\x32\x14.acecoder.v1.Verdict\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x12\n\nerror_type\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\x01\x12\x16\n\x0epeak_memory_kb\x18\x06 \x01(\x04\x12\x11\n\texit_code\x18\x07 \x01(\x11\"\xec\x02\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.acecoder.v1.ProgramStatus\x12\x15\n\rstatus_detail\x18\x04 \x01(\t\x12(\n\x07results\x18\x05 \x03(\x0b\x32\x17.acecoder.v1.TestResult\x12\x11\n\tpass_rate\x18\x06 \x01(\x01\x12\x12\n\nall_passed\x18\x07 \x01(\x08\x12\x0e\n\x06stdout\x18\x08 \x01(\t\x12\x0e\n\x06stderr\x18\t \x01(\t\x12\x18\n\x10stdout_truncated\x18\n \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x0b \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x0c \x01(\x01\x12\x0c\n\x04jail\x18\r \x01(\t\x12\r\n\x05\x66lags\x18\x0e \x03(\t\x12\x17\n\x0f\x63ompile_seconds\x18\x0f \x01(\x01\"\r\n\x0bInfoRequest\"\xeb\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04jail\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x1f\n\x17\x64\x65\x66\x61ult_timeout_seconds\x18\x05 \x01(\x01\x12\x1f\n\x17\x64\x65\x66\x61ult_memory_limit_mb\x18\x06 \x01(\x03\x12\x19\n\x11max_program_bytes\x18\x07 \x01(\x04\x12\x11\n\tmax_tests\x18\x08 \x01(\r\x12(\n\tlanguages\x18\t \x03(\x0b\x32\x15.acecoder.v1.Language\")\n\x08Language\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t*x\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\n\n\x06PASSED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\t\n\x05\x45RROR\x10\x03\x12\x0b\n\x07TIMEOUT\x10\x04\x12\n\n\x06MEMORY\x10\x05\x12\x0b\n\x07\x43RASHED\x10\x06\x12\x0b\n\x07SKIPPED\x10\x07*\xc4\x01\n\rProgramStatus\x12\x1e\n\x1aPROGRAM_STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x10\n\x0cSYNTAX_ERROR\x10\x02\x12\x0e\n\nLOAD_ERROR\x10\x03\x12\x10\n\x0c\x45XITED_EARLY\x10\x04\x12\x10\n\x0cLOAD_TIMEOUT\x10\x05\x12\x0f\n\x0bLOAD_MEMORY\x10\x06\x12\x10\n\x0cLOAD_CRASHED\x10\x07\x12\x0f\n\x0bSETUP_ERROR\x10\x08\x12\x11\n\rCOMPILE_ERROR\x10\t2\xdf\x01\n\x08\x45xecutor\x12\x44\n\x07\x45xecute\x12\x1b.acecoder.v1.ExecuteRequest\x1a\x1c.acecoder.v1.ExecuteResponse\x12P\n\x0c\x45xecuteBatch\x12 .acecoder.v1.ExecuteBatchRequest\x1a\x1c.acecoder.v1.ExecuteResponse0\x01\x12;\n\x04Info\x12\x18.acecoder.v1.InfoRequest\x1a\x19.acecoder.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'acecoder.v1.executor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=1529
-  _globals['_VERDICT']._serialized_end=1649
-  _globals['_PROGRAMSTATUS']._serialized_start=1652
-  _globals['_PROGRAMSTATUS']._serialized_end=1848
+  _globals['_VERDICT']._serialized_start=1553
+  _globals['_VERDICT']._serialized_end=1673
+  _globals['_PROGRAMSTATUS']._serialized_start=1676
+  _globals['_PROGRAMSTATUS']._serialized_end=1872
   _globals['_EXECUTEREQUEST']._serialized_start=44
-  _globals['_EXECUTEREQUEST']._serialized_end=520
-  _globals['_CALLTEST']._serialized_start=522
-  _globals['_CALLTEST']._serialized_end=563
-  _globals['_STDIOTEST']._serialized_start=565
-  _globals['_STDIOTEST']._serialized_end=607
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=609
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=677
-  _globals['_TESTRESULT']._serialized_start=680
-  _globals['_TESTRESULT']._serialized_end=864
-  _globals['_EXECUTERESPONSE']._serialized_start=867
-  _globals['_EXECUTERESPONSE']._serialized_end=1231
-  _globals['_INFOREQUEST']._serialized_start=1233
-  _globals['_INFOREQUEST']._serialized_end=1246
-  _globals['_INFORESPONSE']._serialized_start=1249
-  _globals['_INFORESPONSE']._serialized_end=1484
-  _globals['_LANGUAGE']._serialized_start=1486
-  _globals['_LANGUAGE']._serialized_end=1527
-  _globals['_EXECUTOR']._serialized_start=1851
-  _globals['_EXECUTOR']._serialized_end=2074
+  _globals['_EXECUTEREQUEST']._serialized_end=544
+  _globals['_CALLTEST']._serialized_start=546
+  _globals['_CALLTEST']._serialized_end=587
+  _globals['_STDIOTEST']._serialized_start=589
+  _globals['_STDIOTEST']._serialized_end=631
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=633
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=701
+  _globals['_TESTRESULT']._serialized_start=704
+  _globals['_TESTRESULT']._serialized_end=888
+  _globals['_EXECUTERESPONSE']._serialized_start=891
+  _globals['_EXECUTERESPONSE']._serialized_end=1255
+  _globals['_INFOREQUEST']._serialized_start=1257
+  _globals['_INFOREQUEST']._serialized_end=1270
+  _globals['_INFORESPONSE']._serialized_start=1273
+  _globals['_INFORESPONSE']._serialized_end=1508
+  _globals['_LANGUAGE']._serialized_start=1510
+  _globals['_LANGUAGE']._serialized_end=1551
+  _globals['_EXECUTOR']._serialized_start=1875
+  _globals['_EXECUTOR']._serialized_end=2098
 # @@protoc_insertion_point(module_scope)

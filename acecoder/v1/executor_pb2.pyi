@@ -50,7 +50,7 @@ SETUP_ERROR: ProgramStatus
 COMPILE_ERROR: ProgramStatus
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure", "stdio_tests", "checker", "output_limit_bytes", "language", "fn_name", "call_tests", "compile_timeout_seconds")
+    __slots__ = ("request_id", "program", "tests", "setup", "timeout_seconds", "memory_limit_mb", "stop_on_first_failure", "stdio_tests", "checker", "output_limit_bytes", "language", "fn_name", "call_tests", "compile_timeout_seconds", "checker_source")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class ExecuteRequest(_message.Message):
     FN_NAME_FIELD_NUMBER: _ClassVar[int]
     CALL_TESTS_FIELD_NUMBER: _ClassVar[int]
     COMPILE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHECKER_SOURCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     program: bytes
     tests: _containers.RepeatedScalarFieldContainer[bytes]
@@ -79,7 +80,8 @@ class ExecuteRequest(_message.Message):
     fn_name: str
     call_tests: _containers.RepeatedCompositeFieldContainer[CallTest]
     compile_timeout_seconds: float
-    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ..., stdio_tests: _Optional[_Iterable[_Union[StdioTest, _Mapping]]] = ..., checker: _Optional[str] = ..., output_limit_bytes: _Optional[int] = ..., language: _Optional[str] = ..., fn_name: _Optional[str] = ..., call_tests: _Optional[_Iterable[_Union[CallTest, _Mapping]]] = ..., compile_timeout_seconds: _Optional[float] = ...) -> None: ...
+    checker_source: bytes
+    def __init__(self, request_id: _Optional[str] = ..., program: _Optional[bytes] = ..., tests: _Optional[_Iterable[bytes]] = ..., setup: _Optional[bytes] = ..., timeout_seconds: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., stop_on_first_failure: _Optional[bool] = ..., stdio_tests: _Optional[_Iterable[_Union[StdioTest, _Mapping]]] = ..., checker: _Optional[str] = ..., output_limit_bytes: _Optional[int] = ..., language: _Optional[str] = ..., fn_name: _Optional[str] = ..., call_tests: _Optional[_Iterable[_Union[CallTest, _Mapping]]] = ..., compile_timeout_seconds: _Optional[float] = ..., checker_source: _Optional[bytes] = ...) -> None: ...
 
 class CallTest(_message.Message):
     __slots__ = ("input", "output")

@@ -7,7 +7,12 @@ A checker is named by a string (the `acecoder exec` contract and the gRPC `check
 * ``lines``: the same lines, trailing whitespace of each line and trailing empty lines ignored;
 * ``float:TOL``: tokens, numbers within TOL absolutely *or* relatively (as Codeforces judges
   real-valued answers: |got - want| <= TOL * max(1, |want|)); ``float_abs:TOL`` and
-  ``float_rel:TOL`` use only one of the two. Tokens that are not both numbers must be equal.
+  ``float_rel:TOL`` use only one of the two. Tokens that are not both numbers must be equal;
+* ``custom``: a checker program sent with the request (Python), run by stdio.py as untrusted
+  code in a confined process of its own after the program's run has ended: it gets the paths
+  of the input, the program's output and the expected output as its arguments (testlib's
+  order) and its exit status is the verdict: 0 accepted, 1 or 2 wrong answer (testlib's WA and
+  PE), anything else a checker failure.
 
 Each runs in time linear in its inputs, whatever they hold (the output is the program's). The
 worker runs them: the expected output never leaves it.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-NAMES = ("tokens", "exact", "lines", "float", "float_abs", "float_rel")
+NAMES = ("tokens", "exact", "lines", "float", "float_abs", "float_rel", "custom")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Checker:
             return _lines(got) == _lines(want)
         if self.kind == "tokens":
             return got.split() == want.split()
+        if self.kind == "custom":
+            raise ValueError("a custom checker is a program: stdio.py runs it")
         return _floats(want.split(), got.split(), self.kind, self.tol)
 
 
@@ -45,8 +52,8 @@ def parse(spec: str) -> Checker:
     kind, _, tol = spec.strip().partition(":")
     if kind not in NAMES:
         raise ValueError(
-            f"unknown checker {spec[:40]!r}: use tokens, exact, lines, float:TOL, float_abs:TOL "
-            "or float_rel:TOL")
+            f"unknown checker {spec[:40]!r}: use tokens, exact, lines, float:TOL, float_abs:TOL, "
+            "float_rel:TOL or custom (with the checker's source)")
     if not kind.startswith("float"):
         if tol:
             raise ValueError(f"checker {kind} takes no tolerance (got {spec[:40]!r})")

@@ -222,13 +222,14 @@ class _Host:
 EXIT_SYNTAX = 120
 EXIT_MEMORY = 121
 EXIT_LAUNCH = 122  # run_command could not write the source or start the command
+EXIT_RAISED = 123  # a custom checker ended on an uncaught exception
 
 
-def run_main(program: str) -> None:
+def run_main(program: str, *, raised: int = 1) -> None:
     """A stdio test: run the program whole, as `__main__`, on the input at fd 0 (its own copy),
     writing to fd 1 (its own pipe); exit as Python would (0, the SystemExit code, 1 after an
-    uncaught exception and its traceback). The worker compares the output; nothing here knows
-    what is expected."""
+    uncaught exception and its traceback, or `raised`). The worker compares the output; nothing
+    here knows what is expected."""
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
                                  encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
@@ -248,13 +249,29 @@ def run_main(program: str) -> None:
         code = EXIT_MEMORY
     except BaseException as exc:
         _print_exc(exc)
-        code = 1
+        code = raised
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         code = code or 1  # output that could not be written: not a clean run
     os._exit(code)
+
+
+def run_checker(source: str, texts: list[str]) -> None:
+    """A custom checker: run `source` as `__main__` with the paths of `texts` (the input, the
+    program's output, the expected output: sealed in-memory files of its own) as its
+    arguments, testlib's order. Its exit status is its verdict (see checkers.py)."""
+    paths = []
+    for i, text in enumerate(texts):
+        fd = os.memfd_create(f"checker-{i}", os.MFD_ALLOW_SEALING)
+        view = memoryview(text.encode("utf-8", errors="surrogateescape"))
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        paths.append(f"/proc/self/fd/{fd}")
+    sys.argv = ["checker", *paths]
+    run_main(source, raised=EXIT_RAISED)  # a checker that raised said nothing about the output
 
 
 def run_command(argv: list[str], files: dict[str, str]) -> None:

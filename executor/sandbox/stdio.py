@@ -44,7 +44,10 @@ def run(w: Any, job: dict[str, Any], req: Any, verdicts: list[list[Any] | None],
             for k in range(i, len(verdicts)):
                 verdicts[k] = ["ERROR", 0.0, "SyntaxError", state["detail"]]
             break
-        if verdict[0] == "EXITED":  # exit status 0: the checker decides
+        if verdict[0] == "EXITED" and check.kind == "custom":
+            verdict[0], verdict[2], verdict[3] = _custom(w, job, req, state, given,
+                                                         job["expected"][i], output)
+        elif verdict[0] == "EXITED":  # exit status 0: the checker decides
             ok = check(job["expected"][i], output.decode("utf-8", errors="replace"))
             verdict[0] = "PASSED" if ok else "FAILED"
             if not ok:
@@ -95,6 +98,43 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
     state["status"] = "COMPILE_ERROR"
     state["detail"] = f"{why}:\n{text}" if text else why
     return False
+
+
+_CHECKER_OUTPUT = 64 * 1024  # what a custom checker may write (its comments)
+
+
+def _custom(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any], given: str,
+            expected: str, output: bytes) -> tuple[str, str, str]:
+    """A custom checker's verdict on one test's output: (verdict, error type, message). It runs
+    as untrusted code, confined under the tests' uid once the program's processes are gone;
+    only its exit status decides."""
+    texts = [given, output.decode("utf-8", errors="surrogateescape"), expected]
+    frame = {**w._job_frame(job, "/"), "program": job["checker_source"],
+             "checker_texts": texts, "cpu_seconds": math.ceil(job["timeout"]) + 2,
+             "memory_bytes": max(int(job["memory_bytes"]), 1 << 30)}
+    frame["env"] = {"HOME": "/", "TMPDIR": "/nonexistent"}
+    ran = _launch(w, job, req, state, frame, b"", timeout=float(job["timeout"]) + 1.0,
+                  limit=_CHECKER_OUTPUT, merge=True, spec=w.checker_spec)
+    said = ran.out.decode("utf-8", errors="replace").strip()[:_DETAIL]
+    if ran.outcome == "running" and os.WIFEXITED(ran.status):
+        code = os.WEXITSTATUS(ran.status)
+        if code == 0:
+            return "PASSED", "", ""
+        if code in (1, 2):
+            return "FAILED", "", f"the checker rejected the output: {said}" if said else (
+                "the checker rejected the output")
+        if code == program.EXIT_SYNTAX:
+            return "ERROR", "CheckerError", f"the checker does not compile: {said}"
+        if code == program.EXIT_RAISED:
+            return "ERROR", "CheckerError", f"the checker raised: {said}"
+        why = f"the checker exited with status {code}"
+    elif ran.outcome == "timeout" or _cpu_killed(ran, frame):
+        why = "the checker ran past its time limit"
+    elif ran.outcome == "output":
+        why = f"the checker wrote more than {_CHECKER_OUTPUT} bytes"
+    else:
+        why = f"the checker was {describe_status(ran.status)[1]}"
+    return "ERROR", "CheckerError", f"{why}: {said}" if said else why
 
 
 class _Ran:
@@ -164,7 +204,7 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
 
 def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
             frame: dict[str, Any], stdin_data: bytes, *, timeout: float, limit: int,
-            merge: bool) -> _Ran:
+            merge: bool, spec: dict[str, Any] | None = None) -> _Ran:
     """Spawn a confined program process with `frame` as its job, `stdin_data` as its input
     (a sealed file of its own) and a pipe of its own as its output (`merge`: its stderr too,
     else the request's stderr), and collect it: its output up to `limit`, its end, its usage.
@@ -173,7 +213,8 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     job_r, job_w = os.pipe2(os.O_CLOEXEC)
     started = time.monotonic()
-    pid = w.prog_zygote.spawn(w.stdio_spec, [job_r, stdin, out_w, out_w if merge else req.err_w])
+    pid = w.prog_zygote.spawn(spec or w.stdio_spec,
+                              [job_r, stdin, out_w, out_w if merge else req.err_w])
     req.pids.append(pid)
     for fd in (job_r, stdin, out_w):
         os.close(fd)

@@ -146,6 +146,8 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     try:
         if stdio and "argv" in job:  # another language's compiler, or one run of its program
             program.run_command(job["argv"], job["files"])
+        elif stdio and "checker_texts" in job:  # a custom checker, after a test's run
+            program.run_checker(job["program"], job["checker_texts"])
         elif stdio:
             program.run_main(job["program"])
         else:
@@ -312,6 +314,9 @@ class Worker:
         own_filter = self.use_seccomp and not self.inherit_seccomp
         self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": own_filter}
         self.stdio_spec = {**self.program_spec, "stdio": True}
+        # A custom checker runs under the tests' uid: no process of the program may signal it
+        # (and none is left when it runs).
+        self.checker_spec = {**self.stdio_spec, "uid": self.test_uid}
         self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
                             "seccomp": own_filter}
         self.judge_spec = {**self.tester_spec, "uid": judge_uid, "judge": True,

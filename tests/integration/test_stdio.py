@@ -149,7 +149,8 @@ def test_exec_runs_stdio_records_in_every_ground_truth_format(tmp_path: Path) ->
 @pytest.mark.parametrize(("row", "message"), [
     ({"language": "cobol"}, "is not one of"),
     ({"fn_name": "f"}, "not supported yet"),
-    ({"checker": {"custom": "x"}}, "custom checkers"),
+    ({"checker": {"custom": ""}}, "a custom checker is"),
+    ({"checker": {"other": "x"}}, "\"checker\" must be a string"),
     ({"tests": [{"input": "1"}]}, "stdio test"),
     ({"tests": {"inputs": ["1"], "outputs": []}}, "1 inputs but 0 outputs"),
     ({"time_limit": "1"}, "\"time_limit\" must be a number"),
