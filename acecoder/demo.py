@@ -5,7 +5,9 @@ processes on loopback.
    background) and the synthesis service (embedded SmolLM2-135M-Instruct) as child processes
    (`acecoder.services`, what `acecoder serve all` runs).
 1. Executor: every MbppBase reference solution and a broken variant of each through it;
-   verdicts and throughput.
+   verdicts and throughput. Then competitive-programming problems (StdioProblems: stdin/stdout
+   tests, checkers) with their Python and C++ reference solutions and a broken variant of each
+   (C++ compiled once per program, in the sandbox).
 2. Reward model: online best-of-4 over the RM server (`acecoder.clients.bestofn`) on a few
    dozen problems: pass@1 of picking at random, by RM, by a test, by both, within a latency
    budget (`acecoder.evals`).
@@ -32,7 +34,15 @@ import time
 from pathlib import Path
 
 from acecoder.clients.executor import ExecutorClient, Program
-from acecoder.datasets import Problem, broken, load_mbpp
+from acecoder.datasets import (
+    Problem,
+    StdioProblem,
+    broken,
+    broken_cpp,
+    broken_stdio,
+    load_mbpp,
+    load_stdio,
+)
 from acecoder.executor.types import Verdict
 from acecoder.jsonl import Progress
 from acecoder.serving import spawn_server
@@ -127,7 +137,7 @@ def rl_step(executor: str, rm: str, out: Path, steps: int) -> int:
 
 def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
          rm_problems: int = 20, synth_questions: int = 3, rl_steps: int = 2,
-         budget: float = 0.1, output: str | None = None) -> int:
+         budget: float = 0.1, output: str | None = None, cp_problems: int = 16) -> int:
     from acecoder.services import ServiceGroup
 
     started = time.perf_counter()
@@ -157,6 +167,11 @@ def main(workers: int = 2, jail: str = "auto", limit: int | None = None,
         print(f"\nacecoder demo, step 1: {len(problems)} MbppBase problems through the "
               "executor, reference + broken solution each", flush=True)
         executor_step(ex.target, problems)
+        if cp_problems:
+            print(f"\nacecoder demo, step 1b: {cp_problems} competitive-programming problems "
+                  "(stdin/stdout tests) per language through the executor, reference + broken "
+                  "solution each", flush=True)
+            stdio_step(ex.target, load_stdio(), cp_problems)
 
         chosen = with_question[:rm_problems]
         print(f"\nacecoder demo, step 2: online best-of-4 on {len(chosen)} problems with the "
@@ -218,6 +233,35 @@ def executor_step(target: str, problems: list[Problem]) -> None:
             })
     print_table(rows)
     print(f"jail: {info.jail}, workers: {info.workers}")
+
+
+def stdio_step(target: str, problems: list[StdioProblem], count: int) -> None:
+    """Run `count` problems' Python and C++ references, and a broken variant of each, through
+    the executor at `target`; print verdicts, throughput and compile times."""
+    breakers = {"python": broken_stdio, "cpp": broken_cpp}
+    rows = []
+    with ExecutorClient(target, timeout=600) as client:
+        for language, breaker in breakers.items():
+            chosen = [p for p in problems if language in p.solutions][:count]
+            for variant in ("reference", "broken"):
+                batch = [Program(p.solutions[language] if variant == "reference"
+                                 else breaker(p.solutions[language]),
+                                 [{"input": i, "output": o} for i, o in p.tests],
+                                 checker=p.checker, timeout=max(p.time_limit or 2.0, 2.0),
+                                 language=language, request_id=p.task_id) for p in chosen]
+                started = time.perf_counter()
+                results = list(client.execute_batch(batch, deadline=600))
+                wall = time.perf_counter() - started
+                verdicts = collections.Counter(v for r in results for v in r.verdicts)
+                rows.append({
+                    "language": language, "variant": variant, "programs": len(results),
+                    "all passed": sum(r.all_passed for r in results),
+                    **{v.value: verdicts.get(v, 0) for v in Verdict if v is not Verdict.SKIPPED},
+                    "compile s": statistics.fmean(r.compile_duration for r in results),
+                    "programs/s": len(results) / wall,
+                    "tests/s": sum(len(r.tests) for r in results) / wall,
+                })
+    print_table(rows)
 
 
 def print_table(rows: list[dict[str, object]]) -> None:

@@ -15,7 +15,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="the main job: the three services on the embedded models",
                        description="Start the executor, RM and synthesis services as processes "
                                    "on loopback; run every MbppBase reference solution and a "
-                                   "broken variant of each through the executor; rank four "
+                                   "broken variant of each through the executor, then "
+                                   "competitive-programming problems in Python and C++; rank "
+                                   "four "
                                    "candidates per problem for a few dozen problems (online "
                                    "best-of-N: random vs RM vs tests, with a latency budget); "
                                    "run a test-synthesis job; run a few REINFORCE++ steps with "
@@ -31,6 +33,9 @@ def register(sub: Any) -> None:
                         "the synthesis service)")
     p.add_argument("--rl-steps", type=int, default=Default(DEMO, "rl_steps"),
                    help="REINFORCE++ steps for the RL step (default %(default)s; 0 skips it)")
+    p.add_argument("--cp-problems", type=int, default=Default(DEMO, "cp_problems"),
+                   help="competitive-programming problems per language for the stdin/stdout "
+                        "step (default %(default)s; 0 skips it)")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="where the outputs go (default: a new temporary directory)")
     add_executor_options(p)
@@ -42,4 +47,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return demo.main(workers=args.workers, jail=args.jail, limit=args.limit,
                      rm_problems=args.rm_problems, synth_questions=args.synth_questions,
-                     rl_steps=args.rl_steps, budget=args.budget, output=args.output)
+                     rl_steps=args.rl_steps, budget=args.budget, output=args.output,
+                     cp_problems=args.cp_problems)

@@ -166,7 +166,9 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
                      argv=languages.command(lang, lang.run, directory=req.tmp,
                                             memory_mb=memory_mb))
         frame["env"].update(languages.environment(lang, req.tmp))
-        if lang.data_memory:  # the runtime's own heap limit is the limit; this is a backstop
+        if _heap_flag(lang):
+            # The runtime's own heap limit (-Xmx, --max-old-space-size) is the limit; what it
+            # maps besides (code, thread stacks, metadata) gets room up to this backstop.
             frame["memory_bytes"] = 2 * int(job["memory_bytes"]) + (1 << 30)
     ran = _launch(w, job, req, state, frame, given.encode("utf-8", errors="surrogateescape"),
                   timeout=timeout, limit=limit, merge=False)
@@ -189,8 +191,9 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
             return ["ERROR", elapsed, "SyntaxError", state["detail"], *usage], out
         if code == program.EXIT_MEMORY:
             return ["MEMORY", elapsed, "MemoryError", "", *usage], out
-    elif code == lang.memory_exit or (  # the runtime says so, or it died at its limit
-            os.WIFSIGNALED(status) and ran.peak_kb >= 0.9 * (memory_mb << 10)):
+    elif code == lang.memory_exit or (  # the runtime says so, or it failed at its limit
+            ran.peak_kb >= 0.8 * (memory_mb << 10)
+            and (os.WIFSIGNALED(status) or not _heap_flag(lang))):
         return ["MEMORY", elapsed, "MemoryError",
                 f"the program used {ran.peak_kb // 1024} MiB of its {memory_mb} MiB", *usage], out
     if os.WIFSIGNALED(status):
@@ -200,6 +203,12 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
         return ["ERROR", elapsed, "LaunchError", "the program could not be started (see stderr)",
                 *usage], out
     return ["ERROR", elapsed, "ExitStatus", f"program exited with status {code}", *usage], out
+
+
+def _heap_flag(lang: Any) -> bool:
+    """Does the runtime take the memory limit as its own heap limit (-Xmx, V8's
+    --max-old-space-size)? Then running out is its own error, and RLIMIT_DATA a backstop."""
+    return any("{mem}" in part for part in lang.run)
 
 
 def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],

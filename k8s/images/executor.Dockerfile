@@ -1,4 +1,6 @@
-# The executor: Python, acecoder without the model stacks, firejail and bubblewrap.
+# The executor: Python, acecoder without the model stacks, firejail and bubblewrap, and the
+# toolchains of every language it runs (C, C++, Java, JavaScript, Rust, Go: Debian's packages,
+# which the sandbox exposes read-only to every program; `Info` lists what it found).
 # Build from the repository root: docker build -f k8s/images/executor.Dockerfile -t IMAGE .
 # It runs as root in its pod (it drops every program to its own unprivileged uid; see the
 # Deployment's capabilities); nothing else in the image is writable at run time.
@@ -11,14 +13,17 @@ COPY clients /src/clients
 COPY server /src/server
 COPY trainer /src/trainer
 COPY proto /src/proto
-RUN /opt/acecoder/bin/pip install --no-cache-dir /src
+# [http]: SandboxFusion's POST /run_code (--http-port), for verl
+RUN /opt/acecoder/bin/pip install --no-cache-dir '/src[http]'
 
 FROM python:3.11.11-slim-bookworm
 RUN apt-get update \
     && apt-get install -y --no-install-recommends firejail=0.9.72-2+deb12u1 bubblewrap=0.8.0-2+deb12u1 \
+       gcc=4:12.2.0-3 g++=4:12.2.0-3 libc6-dev default-jdk-headless=2:1.17-74 \
+       nodejs rustc=1.63.0+dfsg1-2 golang-go=2:1.19~1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/acecoder /opt/acecoder
 ENV PATH=/opt/acecoder/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-EXPOSE 50051 50061 9090
+EXPOSE 50051 50061 8080 9090
 ENTRYPOINT ["acecoder"]
 CMD ["serve", "executor", "--host=0.0.0.0"]

@@ -18,7 +18,7 @@ def test_the_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     out_dir = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "acecoder.cli", "demo", "--limit", "4",
                            "--rm-problems", "3", "--synth-questions", "1", "--rl-steps", "1",
-                           "--workers", "1", "--output", str(out_dir)],
+                           "--cp-problems", "3", "--workers", "1", "--output", str(out_dir)],
                           capture_output=True, text=True, timeout=850)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
@@ -27,6 +27,10 @@ def test_the_demo_runs_every_step_and_stops_cleanly(tmp_path: Path) -> None:
     # step 0: three services, each its own process
     assert len(re.findall(r"^  (executor|rm|synth)\s+127\.0\.0\.1:\d+ \(pid \d+\)$", out,
                           re.M)) == 3
+    # step 1b: competitive programming in Python and C++: references pass, broken ones do not
+    for language in ("python", "cpp"):
+        assert re.search(rf"^\s*{language}\s+reference\s+3\s+3\s", out, re.M), out
+        assert re.search(rf"^\s*{language}\s+broken\s+3\s+0\s", out, re.M), out
     # step 2: the gain table; tests always find the reference solution
     assert "best-of-4 on MbppBase: 3 problems" in out
     assert re.search(r"^oracle\s+1\.000", out, re.M)

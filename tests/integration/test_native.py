@@ -25,12 +25,30 @@ SOURCES = {
             "Scanner s=new Scanner(System.in);System.out.println(s.nextLong()+s.nextLong());}}\n",
     "nodejs": "const v=require('fs').readFileSync(0,'utf8').trim().split(/\\s+/).map(Number);\n"
               "console.log(v[0]+v[1]);\n",
+    "rust": "use std::io::Read;\nfn main(){let mut s=String::new();"
+            "std::io::stdin().read_to_string(&mut s).unwrap();let v:Vec<i64>=s.split_whitespace()"
+            ".map(|x|x.parse().unwrap()).collect();println!(\"{}\",v[0]+v[1]);}\n",
+    "go": "package main\nimport \"fmt\"\nfunc main(){var a,b int64\nfmt.Scan(&a,&b)\n"
+          "fmt.Println(a+b)}\n",
 }
+
+
+def test_every_language_has_a_program_here() -> None:
+    assert set(SOURCES) == set(languages.LANGUAGES) - {"python"}
 
 
 @pytest.mark.parametrize("language", sorted(SOURCES))
 def test_each_language_runs_its_stdio_tests(client: ExecutorClient, language: str) -> None:
-    r = client.execute(SOURCES[language], ADD, language=language, memory_mb=256, timeout=5.0)
+    """Where its toolchain is installed (the executor image has them all), it runs; where it is
+    not, the request is refused with the package to install."""
+    if languages.toolchain(language) is None:
+        with pytest.raises(grpc.RpcError) as err:
+            client.execute(SOURCES[language], ADD, language=language)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert languages.LANGUAGES[language].package in err.value.details()
+        return
+    r = client.execute(SOURCES[language], ADD, language=language, memory_mb=256, timeout=5.0,
+                       compile_timeout=30.0)
     assert r.status is ProgramStatus.OK, r
     assert r.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED], r
     assert r.stdout == "2\n"  # the output of the first test that did not pass
@@ -87,11 +105,16 @@ def test_the_program_is_compiled_once_per_request(client: ExecutorClient) -> Non
                "console.log(a.length);\n"),
     ("cpp", "#include <bits/stdc++.h>\nint main(){std::vector<std::vector<long long>> v;"
             "for(int i=0;i<60;i++)v.emplace_back(1<<20,i);std::cout<<v.size()<<\"\\n\";}\n"),
+    ("go", "package main\nimport \"fmt\"\nfunc main(){a:=make([][]int64,0)\n"
+           "for i:=0;i<60;i++{b:=make([]int64,1<<20)\nfor j:=range b{b[j]=int64(i)}\n"
+           "a=append(a,b)}\nfmt.Println(len(a))}\n"),
 ])
 def test_memory_limits_hold_for_every_runtime(client: ExecutorClient, language: str,
                                               program: str) -> None:
     """60 blocks of 8 MiB: within a 768 MiB limit they run and print 60; under 256 MiB the run
     is MEMORY, even for runtimes that reserve far more address space than they use."""
+    if languages.toolchain(language) is None:  # refused: see the test above
+        return
     within = client.execute(program, [StdioTest("", "60")], language=language, memory_mb=768,
                             timeout=10.0)
     assert within.verdicts == [Verdict.PASSED], within

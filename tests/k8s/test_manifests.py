@@ -249,3 +249,16 @@ def test_every_command_line_is_one_acecoder_accepts(rendered) -> None:  # type: 
             from acecoder.trainer.recipes.base import find_preset
 
             assert find_preset(parsed.preset).is_file()
+
+
+def test_the_executor_image_has_every_languages_toolchain() -> None:
+    """`Info` lists the languages whose toolchain the executor finds: the image installs the
+    package languages.py names for each (what FAILED_PRECONDITION tells a user to install)."""
+    from acecoder.executor.languages import LANGUAGES
+
+    text = (K8S / "images" / "executor.Dockerfile").read_text()
+    install = text.split("apt-get install", 1)[1].split("&&", 1)[0]
+    installed = {word.split("=")[0] for word in install.split()}
+    for lang in LANGUAGES.values():
+        if lang.name != "python":  # the image's own interpreter
+            assert lang.package in installed, lang.name
