@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from acecoder import __version__
+
 from . import data, demo, rm, serve, synth, train
 from . import exec as exec_cmd
 from .common import Parser
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "execution, reward-model scoring, test synthesis and trainers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    ap.add_argument("-V", "--version", action="version", version=f"acecoder {__version__}",
+                    help="print the version and exit")
     # The deepspeed launcher puts --local_rank=N before everything else (torchrun uses env).
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None,
                     help=argparse.SUPPRESS)

@@ -90,7 +90,8 @@ def add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=2048,
                    help="LLM answer limit, tokens (default %(default)s)")
     p.add_argument("--benchmark", action="append", default=[], metavar="FILE.jsonl",
-                   help="more benchmark prompts to decontaminate against (repeatable)")
+                   help="more benchmark prompts to decontaminate against (repeatable; default: "
+                        "the bundled HumanEval and MBPP prompts only)")
     add_executor_options(p)
 
 

@@ -105,3 +105,35 @@ def test_building_the_parser_imports_no_config_and_help_shows_them() -> None:
         build_parser().parse_args(["train", "rm", "--help"])
     assert "peak learning rate (default 1e-5)" in out.getvalue()
     assert "--seed SEED           (default 0)" in out.getvalue()
+
+
+def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif action.option_strings and action.help != argparse.SUPPRESS:
+            yield " ".join(path), action
+
+
+def test_every_option_that_has_a_default_says_what_it_is() -> None:
+    """`--help` is where a newcomer learns what happens when a flag is left out."""
+    flags = (argparse._HelpAction, argparse._VersionAction, argparse._StoreTrueAction,
+             argparse._StoreFalseAction, argparse._StoreConstAction)
+    silent = [f"{command} {action.option_strings[-1]}"
+              for command, action in _options(build_parser())
+              if action.default is not None and not isinstance(action, flags)
+              and "default" not in (action.help or "")]
+    assert not silent, silent
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    from acecoder import __version__
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert out.getvalue().strip() == f"acecoder {__version__}" == f"acecoder {version('acecoder')}"
