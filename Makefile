@@ -22,7 +22,7 @@ $(DEMO_STAMP): pyproject.toml
 	@touch $(DEMO_STAMP)
 
 $(STAMP): $(DEMO_STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,rm,vllm,train]'
+	$(PY) -m pip install --quiet -e '.[dev,rm,http,programs,vllm,train]'
 	@# OpenRLHF's and verl's own reward plumbing prove their adapters; their full stacks
 	@# (pinned vllm/transformers, flash-attn) are not needed for that.
 	$(PY) -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1

@@ -95,6 +95,53 @@ def load_stdio(path: str | Path | None = None) -> list[StdioProblem]:
     return out
 
 
+@dataclass(frozen=True)
+class CallProblem:
+    """A call-based problem: each test calls `fn_name` (a function of the program, or a method
+    of its class `Solution`) with `input`, the positional arguments, and expects `output`."""
+
+    task_id: str
+    fn_name: str
+    tests: tuple[tuple[list[Any], Any], ...]
+    """(arguments, expected output) pairs, JSON data."""
+    solution: str
+    """The reference solution (Python)."""
+    starter_code: str = ""
+    question: str = ""
+
+
+def load_calls(path: str | Path | None = None) -> list[CallProblem]:
+    """The call-based (`fn_name`) problems of StdioProblems: LeetCodeDataset's, whose references
+    define a class `Solution`, and an APPS one with a top-level function."""
+    out = []
+    for row in _rows("StdioProblems.jsonl", path):
+        if not row.get("fn_name"):
+            continue
+        out.append(CallProblem(
+            task_id=row["id"], fn_name=row["fn_name"],
+            tests=tuple((t["input"], t["output"]) for t in row["tests"]),
+            solution=row["solutions"]["python"], starter_code=row.get("starter_code") or "",
+            question=row.get("statement", ""),
+        ))
+    return out
+
+
+def broken_call(problem: CallProblem) -> str:
+    """The reference solution made wrong: a class `Solution` (in place of the reference's own,
+    if it has one) whose method returns the reference's answer perturbed as `broken` does. The
+    reference itself is left as it is, so its recursive calls still reach itself."""
+    name = problem.fn_name
+    if "class Solution" in problem.solution:
+        prelude, call = "_acecoder_reference = Solution\n", f"_acecoder_reference().{name}"
+    else:
+        prelude, call = "", name
+    return problem.solution + _PERTURB.split("_acecoder_original")[0] + prelude + f"""
+class Solution:
+    def {name}(self, *args, **kwargs):
+        return _acecoder_perturb({call}(*args, **kwargs))
+"""
+
+
 def broken_stdio(program: str) -> str:
     """A Python stdio solution made wrong: it prints one more line after its answer."""
     return program + "\n\nprint(-1)\n"

@@ -195,6 +195,11 @@ class _Call:
     # -- bookkeeping
 
     def _count(self) -> None:
+        if self.open and self.method == "Watch":
+            # Clients watch each replica's health for as long as their channel lives (that is
+            # how they skip a draining one); counted, it would put channel lifetimes in the
+            # latency histogram and a CANCELLED in the error counts for each closed channel.
+            return
         m = self.owner.metrics
         m.requests.labels(method=self.method, code=self.code).inc()
         m.rpc_latency.labels(method=self.method).observe(time.monotonic() - self.started)

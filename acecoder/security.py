@@ -370,9 +370,10 @@ class ClientSecurity:
                    key=path("ACECODER_TLS_KEY"),
                    server_name=env.get("ACECODER_TLS_SERVER_NAME") or None, token=token)
 
-    def _options(self, options: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        if self.server_name:
-            return [*options, ("grpc.ssl_target_name_override", self.server_name)]
+    def _options(self, target: str, options: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        name = self.server_name or list_host(target)
+        if name:
+            return [*options, ("grpc.ssl_target_name_override", name)]
         return options
 
     def _credentials(self) -> grpc.ChannelCredentials:
@@ -384,7 +385,8 @@ class ClientSecurity:
 
     def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.Channel:
         if self.ca is not None:
-            ch = grpc.secure_channel(target, self._credentials(), options=self._options(options))
+            ch = grpc.secure_channel(target, self._credentials(),
+                                    options=self._options(target, options))
         else:
             ch = grpc.insecure_channel(target, options=options)
         if self.token:
@@ -396,9 +398,34 @@ class ClientSecurity:
             if self.token else None
         if self.ca is not None:
             return grpc.aio.secure_channel(target, self._credentials(),
-                                           options=self._options(options),
+                                           options=self._options(target, options),
                                            interceptors=interceptors)
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+
+
+def list_host(target: str) -> str | None:
+    """The host every address of an `ipv4:`/`ipv6:` list target names, which TLS checks each
+    replica's certificate against (gRPC would check the whole list as one name); None for
+    other targets. ValueError when the addresses differ: one channel checks one name, so give
+    ClientSecurity.server_name (ACECODER_TLS_SERVER_NAME), a name every certificate carries."""
+    scheme, _, rest = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or not rest:
+        return None
+    hosts = set()
+    for address in rest.lstrip("/").split(","):
+        if address.startswith("["):
+            hosts.add(address[1:].partition("]")[0])
+        elif scheme == "ipv4":
+            hosts.add(address.partition(":")[0])
+        else:
+            hosts.add(address)
+    if len(hosts) != 1:
+        raise ValueError(
+            f"TLS to {target}: its replicas are at different addresses "
+            f"({', '.join(sorted(hosts))}) and a channel checks one name on every replica's "
+            "certificate: set ACECODER_TLS_SERVER_NAME (ClientSecurity.server_name) to a name "
+            "all their certificates carry")
+    return hosts.pop()
 
 
 def _with_token(metadata: Any, token: str) -> list[tuple[str, str]]:

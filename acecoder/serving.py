@@ -24,11 +24,12 @@ MESSAGE_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 GRPC_OPTIONS = [
     *MESSAGE_OPTIONS,
     # What one connection may hold: calls at once, and its lifetime. A connection older than
-    # 30 minutes is sent GOAWAY (clients reconnect at once, which also spreads them over new
-    # replicas) and its calls get 5 more minutes; so a call left open without a deadline
-    # cannot hold server resources forever.
+    # 5 minutes (gRPC adds +-10% jitter) is sent GOAWAY and its calls get 5 more minutes, so a
+    # call left open without a deadline cannot hold server resources forever. The client
+    # reconnects at once and looks its `dns:///` target up again: replicas added since (an
+    # autoscaler's) get their share of its calls within those 5 minutes.
     ("grpc.max_concurrent_streams", 1000),
-    ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
     ("grpc.max_connection_age_grace_ms", 5 * 60 * 1000),
 ]
 
@@ -45,6 +46,13 @@ class ServerConfig:
     """Seconds in-flight work may take to finish after SIGTERM (keep under the pod's grace)."""
     security: Any = None
     """`acecoder.security.ServerSecurity` (TLS, tokens, rate limit); None: plaintext, open."""
+    http_port: int | None = None
+    """Port of the server's HTTP front (the RM server's OpenRLHF gateway, the executor's
+    SandboxFusion-compatible /run_code), with the gRPC port's TLS and tokens; None disables it."""
+    http_max_body_mb: float = 64.0
+    """The HTTP front's largest request body; larger is refused (413) before it is read."""
+    http_header_timeout: float = 10.0
+    """Seconds an HTTP connection has to send a request's headers; then it is closed."""
 
     def __post_init__(self) -> None:
         for name in ("port", "metrics_port", "http_port"):
@@ -53,6 +61,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be in [0, 65535], got {value}")
         if self.grace < 0:
             raise ValueError(f"grace must be >= 0, got {self.grace}")
+        if not (self.http_max_body_mb > 0 and self.http_header_timeout > 0):
+            raise ValueError(f"http_max_body_mb and http_header_timeout must be > 0, got "
+                             f"{self.http_max_body_mb} and {self.http_header_timeout}")
 
 
 class Admission:

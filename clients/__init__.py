@@ -3,9 +3,10 @@
 from acecoder.security import ClientSecurity
 
 from .base import RetryPolicy
-from .executor import AsyncExecutorClient, ExecutorClient, Program, StdioTest
+from .executor import AsyncExecutorClient, CallTest, CallTests, ExecutorClient, Program, StdioTest
 from .rm import AsyncRewardClient, RewardClient
 from .synthesis import SynthesisClient
 
-__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "ClientSecurity", "ExecutorClient",
-           "Program", "RetryPolicy", "RewardClient", "StdioTest", "SynthesisClient"]
+__all__ = ["AsyncExecutorClient", "AsyncRewardClient", "CallTest", "CallTests", "ClientSecurity",
+           "ExecutorClient", "Program", "RetryPolicy", "RewardClient", "StdioTest",
+           "SynthesisClient"]

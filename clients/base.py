@@ -2,11 +2,17 @@
 the environment: see `acecoder.security.ClientSecurity`), and unary calls with a deadline that
 retry only transient codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with jittered backoff, never
 past the deadline. Every failed call raises an `acecoder.remote_errors.RemoteError` (one class
-per status, each also a `grpc.RpcError`)."""
+per status, each also a `grpc.RpcError`).
+
+A target may name many replicas (`dns:///executor-headless:50051`, every address DNS gives;
+`ipv4:10.0.0.1:50051,10.0.0.2:50051`): the channel keeps a connection to each and sends calls
+round-robin to those whose `grpc.health.v1` status for the service is SERVING, so a replica
+that is loading or draining gets none, and a retry goes to the next replica."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +26,25 @@ from acecoder.security import ClientSecurity
 from acecoder.serving import MESSAGE_OPTIONS
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-OPTIONS = list(MESSAGE_OPTIONS)
+DNS_MIN_RESOLUTION_MS = 5000
+"""Least time between two DNS look-ups of a `dns:///` target. gRPC looks again whenever a
+connection drops (a replica gone, or a GOAWAY when the server's connection reaches its
+maximum age), so a new pod is found then; gRPC's default, 30 s, is long after a replica died."""
+
+
+def channel_options(service: str) -> list[tuple[str, Any]]:
+    """Options of a channel to `service` (its full gRPC name, e.g. acecoder.v1.Executor):
+    message sizes, and a service config that spreads calls over every replica the target names
+    (`round_robin`) and skips those whose health for `service` is not SERVING (client-side
+    health checking: the channel watches each replica's `grpc.health.v1.Health/Watch`; a
+    server without the health service counts as healthy). There is no `retryPolicy` in it:
+    the clients' own retries (`call`, `stream`) are the only ones, so `RetryPolicy.attempts`
+    means what it says, and each one picks a replica again."""
+    config = {"loadBalancingConfig": [{"round_robin": {}}],
+              "healthCheckConfig": {"serviceName": service}}
+    return [*MESSAGE_OPTIONS, ("grpc.service_config", json.dumps(config)),
+            ("grpc.service_config_disable_resolution", 1),  # ours, never one from DNS TXT
+            ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RESOLUTION_MS)]
 
 
 @dataclass(frozen=True)
@@ -113,6 +137,8 @@ class BlockingClient:
     Thread-safe; reuse one per process."""
 
     stub_class: Any
+    service: str
+    """Full gRPC name of the service, whose health decides which replicas get calls."""
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,
@@ -122,7 +148,8 @@ class BlockingClient:
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.channel = channel or (security or ClientSecurity.from_env()).channel(target, OPTIONS)
+        self.channel = channel or (security or ClientSecurity.from_env()).channel(
+            target, channel_options(self.service))
         self.stub = self.stub_class(self.channel)
 
     def __enter__(self) -> Any:
@@ -143,6 +170,8 @@ class AsyncClient:
     Create and use it inside one event loop."""
 
     stub_class: Any
+    service: str
+    """Full gRPC name of the service, whose health decides which replicas get calls."""
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
                  security: ClientSecurity | None = None) -> None:
@@ -151,7 +180,12 @@ class AsyncClient:
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.channel = (security or ClientSecurity.from_env()).aio_channel(target, OPTIONS)
+        self.channel = (security or ClientSecurity.from_env()).aio_channel(
+            target, channel_options(self.service))
+        # Connect to every replica now, not on the first call: the first calls go to the
+        # replicas ready by then (round_robin picks among those), so a burst of them sent
+        # on a fresh channel would all land on the first one to answer.
+        self.channel.get_state(try_to_connect=True)
         self.stub = self.stub_class(self.channel)
 
     async def __aenter__(self) -> Any:

@@ -6,6 +6,7 @@ retried, with jittered exponential backoff, and never past the call's deadline.
     with ExecutorClient("localhost:50051") as ex:
         result = ex.execute("def f(x): return 2*x", ["assert f(2) == 4"])
         result.pass_rate, result.verdicts
+        ex.execute("def f(x): return 2*x", [CallTest([2], 4)], fn_name="f")  # call tests
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 import grpc
 
 from acecoder.executor import convert
-from acecoder.executor.types import ExecutionResult, StdioTest
+from acecoder.executor.types import CallTest, CallTests, ExecutionResult, StdioTest
 from acecoder.security import ClientSecurity
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 
 from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, astream, stream
 
-__all__ = ["RETRYABLE", "AsyncExecutorClient", "ExecutorClient", "Program", "RetryPolicy",
-           "StdioTest"]
+__all__ = ["RETRYABLE", "AsyncExecutorClient", "CallTest", "CallTests", "ExecutorClient",
+           "Program", "RetryPolicy", "StdioTest"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,11 @@ class Program:
     """One program and its tests, for `execute_batch`."""
 
     program: str
-    tests: Sequence[Any]
+    tests: Sequence[Any] | CallTests
     """Test statements ("assert f(2) == 4"), or stdio tests (StdioTest records or
-    {"input": ..., "output": ...} mappings): the program runs whole on each input."""
+    {"input": ..., "output": ...} mappings): the program runs whole on each input; or, with
+    `fn_name`, call tests (CallTest records or {"input": [args...], "output": value} mappings,
+    JSON data), or a CallTests record (`parse_ground_truth` makes one)."""
     setup: str = ""
     timeout: float | None = None
     memory_mb: int | None = None
@@ -49,18 +52,24 @@ class Program:
     language: str = ""
     """"python" (default), "c", "cpp", "java", "nodejs", "rust", "go": stdio tests only."""
     compile_timeout: float | None = None
+    fn_name: str = ""
+    """Call tests: the function they call, or the method of the program's class `Solution`
+    (`Solution().fn_name(*input)`). The result is compared as plain data: a tuple as a list,
+    and a bare value also matches a one-element expected list (see the README's "Call
+    tests")."""
 
     def to_proto(self) -> pb.ExecuteRequest:
-        statements, stdio = convert.split_tests(self.tests)
+        statements, stdio, calls, fn_name = convert.split_tests(self.tests, self.fn_name)
         return convert.request_to_proto(
             self.program, statements, setup=self.setup, timeout=self.timeout,
             memory_mb=self.memory_mb, stop_on_first_failure=self.stop_on_first_failure,
             request_id=self.request_id, stdio=stdio, checker=self.checker,
             output_limit=self.output_limit, language=self.language,
-            compile_timeout=self.compile_timeout, checker_source=self.checker_source)
+            compile_timeout=self.compile_timeout, checker_source=self.checker_source,
+            fn_name=fn_name, calls=calls)
 
 
-def _request(program: str, tests: Sequence[str], **kw: Any) -> pb.ExecuteRequest:
+def _request(program: str, tests: Sequence[Any] | CallTests, **kw: Any) -> pb.ExecuteRequest:
     return Program(program, tests, **kw).to_proto()
 
 
@@ -68,6 +77,7 @@ class ExecutorClient(BlockingClient):
     """Blocking client. Thread-safe; reuse one per process."""
 
     stub_class = pb_grpc.ExecutorStub
+    service = pb.DESCRIPTOR.services_by_name["Executor"].full_name
 
     def __init__(self, target: str, *, timeout: float = 60.0, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,
@@ -75,18 +85,20 @@ class ExecutorClient(BlockingClient):
         super().__init__(target, timeout=timeout, retry=retry, channel=channel,
                          security=security)
 
-    def execute(self, program: str, tests: Sequence[Any], *, setup: str = "",
+    def execute(self, program: str, tests: Sequence[Any] | CallTests, *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
                 stop_on_first_failure: bool = False, request_id: str = "",
                 checker: str = "", output_limit: int | None = None, language: str = "",
                 compile_timeout: float | None = None, checker_source: str = "",
-                deadline: float | None = None) -> ExecutionResult:
+                fn_name: str = "", deadline: float | None = None) -> ExecutionResult:
         """Run one program. `timeout` is per test; `deadline` (seconds) bounds the whole call.
-        `tests`: statements, or stdio tests (see Program) compared by `checker`."""
+        `tests`: statements, stdio tests compared by `checker`, or call tests of `fn_name`
+        (see Program)."""
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
                        checker=checker, output_limit=output_limit, language=language,
-                       compile_timeout=compile_timeout, checker_source=checker_source)
+                       compile_timeout=compile_timeout, checker_source=checker_source,
+                       fn_name=fn_name)
         return convert.result_from_proto(self._call(self.stub.Execute, req, deadline))
 
     def execute_batch(self, programs: Sequence[Program], *,
@@ -106,23 +118,25 @@ class AsyncExecutorClient(AsyncClient):
     """asyncio client; create and use it inside one event loop."""
 
     stub_class = pb_grpc.ExecutorStub
+    service = pb.DESCRIPTOR.services_by_name["Executor"].full_name
 
     def __init__(self, target: str, *, timeout: float = 60.0,
                  retry: RetryPolicy | None = None,
                  security: ClientSecurity | None = None) -> None:
         super().__init__(target, timeout=timeout, retry=retry, security=security)
 
-    async def execute(self, program: str, tests: Sequence[Any], *, setup: str = "",
-                      timeout: float | None = None, memory_mb: int | None = None,
-                      stop_on_first_failure: bool = False, request_id: str = "",
-                      checker: str = "", output_limit: int | None = None,
+    async def execute(self, program: str, tests: Sequence[Any] | CallTests, *,
+                      setup: str = "", timeout: float | None = None,
+                      memory_mb: int | None = None, stop_on_first_failure: bool = False,
+                      request_id: str = "", checker: str = "", output_limit: int | None = None,
                       language: str = "", compile_timeout: float | None = None,
-                      checker_source: str = "",
+                      checker_source: str = "", fn_name: str = "",
                       deadline: float | None = None) -> ExecutionResult:
         req = _request(program, tests, setup=setup, timeout=timeout, memory_mb=memory_mb,
                        stop_on_first_failure=stop_on_first_failure, request_id=request_id,
                        checker=checker, output_limit=output_limit, language=language,
-                       compile_timeout=compile_timeout, checker_source=checker_source)
+                       compile_timeout=compile_timeout, checker_source=checker_source,
+                       fn_name=fn_name)
         return convert.result_from_proto(await self._call(self.stub.Execute, req, deadline))
 
     async def execute_batch(self, programs: Sequence[Program], *,

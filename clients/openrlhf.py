@@ -5,7 +5,8 @@
 OpenRLHF imports the file and calls `reward_func(queries, prompts, labels)`: each query is the
 policy's prompt followed by its response, `prompts` the prompts alone, `labels` the dataset
 column named by --label_key (here the tests: a list of asserts, a JSON string of one, or
-{"tests": [...], "setup": "..."}). It reads `rewards` (for advantages), `scores` (0-1, for
+{"tests": [...], "setup": "..."}, or {"inputs", "outputs"} ground truth, with "fn_name" for
+call tests). It reads `rewards` (for advantages), `scores` (0-1, for
 dynamic filtering) and `extra_logs` (logged). A sample that could not be scored gets reward
 0.0 and is counted in extra_logs["acecoder/failed"]; nothing raises into the training loop.
 

@@ -7,14 +7,16 @@ RM server's score. `mix`: rm_weight * sigmoid(rm) + (1 - rm_weight) * rule, in [
 RM's raw score is a logit of any size; squashed, it weighs against a pass rate as meant).
 
 Calls run on an event loop of their own (a background thread), so that a trainer submits a
-batch and goes on generating while it is scored (`submit` returns a future). Every call has a
-deadline and transient failures are retried by the clients; a sample whose reward could not
-be had comes back with `value=None` and the reason, to be dropped and counted, never scored 0.
+batch and goes on generating while it is scored (`submit` returns a future). A batch goes out
+as calls of at most `per_call` samples, several at once, so that a target naming many
+replicas (`dns:///...`, `ipv4:a,b,c`) shares them out. Every call has a deadline and transient
+failures are retried by the clients; a sample whose reward could not be had comes back with
+`value=None` and the reason, to be dropped and counted, never scored 0.
 
 `spec_from_env` reads the settings of processes that only hand us samples (a reward file a
 trainer imports): ACECODER_REWARD (rule|rm|mix), ACECODER_BINARY (1|0), ACECODER_RM_WEIGHT,
-ACECODER_EXECUTOR, ACECODER_RM (HOST:PORT), ACECODER_DEADLINE, ACECODER_TEST_TIMEOUT,
-ACECODER_CONCURRENCY. `shared(spec)` is one scorer per setting per process.
+ACECODER_EXECUTOR, ACECODER_RM (gRPC targets), ACECODER_DEADLINE, ACECODER_TEST_TIMEOUT,
+ACECODER_CONCURRENCY, ACECODER_PER_CALL. `shared(spec)` is one scorer per setting per process.
 """
 
 from __future__ import annotations
@@ -44,15 +46,19 @@ class RewardSpec:
     rm_weight: float = 0.5
     """mix: weight of the RM score, squashed by a sigmoid (the rule reward gets the rest)."""
     executor: str | None = None
-    """HOST:PORT of `acecoder serve executor` (rule, mix)."""
+    """gRPC target of `acecoder serve executor` (rule, mix): HOST:PORT, or many replicas
+    (`dns:///NAME:PORT`, `ipv4:HOST:PORT,HOST:PORT`)."""
     rm: str | None = None
-    """HOST:PORT of `acecoder serve rm` (rm, mix)."""
+    """gRPC target of `acecoder serve rm` (rm, mix), the same way."""
     deadline: float = 120.0
-    """Seconds for one batch's calls, retries included."""
+    """Seconds for one call, retries included."""
     test_timeout: float | None = None
     """Per-test time limit (the executor's default when None)."""
     concurrency: int = 64
     """Samples scored at once per scorer (the rest wait their turn, client side)."""
+    per_call: int = 8
+    """Samples per call (at most `concurrency`): one call goes to one replica, so smaller
+    calls, more of them at once, share a batch out over more replicas."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,14 +73,19 @@ class RewardSpec:
             raise ValueError(f"deadline must be > 0, got {self.deadline}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.per_call < 1:
+            raise ValueError(f"per_call must be >= 1, got {self.per_call}")
 
 
 @dataclass(frozen=True)
 class Sample:
     question: str
     response: str
-    tests: tuple[str, ...] = ()
+    tests: tuple[Any, ...] = ()
+    """Test statements, stdio tests (StdioTest) or, with `fn_name`, call tests (CallTest)."""
     setup: str = ""
+    fn_name: str = ""
+    """Call tests: the function they call (or the method of the program's class Solution)."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +157,18 @@ class RewardScorer:
             return [Reward(None, error=why) for _ in samples]
 
     async def score(self, samples: list[Sample]) -> list[Reward]:
-        """Chunks of `concurrency` samples, one after another."""
-        out: list[Reward] = []
-        step = self.spec.concurrency
-        for k in range(0, len(samples), step):
-            out.extend(await self._score(samples[k:k + step]))
-        return out
+        """Calls of `per_call` samples, as many at once as keep `concurrency` samples in
+        flight; the rewards in the samples' order."""
+        step = min(self.spec.per_call, self.spec.concurrency)
+        gate = asyncio.Semaphore(max(1, self.spec.concurrency // step))
+
+        async def one(part: list[Sample]) -> list[Reward]:
+            async with gate:
+                return await self._score(part)
+
+        parts = await asyncio.gather(*(one(samples[k:k + step])
+                                       for k in range(0, len(samples), step)))
+        return [reward for part in parts for reward in part]
 
     async def _score(self, samples: list[Sample]) -> list[Reward]:
         spec = self.spec
@@ -231,7 +248,7 @@ async def rule_results(executor: Any, samples: Sequence[Sample], *, deadline: fl
     from acecoder.clients import Program
 
     programs = [Program(extract_program(s.response), list(s.tests), setup=s.setup,
-                        timeout=test_timeout) for s in samples]
+                        timeout=test_timeout, fn_name=s.fn_name) for s in samples]
     pending = "no verdict from the executor"
     results: list[Any] = [pending if s.tests else "the sample has no tests" for s in samples]
     runnable = [i for i, s in enumerate(samples) if s.tests]
@@ -260,7 +277,7 @@ async def rule_results(executor: Any, samples: Sequence[Sample], *, deadline: fl
                 try:
                     results[i] = verdict(await executor.execute(
                         p.program, p.tests, setup=p.setup, timeout=p.timeout,
-                        deadline=remaining))
+                        fn_name=p.fn_name, deadline=remaining))
                 except Exception as one_exc:
                     results[i] = f"executor: {_why(one_exc)}"
 
@@ -310,6 +327,7 @@ def spec_from_env(**overrides: Any) -> RewardSpec:
         "deadline": number("ACECODER_DEADLINE", float, 120.0),
         "test_timeout": number("ACECODER_TEST_TIMEOUT", float, None),
         "concurrency": number("ACECODER_CONCURRENCY", int, 64),
+        "per_call": number("ACECODER_PER_CALL", int, 8),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RewardSpec(**values)
@@ -340,10 +358,15 @@ def _close_shared() -> None:
             pass
 
 
-def parse_tests(raw: Any) -> tuple[tuple[str, ...], str]:
-    """(tests, setup) from what trainers carry as a label: a list of asserts, a JSON string of
-    one, or an object {"tests"|"test_cases": [...], "setup"|"imports": ...}."""
+def parse_tests(raw: Any) -> tuple[tuple[Any, ...], str, str]:
+    """(tests, setup, fn_name) from what trainers carry as a label: a list of asserts, a JSON
+    string of one, or an object {"tests"|"test_cases": [...], "setup"|"imports": ...}; or
+    ground truth as verl, SandboxFusion, DeepCoder, APPS and TACO data carry it:
+    {"inputs": [...], "outputs": [...]} (stdio tests), with "fn_name" call tests, or a list of
+    {"input", "output"} tests ({"tests": [...], "fn_name": "f"} for call tests)."""
     import json
+
+    from acecoder.executor.types import CallTests, parse_ground_truth
 
     if isinstance(raw, str):
         text = raw.strip()
@@ -355,16 +378,39 @@ def parse_tests(raw: Any) -> tuple[tuple[str, ...], str]:
         else:
             raw = [line for line in text.splitlines() if line.strip()]
     setup = ""
-    if isinstance(raw, dict):
+    fn_name = ""
+    if isinstance(raw, dict) and "inputs" in raw:  # ground truth
+        raw = _listed(raw)
+    elif isinstance(raw, dict):
         setup = raw.get("setup") or raw.get("imports") or ""
         if isinstance(setup, list):
             setup = "\n".join(str(x) for x in setup)
+        fn_name = raw.get("fn_name") or ""
         raw = raw.get("tests", raw.get("test_cases"))
-    if hasattr(raw, "tolist"):  # numpy arrays, as parquet datasets hand them over
-        raw = raw.tolist()
-    if not isinstance(raw, (list, tuple)) or not all(isinstance(t, str) for t in raw):
-        raise ValueError("tests must be a list of strings (asserts)")
-    return tuple(raw), str(setup)
+    raw = _listed(raw)
+    if isinstance(raw, (list, tuple)) and all(isinstance(t, str) for t in raw):
+        if fn_name:
+            raise ValueError("tests with \"fn_name\" must be call tests "
+                             "({\"input\": [args...], \"output\": value})")
+        return tuple(raw), str(setup), ""
+    if not isinstance(raw, (list, dict, str)):  # a string: ground truth's JSON
+        raise ValueError("tests must be a list of strings (asserts), of {\"input\", "
+                         "\"output\"} tests, or {\"inputs\", \"outputs\"} ground truth")
+    tests = parse_ground_truth(raw, fn_name)
+    if isinstance(tests, CallTests):
+        return tests.tests, str(setup), tests.fn_name
+    return tuple(tests), str(setup), ""
+
+
+def _listed(raw: Any) -> Any:
+    """numpy arrays (as parquet datasets hand them over) as lists, also inside ground truth."""
+    if hasattr(raw, "tolist"):
+        return raw.tolist()
+    if isinstance(raw, dict):
+        return {k: _listed(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_listed(v) for v in raw]
+    return raw
 
 
 def score_labeled(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
@@ -376,12 +422,12 @@ def score_labeled(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
     problems: dict[int, str] = {}
     for i, (question, response, label) in enumerate(rows):
         try:
-            tests, setup = parse_tests(label)
+            tests, setup, fn_name = parse_tests(label)
         except ValueError as exc:
             problems[i] = f"{what}: {exc}"
             samples.append(None)
             continue
-        samples.append(Sample(question, response, tests, setup))
+        samples.append(Sample(question, response, tests, setup, fn_name))
     scored = iter(scorer.score_now([s for s in samples if s is not None]))
     return [next(scored) if s is not None else Reward(None, error=problems[i])
             for i, s in enumerate(samples)]

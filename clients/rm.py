@@ -82,6 +82,7 @@ class RewardClient(BlockingClient):
     """Blocking client. Thread-safe; reuse one per process."""
 
     stub_class = pb_grpc.RewardModelStub
+    service = pb.DESCRIPTOR.services_by_name["RewardModel"].full_name
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None,
@@ -113,6 +114,7 @@ class AsyncRewardClient(AsyncClient):
     """asyncio client; create and use it inside one event loop."""
 
     stub_class = pb_grpc.RewardModelStub
+    service = pb.DESCRIPTOR.services_by_name["RewardModel"].full_name
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None,

@@ -8,13 +8,17 @@
         job.kept, dict(job.dropped)
 
 Unary calls retry only UNAVAILABLE and RESOURCE_EXHAUSTED, never past their deadline; a
-Synthesize stream is retried only when nothing has arrived yet. Paths of jobs are on the
-server, relative to its data directory.
+Synthesize stream is retried only when nothing has arrived yet. Each call is safe to repeat:
+Synthesize leaves nothing behind on the server, GetJob, ListJobs and CancelJob come out the
+same done twice, and SubmitJob carries a job id (picked by the client when none is given) that
+makes a second try find the first one's job. Paths of jobs are on the server, relative to its
+data directory; jobs live on the replica that runs them, so a job service is one replica.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +36,11 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_")
 
 
+def new_job_id() -> str:
+    """A fresh job id, of the form the server picks when a request names none."""
+    return uuid.uuid4().hex[:12]
+
+
 def _options(**kw: Any) -> pb.SynthesisOptions:
     """Options of a request; None (and an empty stage list) leave the server's default."""
     return pb.SynthesisOptions(**{k: v for k, v in kw.items() if v is not None and v != ()})
@@ -41,6 +50,7 @@ class SynthesisClient(BlockingClient):
     """Blocking client. Thread-safe; reuse one per process."""
 
     stub_class = pb_grpc.SynthesisStub
+    service = pb.DESCRIPTOR.services_by_name["Synthesis"].full_name
 
     def __init__(self, target: str, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None,
@@ -73,9 +83,12 @@ class SynthesisClient(BlockingClient):
                    deadline: float | None = None) -> pb.Job:
         """Start a job: `kind` synth (stages 1-3), sample (4; `k`, `temperature`), pairs (5)
         or hard (6). With the id of a job that exists, get it back instead (resumed if it had
-        failed or been cancelled)."""
+        failed or been cancelled). Without `job_id`, the client picks one: it is the call's
+        idempotency key, so a retry after a reply that was lost finds the job the first try
+        started instead of starting a second one."""
         req = pb.SubmitJobRequest(
-            input_path=input_path, output_path=output_path, job_id=job_id, kind=kind,
+            input_path=input_path, output_path=output_path, job_id=job_id or new_job_id(),
+            kind=kind,
             options=_options(n_tests=n_tests, min_passed=min_passed, min_kept=min_kept,
                              decontam_threshold=decontam_threshold, stages=tuple(stages),
                              proxy_reference=proxy_reference, k=k, temperature=temperature))

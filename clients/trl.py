@@ -4,7 +4,8 @@
     trainer = GRPOTrainer(model=..., reward_funcs=[acecoder_reward], train_dataset=ds, ...)
 
 The dataset needs a "tests" (or "test_cases") column: a list of asserts, a JSON string of one,
-or {"tests": [...], "setup": "..."}. TRL calls the function with `prompts`, `completions`
+or {"tests": [...], "setup": "..."}, or {"inputs", "outputs"} ground truth (with "fn_name":
+call tests). TRL calls the function with `prompts`, `completions`
 (strings, or chat messages) and every dataset column; it is a coroutine, which TRL awaits
 alongside its other reward functions. It returns one float per completion, or None where no
 reward could be had (TRL leaves those out of the group's statistics), never raising.
@@ -51,11 +52,12 @@ def make_reward(**settings: Any) -> Callable[..., Awaitable[list[float | None]]]
         samples: list[Sample | None] = []
         for i, completion in enumerate(completions):
             try:
-                tests, setup = parse_tests(raw[i] if raw is not None else None)
+                tests, setup, fn_name = parse_tests(raw[i] if raw is not None else None)
             except ValueError:
                 samples.append(None)
                 continue
-            samples.append(Sample(_question(prompts[i]), _text(completion), tests, setup))
+            samples.append(Sample(_question(prompts[i]), _text(completion), tests, setup,
+                                  fn_name))
         todo = [s for s in samples if s is not None]
         rewards: list[Reward] = []
         if todo:

@@ -10,7 +10,9 @@ In a verl config::
 
 verl passes the response alone (`solution_str`, decoded without special tokens) and the
 dataset's `reward_model.ground_truth`, here the tests: a list of asserts, a JSON string of one,
-or {"tests": [...], "setup": "..."}. The RM reward also needs the question: put it in
+or {"tests": [...], "setup": "..."}; or ground truth as verl's own code datasets carry it,
+{"inputs": [...], "outputs": [...]} (stdio tests; call tests with "fn_name", as APPS/TACO
+have it), as an object or a JSON string. The RM reward also needs the question: put it in
 `extra_info["question"]`. Each call returns a dict: `score` plus pass rate, all-passed, RM
 score, hack flags, and `ok`/`error` — a sample that could not be scored gets score 0.0 with
 ok False and the reason, and never raises into the training loop.

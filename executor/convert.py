@@ -7,7 +7,16 @@ from typing import Any
 
 from acecoder.v1 import executor_pb2 as pb
 
-from .types import ExecutionResult, ProgramStatus, StdioTest, TestResult, Verdict
+from .types import (
+    CallTest,
+    CallTests,
+    ExecutionResult,
+    ProgramStatus,
+    StdioTest,
+    TestResult,
+    Verdict,
+    call_json,
+)
 
 
 def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
@@ -63,13 +72,33 @@ def request_fields(m: pb.ExecuteRequest) -> dict[str, Any]:
     }
 
 
-def split_tests(tests: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
-    """(test statements, stdio (input, output) pairs) of a list holding one kind: statements
-    (str/bytes), or StdioTest records / {"input", "output"} mappings."""
+def split_tests(tests: Sequence[Any] | CallTests, fn_name: str = "") -> tuple[
+        list[Any], list[tuple[str, str]], list[tuple[str, str]], str]:
+    """(test statements, stdio (input, output) pairs, call (JSON arguments, JSON output) pairs,
+    fn_name) of tests of one kind: statements (str/bytes); StdioTest records or
+    {"input", "output"} mappings; or, with `fn_name` (or a CallTests record), CallTest records
+    or {"input": [args...], "output": value} mappings."""
+    if isinstance(tests, CallTests):
+        if fn_name and fn_name != tests.fn_name:
+            raise ValueError(f"the tests call {tests.fn_name!r} but fn_name is {fn_name!r}")
+        fn_name, tests = tests.fn_name, tests.tests
     statements: list[Any] = []
     stdio: list[tuple[str, str]] = []
-    for t in tests:
-        if isinstance(t, StdioTest):
+    calls: list[tuple[str, str]] = []
+    for i, t in enumerate(tests):
+        if isinstance(t, CallTest) or (fn_name and isinstance(t, Mapping)):
+            try:
+                args, output = (t.input, t.output) if isinstance(t, CallTest) \
+                    else (t["input"], t["output"])
+            except KeyError as exc:
+                raise ValueError(f"a call test needs 'input' and 'output' (missing {exc})") \
+                    from None
+            if not isinstance(args, (list, tuple)):
+                raise ValueError(f"call test {i}: 'input' must be the list of the call's "
+                                 f"arguments, got {type(args).__name__}")
+            calls.append((call_json(args, f"call test {i}'s input"),
+                          call_json(output, f"call test {i}'s output")))
+        elif isinstance(t, StdioTest):
             stdio.append((t.input, t.output))
         elif isinstance(t, Mapping):
             try:
@@ -79,9 +108,15 @@ def split_tests(tests: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]
                     from None
         else:
             statements.append(t)
-    if statements and stdio:
-        raise ValueError("a request's tests are all statements or all stdio tests")
-    return statements, stdio
+    if sum(map(bool, (statements, stdio, calls))) > 1:
+        raise ValueError("a request's tests are all statements or all stdio tests (or, with "
+                         "fn_name, all call tests)")
+    if calls and not fn_name:
+        raise ValueError("call tests need fn_name: the function (or method of class Solution) "
+                         "they call")
+    if fn_name and (statements or stdio):
+        raise ValueError(f"fn_name {fn_name!r} is set, but the tests are not call tests")
+    return statements, stdio, calls, fn_name
 
 
 def request_to_proto(

@@ -8,7 +8,11 @@ a program that gets the paths of the input, the output and the expected output, 
 exit status is the verdict, as testlib's); "time_limit" (seconds per test) and
 "memory_limit_mb" set the limits; "language" is "python" (the default), "c", "cpp", "java",
 "nodejs", "rust" or "go" (stdio tests only; a compile failure is the status "COMPILE_ERROR"; a
-language this machine has no toolchain for is "INVALID_INPUT", saying what to install).
+language this machine has no toolchain for is "INVALID_INPUT", saying what to install). With
+"fn_name": str (or ground truth that carries its own "fn_name", as APPS and TACO do) the tests
+are call tests: [{"input": [args...], "output": value}, ...] or {"inputs": [[args...], ...],
+"outputs": [...]}, each a call of that function (or of `Solution().fn_name`) compared as plain
+data (see the README's "Call tests").
 Output records: {"id": ..., "pass_rate": float, "verdicts": [...], "status": str}, one per input,
 in completion order. Rerunning with the same output file skips ids already written, so an
 interrupted run resumes where it stopped.
@@ -30,7 +34,7 @@ from . import languages
 from .config import ExecutorConfig
 from .pool import WorkerPool
 from .service import validate
-from .types import ExecutionResult, StdioTest, parse_tests
+from .types import CallTests, ExecutionResult, StdioTest, call_json, parse_ground_truth
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class Record:
     memory_mb: int | None = None
     language: str = "python"
     checker_source: str = ""
+    fn_name: str = ""
+    calls: tuple[tuple[str, str], ...] = ()
+    """Call tests of `fn_name`: (JSON arguments, JSON output) pairs (`tests` is empty)."""
 
 
 def _number(row: dict[str, Any], name: str) -> Any:
@@ -67,17 +74,29 @@ def _record(rid: str, row: dict[str, Any]) -> Record:
     elif not isinstance(checker, str):
         raise ValueError("\"checker\" must be a string (tokens, exact, lines, float:TOL, ...) "
                          "or {\"custom\": \"<python checker source>\"}")
-    if "fn_name" in row:
-        raise ValueError("call tests (\"fn_name\") are not supported yet")
+    fn_name = row.get("fn_name") or ""
+    if not isinstance(fn_name, str):
+        raise ValueError("\"fn_name\" must be a string: the function the call tests call")
     memory = _number(row, "memory_limit_mb")
     try:
-        tests = parse_tests(row.get("tests"))
+        parsed = parse_ground_truth(row.get("tests"), fn_name)
+        calls: tuple[tuple[str, str], ...] = ()
+        tests: list[str] | list[StdioTest] = []
+        if isinstance(parsed, CallTests):
+            fn_name = parsed.fn_name
+            calls = tuple((call_json(t.input, f"tests[{i}].input"),
+                           call_json(t.output, f"tests[{i}].output"))
+                          for i, t in enumerate(parsed.tests))
+        else:
+            tests = parsed
     except ValueError as exc:
-        raise ValueError("\"tests\" must be a list of statements or of stdio tests, or "
-                         f"{{\"inputs\", \"outputs\"}} ground truth ({exc})") from None
+        raise ValueError("\"tests\" must be a list of statements, of stdio tests or (with "
+                         "\"fn_name\") of call tests, or {\"inputs\", \"outputs\"} ground "
+                         f"truth ({exc})") from None
     return Record(rid, text_field(row, "program"), tests, text_field(row, "setup", ""),
                   checker, _number(row, "time_limit"),
-                  None if memory is None else int(memory), language, checker_source)
+                  None if memory is None else int(memory), language, checker_source, fn_name,
+                  calls)
 
 
 def read_input(path: Path) -> list[Record]:
@@ -123,7 +142,8 @@ async def run(input_path: Path, output_path: Path, config: ExecutorConfig,
                                    timeout=rec.time_limit or timeout, memory_mb=rec.memory_mb,
                                    request_id=rec.id, stdio=stdio, checker=rec.checker,
                                    checker_source=rec.checker_source,
-                                   language=rec.language)
+                                   language=rec.language, fn_name=rec.fn_name,
+                                   calls=rec.calls)
                 except (InvalidArgument, FailedPrecondition) as exc:
                     counts["invalid"] += 1
                     write({"id": rec.id, "pass_rate": 0.0, "verdicts": [],

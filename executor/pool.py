@@ -203,7 +203,8 @@ class WorkerPool:
             # a worker for long either: a little more than one test's limit, at most load_timeout.
             "timeout": req.timeout, "load_timeout": min(c.load_timeout, req.timeout + 2.0),
             "memory_bytes": req.memory_mb << 20, "file_bytes": c.file_bytes,
-            "open_files": c.open_files, "processes": c.processes, "output_bytes": c.output_bytes,
+            "open_files": c.open_files, "processes": c.processes,
+            "output_bytes": req.capture_bytes or c.output_bytes,
             "stop_on_first_failure": req.stop_on_first_failure,
             "kind": req.kind, "expected": list(req.expected), "checker": req.checker,
             "output_limit": req.output_limit, "language": req.language,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import keyword
 import logging
 import math
 import time
@@ -38,6 +40,78 @@ def _text(value: bytes | str, what: str, limit: int, limit_name: str) -> str:
         ) from None
 
 
+MAX_CALL_DEPTH = 100
+"""The deepest a call test's JSON may nest (a Python literal much deeper does not compile)."""
+
+
+def _json_value(value: bytes | str, what: str, config: ExecutorConfig) -> Any:
+    """A call test's JSON, parsed; InvalidArgument if it is not plain JSON."""
+    text = _text(value, what, config.max_test_bytes, "max_test_bytes")
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        data = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise InvalidArgument(f"{what} is nested too deeply (at most {MAX_CALL_DEPTH} "
+                              "levels)") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an int too long
+        raise InvalidArgument(f"{what} is not JSON ({exc})") from None
+    todo = [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if depth > MAX_CALL_DEPTH:
+            raise InvalidArgument(f"{what} is nested more than {MAX_CALL_DEPTH} levels deep")
+        if isinstance(item, float) and not math.isfinite(item):  # 1e999 parses as inf
+            raise InvalidArgument(f"{what} holds a number out of a double's range ({text[:80]!r})")
+        if isinstance(item, list):
+            todo.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            todo.extend((v, depth + 1) for v in item.values())
+    return data
+
+
+def call_statements(config: ExecutorConfig, fn_name: str,
+                    calls: Sequence[tuple[bytes | str, bytes | str]], at: str = "") -> list[str]:
+    """Call tests as the test statements that run them: `assert __acecoder_call__("f", [args],
+    expected)` (see sandbox.harness.CallCheck: it calls the program's `f`, or `Solution().f`,
+    and compares the result as plain data in the test process; the expected value never
+    reaches the program). The JSON becomes Python literals, so such a suite is a suite of plain
+    checks (sandbox.literal), run by the judge. InvalidArgument says what is wrong."""
+    from .sandbox.harness import CALL  # the test process's module: loaded only when needed
+
+    if not calls:
+        raise InvalidArgument(f"{at}fn_name {fn_name[:100]!r} is set but call_tests is empty: "
+                              "send at least one call test")
+    if not fn_name:
+        raise InvalidArgument(f"{at}call tests need fn_name: the function (or method of class "
+                              "Solution) they call")
+    if not (len(fn_name) <= 256 and fn_name.isidentifier() and not keyword.iskeyword(fn_name)
+            and not fn_name.startswith("__")):
+        raise InvalidArgument(f"{at}fn_name must be a Python function name (an identifier, not "
+                              f"a keyword, not starting with '__'), got {fn_name[:100]!r}")
+    if len(calls) > config.max_tests:
+        raise InvalidArgument(f"{at}{len(calls)} tests sent; the limit is {config.max_tests} "
+                              "(max_tests): split the request")
+    out = []
+    for i, (given, want) in enumerate(calls):
+        args = _json_value(given, f"{at}call_tests[{i}].input", config)
+        if not isinstance(args, list):
+            raise InvalidArgument(f"{at}call_tests[{i}].input must be a JSON array of the "
+                                  f"call's arguments, got {type(args).__name__}: "
+                                  "send [arg1, arg2, ...]")
+        expected = _json_value(want, f"{at}call_tests[{i}].output", config)
+        statement = f"assert {CALL}({fn_name!r}, {args!r}, {expected!r})"
+        size = len(statement.encode("utf-8", errors="surrogatepass"))
+        if size > config.max_test_bytes:
+            raise InvalidArgument(f"{at}call_tests[{i}] is {size} bytes as a test (its input "
+                                  f"and output together); the limit is {config.max_test_bytes} "
+                                  "(max_test_bytes): send less")
+        out.append(statement)
+    return out
+
+
 def validate(
     config: ExecutorConfig,
     *,
@@ -57,12 +131,15 @@ def validate(
     fn_name: str = "",
     calls: Sequence[tuple[bytes | str, bytes | str]] | None = None,
     checker_source: bytes | str = b"",
+    capture_bytes: int | None = None,
 ) -> ExecutionRequest:
     """Turn raw request fields into an ExecutionRequest, or raise InvalidArgument that says
     what to change (FailedPrecondition for a language this server has no toolchain for).
     `stdio`: (input, expected output) pairs instead of test statements: the program runs whole
     on each input, and `checker` compares its output. `fn_name` and `calls`: (JSON arguments,
-    JSON output) pairs, each a call of that function compared as plain data."""
+    JSON output) pairs, each a call of that function compared as plain data. `capture_bytes`:
+    the output kept in the result (default: the server's `output_bytes`), at most
+    `max_output_limit`."""
     at = f"{where}: " if where else ""
     kind = "stdio" if stdio else "assert"
     try:
@@ -74,7 +151,10 @@ def validate(
             raise InvalidArgument(f"{at}compile_timeout_seconds must be in (0, "
                                   f"{config.max_compile_timeout}], got {compile_timeout!r}")
         if fn_name or calls:
-            raise InvalidArgument(f"{at}call tests (fn_name) are not supported yet")
+            if tests or stdio:
+                raise InvalidArgument(f"{at}send call tests (fn_name) or test statements or "
+                                      "stdio tests, not two kinds")
+            tests = call_statements(config, fn_name, calls or (), at)
         prog = _text(program, f"{at}program", config.max_program_bytes, "max_program_bytes")
         setup_text = _text(setup, f"{at}setup", config.max_program_bytes, "max_program_bytes")
         inputs: list[str] = []
@@ -112,6 +192,9 @@ def validate(
         if not 1024 <= output_limit <= config.max_output_limit:
             raise InvalidArgument(f"{at}output_limit_bytes must be between 1024 and "
                                   f"{config.max_output_limit}, got {output_limit}")
+        if capture_bytes is not None and not 0 <= capture_bytes <= config.max_output_limit:
+            raise InvalidArgument(f"{at}capture_bytes must be between 0 and "
+                                  f"{config.max_output_limit}, got {capture_bytes}")
         if not tests and not stdio:
             raise InvalidArgument(f"{at}tests is empty: send at least one test statement")
         if len(tests) > config.max_tests:
@@ -151,6 +234,7 @@ def validate(
         checker=checker or "tokens", output_limit=int(output_limit), language=language,
         compile_timeout=float(compile_timeout),
         checker_source=checker_text if stdio else "",
+        capture_bytes=int(capture_bytes or 0),
     )
 
 

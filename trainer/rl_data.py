@@ -1,7 +1,9 @@
 """Prompts for the RL trainer, and which of them each step takes.
 
 A prompt is a conversation for the policy's chat template plus the tests its answer is run
-on. Sources: AceCode-87K records (`context_messages`, else `question`; `test_cases`),
+on. Sources: AceCode-87K records (`context_messages`, else `question`; `test_cases`; with
+`fn_name`, call tests: `test_cases` [{"input": [args...], "output": value}, ...] or
+{"inputs", "outputs"} ground truth, as APPS and TACO have them),
 `embedded:mbpp` (MbppBase's problems, with the first test shown in the prompt so that the
 policy knows the function's name, as MBPP's own prompts do), or `embedded:warmup` (a dozen
 one-line functions in AceCode-87K's format: a 135M policy solves some of them, so short CPU
@@ -32,8 +34,10 @@ class Prompt:
     id: str
     messages: tuple[dict[str, str], ...]
     question: str
-    tests: tuple[str, ...]
+    tests: tuple[Any, ...]
+    """Test statements, or call tests (CallTest records) of `fn_name`."""
     setup: str = ""
+    fn_name: str = ""
 
 
 def mbpp_prompts() -> list[Prompt]:
@@ -51,7 +55,15 @@ def mbpp_prompts() -> list[Prompt]:
 
 def _record(rid: str, row: dict[str, Any]) -> Prompt:
     question = text_field(row, "question")
-    tests = text_list(row, "test_cases")
+    fn_name = ""
+    tests: tuple[Any, ...]
+    if row.get("fn_name"):
+        from acecoder.clients.rewards import parse_tests
+
+        tests, _, fn_name = parse_tests({"test_cases": row.get("test_cases"),
+                                         "fn_name": row["fn_name"]})
+    else:
+        tests = tuple(text_list(row, "test_cases"))
     if not tests:
         raise ValueError("\"test_cases\" is empty: nothing to reward the answer with")
     raw = row.get("context_messages") or [{"role": "user", "content": question}]
@@ -60,7 +72,7 @@ def _record(rid: str, row: dict[str, Any]) -> Prompt:
             and isinstance(m.get("content"), str) for m in raw):
         raise ValueError("\"context_messages\" must be a list of {role, content} strings")
     messages = tuple({"role": m["role"], "content": m["content"]} for m in raw)
-    return Prompt(rid, messages, question, tuple(tests), str(row.get("setup") or ""))
+    return Prompt(rid, messages, question, tests, str(row.get("setup") or ""), fn_name)
 
 
 def read_prompts(source: str | Path, limit: int | None = None) -> list[Prompt]:

@@ -37,8 +37,14 @@ def register(sub: Any) -> None:
     services = p.add_subparsers(dest="service", metavar="SERVICE", required=True)
     s = services.add_parser("executor", help="the sandboxed test-execution service",
                             description="Serve acecoder.v1.Executor (with grpc health and "
-                                        "reflection) until SIGTERM, then drain.")
+                                        "reflection), and optionally SandboxFusion's HTTP API "
+                                        "(POST /run_code, for verl), until SIGTERM, then drain.")
     add_listen_options(s, config=SERVER)
+    s.add_argument("--http-port", type=int, default=None,
+                   help="also answer SandboxFusion's POST /run_code (and the batched POST "
+                        "/acecoder/v1/run_tests) on this port, with the gRPC port's TLS and "
+                        "tokens; needs acecoder[http] (default: off)")
+    add_http_limits(s)
     s.add_argument("--max-queue", type=int, default=Default(EXECUTOR, "max_queue"),
                    help="requests that may wait for a worker before RESOURCE_EXHAUSTED "
                         "(default %(default)s)")
@@ -55,14 +61,7 @@ def register(sub: Any) -> None:
     add_listen_options(s, config=RM_SERVER)
     s.add_argument("--http-port", type=int, default=None,
                    help="serve the OpenRLHF gateway on this port (default: off)")
-    s.add_argument("--http-max-body-mb", type=float,
-                   default=Default(RM_SERVER, "http_max_body_mb"), metavar="MB",
-                   help="largest request body the gateway reads; larger is refused with 413 "
-                        "from its Content-Length, unread (default %(default)s)")
-    s.add_argument("--http-header-timeout", type=float,
-                   default=Default(RM_SERVER, "http_header_timeout"), metavar="S",
-                   help="seconds a connection has to send a request's headers before the "
-                        "gateway closes it (default %(default)s)")
+    add_http_limits(s)
     s.add_argument("--policy-template", default=Default(RM_SERVER, "policy_template"),
                    metavar="auto|chatml|llama3|DIR",
                    help="how the gateway splits a policy's query into question and response "
@@ -137,6 +136,9 @@ def register(sub: Any) -> None:
                    help="default %(default)s (0: any)")
     s.add_argument("--http-port", type=int, default=None,
                    help="the RM server's OpenRLHF gateway on this port (default: off)")
+    s.add_argument("--executor-http-port", type=int, default=None, metavar="P",
+                   help="the executor's SandboxFusion-compatible POST /run_code on this port, "
+                        "for verl (default: off)")
     s.add_argument("--metrics-port-base", type=int, default=None, metavar="P",
                    help="Prometheus metrics of the executor, RM and synthesis services on "
                         "P, P+1 and P+2 (default: off)")
@@ -165,13 +167,31 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_serve_all)
 
 
+def add_http_limits(p: argparse.ArgumentParser) -> None:
+    """What bounds an HTTP port's clients (the RM gateway's, the executor's /run_code)."""
+    p.add_argument("--http-max-body-mb", type=float, default=Default(SERVER, "http_max_body_mb"),
+                   metavar="MB",
+                   help="largest request body the HTTP port reads; larger is refused with 413 "
+                        "from its Content-Length, unread (default %(default)s)")
+    p.add_argument("--http-header-timeout", type=float,
+                   default=Default(SERVER, "http_header_timeout"), metavar="S",
+                   help="seconds a connection has to send a request's headers before the HTTP "
+                        "port closes it (default %(default)s)")
+
+
 def cmd_serve_executor(args: argparse.Namespace) -> int:
     from acecoder.executor.main import serve
     from acecoder.serving import ServerConfig
 
     config = executor_config(args)
     server = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                          grace=args.grace, security=listen_security(args, "executor"))
+                          grace=args.grace, security=listen_security(args, "executor"),
+                          http_port=args.http_port, http_max_body_mb=args.http_max_body_mb,
+                          http_header_timeout=args.http_header_timeout)
+    if args.http_port is not None:  # before any port is bound: say which extra is missing
+        from acecoder.http_server import require
+
+        require("http")
     asyncio.run(serve(config, server))
     return 0
 
@@ -244,8 +264,11 @@ def cmd_serve_all(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     group = ServiceGroup()
     try:
+        ex_http = ([] if args.executor_http_port is None
+                   else ["--http-port", str(args.executor_http_port)])
         ex = group.start("executor", *listen, "--port", str(args.executor_port),
-                         "--workers", str(args.workers), "--jail", args.jail, *metrics(0))
+                         "--workers", str(args.workers), "--jail", args.jail, *ex_http,
+                         *metrics(0))
         http = [] if args.http_port is None else ["--http-port", str(args.http_port)]
         rm = group.start("rm", *listen, "--port", str(args.rm_port), "--executor", ex.target,
                          "--model", args.rm_model, *http, *metrics(1), wait_ready=True)

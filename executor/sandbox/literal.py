@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from .harness import PLAIN_ATTRIBUTES, PLAIN_MODULES, SuiteCache
+from .harness import CALL, PLAIN_ATTRIBUTES, PLAIN_MODULES, SuiteCache
 
 # Larger suites are not parsed here (the worker's time is not bounded by a test's limit); they
 # take the usual path.
@@ -195,6 +195,8 @@ def plain_suite(tests: list[str], setup: str) -> frozenset[str] | None:
             binds |= test.binds
     except (_NotPlain, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    if reads & binds or any(name.startswith("__") for name in reads):
+    if reads & binds or any(name.startswith("__") and name != CALL for name in reads):
         return None  # a name a test binds is read as the program's: not a plain check
+    # CALL (call tests) is the one dunder name a plain check may read: the judge binds it to
+    # harness.CallCheck, which calls the program and compares plain data, like a plain check.
     return frozenset(reads)

@@ -235,8 +235,8 @@ def run_main(program: str, *, raised: int = 1) -> None:
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
                                   encoding="utf-8", errors="surrogateescape")
     code = 0
-    try:
-        compiled = compile(program, "<program>", "exec")
+    try:  # dont_inherit: not this module's __future__ annotations (they break @dataclass)
+        compiled = compile(program, "<program>", "exec", dont_inherit=True)
     except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
         _print_exc(exc)
         os._exit(EXIT_MEMORY if isinstance(exc, MemoryError) else EXIT_SYNTAX)
@@ -321,15 +321,15 @@ def _print_exc(exc: BaseException) -> None:
 def main(rpc_in: int, rpc_out: int, program: str, setup: str) -> None:
     """Load the program and serve until the test process hangs up. Never returns normally."""
     ns: dict[str, Any] = {"__name__": "solution", "__builtins__": builtins}
-    try:
-        code = compile(program, "<program>", "exec")
+    try:  # dont_inherit: not this module's __future__ annotations (they break @dataclass)
+        code = compile(program, "<program>", "exec", dont_inherit=True)
     except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
         kind, name, message = _describe_exc(exc)
         wire.send(rpc_out, ("load_failed", "syntax" if kind == "error" else kind, name, message))
         os._exit(0)
     try:
         if setup:
-            exec(compile(setup, "<setup>", "exec"), ns)
+            exec(compile(setup, "<setup>", "exec", dont_inherit=True), ns)
         exec(code, ns)
     except BaseException as exc:
         wire.send(rpc_out, ("load_failed", *_describe_exc(exc)))

@@ -13,8 +13,9 @@ COPY clients /src/clients
 COPY server /src/server
 COPY trainer /src/trainer
 COPY proto /src/proto
-# [http]: SandboxFusion's POST /run_code (--http-port), for verl
-RUN /opt/acecoder/bin/pip install --no-cache-dir '/src[http]'
+# [http]: SandboxFusion's POST /run_code (--http-port), for verl; [programs]: what LeetCode-style
+# programs may import (sortedcontainers)
+RUN /opt/acecoder/bin/pip install --no-cache-dir '/src[http,programs]'
 
 FROM python:3.11.11-slim-bookworm
 RUN apt-get update \

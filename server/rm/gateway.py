@@ -8,7 +8,8 @@ gateway recovers (question, response) from the policy's template, scores them th
 score as the reward and its logistic as the score.
 
 With `reward="rule"` (or "mix") the labels carry each sample's tests (a list of asserts, a
-JSON string of one, or {"tests", "setup"}), or a record id looked up in a tests file
+JSON string of one, {"tests", "setup"}, or {"inputs", "outputs"} ground truth, call tests with
+"fn_name"; see clients.rewards.parse_tests), or a record id looked up in a tests file
 (AceCode-87K records): the program in the response runs in the executor, and the reward is
 its pass rate (1.0 only when all pass, with `binary`), or the weighted mix with the RM score.
 A sample that cannot be scored gets reward 0.0 and `extra_logs["failed"] = 1` with the
@@ -24,13 +25,8 @@ within `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` connections are served at o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import json
 import logging
-import math
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,55 +35,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from acecoder.clients.rewards import sigmoid
-from acecoder.errors import (
-    AcecoderError,
-    DeadlineExceeded,
-    InvalidArgument,
-    ResourceExhausted,
-    Unauthenticated,
+from acecoder.errors import AcecoderError, InvalidArgument
+from acecoder.http_server import (
+    HEADER_TIMEOUT,
+    MAX_BODY_BYTES,
+    Authenticated,
+    HttpServer,
+    error_response,
+    read_body,
+    unless_gone,
 )
 from acecoder.models import templates
-from acecoder.security import Guard, client_name, peer_address
+from acecoder.security import Guard
 
 from .metrics import RewardMetrics
 from .service import RewardService
 
 logger = logging.getLogger(__name__)
-
-_HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
-                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500,
-                "NOT_FOUND": 404, "FAILED_PRECONDITION": 400}
-
-HEADER_TIMEOUT = 10.0
-"""Default seconds a connection has to deliver a request's headers (from connecting, or from
-the end of its previous response); then it is closed."""
-MAX_HEADER_BYTES = 64 * 1024
-"""Request line and headers, together; longer is answered 400 and the connection closed."""
-BODY_TIMEOUT = 60.0
-"""Seconds a request has to deliver its whole body once its headers are in."""
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Default cap on a request body (`max_body_bytes`)."""
-MAX_CONNECTIONS = 1024
-"""Connections served at once; more are answered 503."""
-
-
-class _TooLarge(ResourceExhausted):
-    http_status = 413
-
-
-class _TooSlow(DeadlineExceeded):
-    http_status = 408
-
-
-def _error_response(exc: AcecoderError) -> JSONResponse:
-    code = exc.grpc_code
-    status = getattr(exc, "http_status", None) or _HTTP_STATUS.get(code, 500)
-    headers = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse({"error": str(exc), "code": code}, status_code=status, headers=headers)
-
 
 def policy_formats(spec: str) -> tuple[templates.ChatFormat, ...]:
     """The chat formats to try on queries: 'auto', 'chatml', 'llama3', or a tokenizer dir."""
@@ -170,8 +134,7 @@ class Gateway:
         """The gRPC port's Guard when both run in one server: one bucket per client."""
         self.max_body_bytes = max_body_bytes
         self.header_timeout = header_timeout
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self.app = self._build_app()
 
     def _build_app(self) -> Any:
@@ -189,16 +152,16 @@ class Gateway:
                 if self.guard is not None:
                     self.guard.charge(request.scope.get("acecoder.client", ""),
                                       len(queries) if isinstance(queries, list) else 1)
-                result = await _unless_gone(
+                result = await unless_gone(
                     request, self.get_reward(queries, body.get("prompts"), body.get("labels")))
                 return JSONResponse(result)
             except AcecoderError as exc:
                 code = exc.grpc_code
-                return _error_response(exc)
+                return error_response(exc)
             except Exception:
                 code = "INTERNAL"
                 logger.exception("get_reward failed")
-                return _error_response(AcecoderError(
+                return error_response(AcecoderError(
                     "internal error; the server's log has the details"))
             finally:
                 self.metrics.requests.labels(method="get_reward", code=code).inc()
@@ -211,32 +174,16 @@ class Gateway:
             return JSONResponse({"status": "SERVING" if ok else "NOT_SERVING"},
                                 status_code=200 if ok else 503)
 
-        return _Authenticated(app, self)
+        def refused(path: str, exc: AcecoderError) -> None:
+            method = "get_reward" if path == "/get_reward" else "http"
+            self.metrics.requests.labels(method=method, code=exc.grpc_code).inc()
+
+        return Authenticated(app, self.guard, open_paths=("/health",), refused=refused)
 
     async def _read_json(self, request: Request) -> Any:
         """The body as JSON: refused from its Content-Length when too large (before reading a
-        byte), read within BODY_TIMEOUT and no further than `max_body_bytes`."""
-        cap = self.max_body_bytes
-        too_large = _TooLarge(f"the body is over {cap} bytes (the gateway's limit); send fewer "
-                              "queries per request")
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise InvalidArgument("Content-Length is not a number")
-            if int(length) > cap:
-                raise too_large
-        data = bytearray()
-
-        async def read() -> None:
-            async for chunk in request.stream():
-                data.extend(chunk)
-                if len(data) > cap:
-                    raise too_large
-
-        try:
-            await asyncio.wait_for(read(), BODY_TIMEOUT)
-        except TimeoutError:
-            raise _TooSlow(f"the body did not arrive within {BODY_TIMEOUT:g}s") from None
+        byte), read within the body timeout and no further than `max_body_bytes`."""
+        data = await read_body(request, self.max_body_bytes, hint="send fewer queries per request")
         try:
             return json.loads(data)
         except (ValueError, RecursionError):
@@ -257,12 +204,13 @@ class Gateway:
             }
         return await self._rule_reward(pairs, labels)
 
-    def _tests_of(self, label: Any) -> tuple[tuple[str, ...], str]:
+    def _tests_of(self, label: Any) -> tuple[tuple[Any, ...], str, str]:
+        """(tests, setup, fn_name) of a label (see clients.rewards.parse_tests)."""
         from acecoder.clients.rewards import parse_tests
 
         if isinstance(label, str) and label in self.tests:
             entry = self.tests[label]
-            return tuple(entry["tests"]), entry["setup"]
+            return tuple(entry["tests"]), entry["setup"], ""
         if isinstance(label, str) and not label.lstrip().startswith(("[", "{")) \
                 and "assert" not in label:  # an id, not test code
             raise ValueError(f"no record {label[:100]!r} in the tests file"
@@ -280,12 +228,12 @@ class Gateway:
         problems: dict[int, str] = {}
         for i, ((question, response), label) in enumerate(zip(pairs, labels, strict=True)):
             try:
-                tests, setup = self._tests_of(label)
+                tests, setup, fn_name = self._tests_of(label)
             except ValueError as exc:
                 problems[i] = f"labels[{i}]: {exc}"
                 samples.append(None)
                 continue
-            samples.append(Sample(question, response, tests, setup))
+            samples.append(Sample(question, response, tests, setup, fn_name))
         todo = [s for s in samples if s is not None]
         rules = iter(await rule_results(self.service.executor_client(), todo, deadline=120.0))
         scores: Any = iter([None] * len(todo))
@@ -314,162 +262,10 @@ class Gateway:
 
     async def start(self, host: str, port: int) -> int:
         """Serve on host:port (0 picks one) inside the running event loop; returns the port."""
-        import uvicorn
-
-        class _Server(uvicorn.Server):
-            # The process's own handler drains gRPC and HTTP together; uvicorn must not
-            # take SIGTERM for itself.
-            def install_signal_handlers(self) -> None:
-                pass
-
-            @contextlib.contextmanager
-            def capture_signals(self):  # type: ignore[no-untyped-def, override]
-                yield
-
-        class _Config(uvicorn.Config):
-            acecoder_header_timeout = HEADER_TIMEOUT  # read by _guarded_h11
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-        tls: dict[str, Any] = {}
-        sec = self.security
-        if sec is not None and sec.tls:  # the gRPC port's certificate, and its client CA
-            import ssl
-
-            tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)}
-            if sec.client_ca is not None:
-                tls.update(ssl_ca_certs=str(sec.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
-        config = _Config(self.app, log_level="warning", lifespan="off", access_log=False,
-                         http=_guarded_h11(), h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                         limit_concurrency=MAX_CONNECTIONS, **tls)
-        config.acecoder_header_timeout = self.header_timeout
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError("the HTTP gateway did not start")
-            await asyncio.sleep(0.01)
-        return int(sock.getsockname()[1])
+        self._http = HttpServer(self.app, security=self.security,
+                                header_timeout=self.header_timeout)
+        return await self._http.start(host, port)
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._task, 10)
-
-
-class _CallerGone(AcecoderError):
-    grpc_code = "CANCELLED"
-    http_status = 499
-
-
-async def _unless_gone(request: Request, work: Any) -> Any:
-    """Await `work`, cancelling it as soon as the HTTP caller disconnects: the RM service
-    then takes the request's items out of its queue (a caller that gave up costs nothing
-    more than the batch in flight)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-                raise _CallerGone("the caller disconnected")
-    finally:
-        if not task.done():
-            task.cancel()
-
-
-class _Authenticated:
-    """ASGI middleware: every route but /health needs the token, checked on the headers before
-    the route reads anything; the client's name is left in the scope for the rate limit."""
-
-    def __init__(self, app: Any, gateway: Gateway) -> None:
-        self.app = app
-        self.gateway = gateway
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        guard = self.gateway.guard
-        if scope["type"] != "http" or guard is None or scope["path"] == "/health":
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        address = peer_address(client[0] if client else "")
-        headers = dict(scope.get("headers") or ())
-        query = scope.get("query_string", b"").decode("latin-1")
-        given = ""
-        for part in query.split("&"):
-            if part.startswith("token="):
-                from urllib.parse import unquote
-
-                given = unquote(part[6:])
-        try:
-            try:
-                token = guard.authenticate(headers.get(b"authorization"), query_token=given)
-            except Unauthenticated as exc:
-                raise guard.failed(address, exc) from None
-        except AcecoderError as exc:
-            method = "get_reward" if scope["path"] == "/get_reward" else "http"
-            self.gateway.metrics.requests.labels(method=method, code=exc.grpc_code).inc()
-            await _error_response(exc)(scope, receive, send)
-            return
-        scope["acecoder.client"] = client_name(token, None, address)
-        await self.app(scope, receive, send)
-
-
-@functools.cache
-def _guarded_h11() -> type:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class Guarded(H11Protocol):  # type: ignore[misc]
-        """uvicorn's h11 protocol with a deadline on each request's headers: a client that
-        connects and sends a partial request (or nothing) is closed after the header timeout,
-        however slowly it trickles bytes (uvicorn's keep-alive timer restarts on every
-        byte)."""
-
-        header_timer: asyncio.TimerHandle | None = None
-
-        def _arm(self) -> None:
-            self._disarm()
-            timeout = getattr(self.config, "acecoder_header_timeout", HEADER_TIMEOUT)
-            self.header_timer = self.loop.call_later(timeout, self._expired)
-
-        def _disarm(self) -> None:
-            if self.header_timer is not None:
-                self.header_timer.cancel()
-                self.header_timer = None
-
-        def _expired(self) -> None:
-            self.header_timer = None
-            if not self.transport.is_closing():
-                self.transport.close()
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def handle_events(self) -> None:
-            cycle = self.cycle
-            super().handle_events()
-            if self.cycle is not cycle:  # a request's headers are in
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-    return Guarded
-
+        if self._http is not None:
+            await self._http.stop()

@@ -29,12 +29,6 @@ SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardModel"].full_name
 class RewardServerConfig(ServerConfig):
     port: int = 50052
     """gRPC port; 0 picks a free one."""
-    http_port: int | None = None
-    """Port of the OpenRLHF-compatible HTTP gateway (POST /get_reward); None disables it."""
-    http_max_body_mb: float = 64.0
-    """The gateway's largest request body; larger is refused (413) before it is read."""
-    http_header_timeout: float = 10.0
-    """Seconds a gateway connection has to send a request's headers; then it is closed."""
     policy_template: str = "auto"
     """How the gateway finds question and response in a query: 'auto' (ChatML, then
     Llama-3), 'chatml', 'llama3', or a tokenizer directory whose chat template the policy

@@ -152,6 +152,8 @@ class RewardService:
         batcher = Batcher(self.backend.score, policy, self.metrics, decoder=d.decoder)
         await batcher.start()
         self.batcher = batcher
+        if self.config.executor is not None:
+            self.executor_client()  # connected to every replica before the first rerank
 
     async def close(self) -> None:
         if self.batcher is not None:

@@ -71,3 +71,5 @@ def test_specs_are_checked() -> None:
         RewardSpec(kind="mix", executor="x:1")
     with pytest.raises(ValueError, match="rule, rm, mix"):
         RewardSpec(kind="vibes", executor="x:1")
+    with pytest.raises(ValueError, match="per_call must be >= 1, got 0"):
+        RewardSpec(kind="rule", executor="x:1", per_call=0)

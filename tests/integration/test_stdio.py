@@ -148,7 +148,7 @@ def test_exec_runs_stdio_records_in_every_ground_truth_format(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("row", "message"), [
     ({"language": "cobol"}, "is not one of"),
-    ({"fn_name": "f"}, "not supported yet"),
+    ({"fn_name": "f"}, "must be a call test"),
     ({"checker": {"custom": ""}}, "a custom checker is"),
     ({"checker": {"other": "x"}}, "\"checker\" must be a string"),
     ({"tests": [{"input": "1"}]}, "stdio test"),

@@ -198,6 +198,36 @@ def test_secrets_and_tls(rendered) -> None:  # type: ignore[no-untyped-def]
             assert any(t.secret == mine for t in tokens), key
 
 
+def test_in_cluster_callers_reach_every_replica(rendered) -> None:  # type: ignore[no-untyped-def]
+    """gRPC keeps one connection per channel, so through a ClusterIP Service every call of a
+    client lands on one pod. Each gRPC Service has a headless twin (one DNS record per ready
+    pod) and the in-cluster callers name it with dns:///, which the clients spread calls over
+    (round_robin); the ClusterIP Services stay for callers outside the cluster."""
+    overlay, docs = rendered
+    services = by_kind(docs, "Service")
+    for name in SERVERS:
+        plain, headless = services[name]["spec"], services[f"{name}-headless"]["spec"]
+        assert plain.get("clusterIP") != "None" and headless["clusterIP"] == "None", name
+        assert headless["selector"] == plain["selector"], name
+        grpc_port = next(p for p in plain["ports"] if p["name"] == "grpc")
+        assert headless["ports"] == [grpc_port], name
+        assert not headless.get("publishNotReadyAddresses"), name  # only ready pods get calls
+    targets = []
+    for name, w in workloads(docs).items():
+        for arg in pod(w)["containers"][0]["args"]:
+            flag, _, value = arg.partition("=")
+            if flag in ("--executor", "--rm", "--synth"):
+                targets.append((name, flag, value))
+    callers = {(name, flag) for name, flag, _ in targets}
+    assert {("acecoder-rm", "--executor"), ("acecoder-synth", "--executor"),
+            ("acecoder-trainer", "--executor"), ("acecoder-trainer", "--rm")} <= callers
+    for name, flag, value in targets:
+        host, _, port = value.removeprefix("dns:///").rpartition(":")
+        assert value.startswith("dns:///") and host.endswith("-headless"), (overlay, name, value)
+        service = services[host]["spec"]
+        assert int(port) in {p["port"] for p in service["ports"]}, (overlay, name, value)
+
+
 def test_dockerfiles_are_pinned_multi_stage_and_non_root() -> None:
     images = sorted((K8S / "images").glob("*.Dockerfile"))
     assert [p.stem for p in images] == ["executor", "server", "trainer"]
@@ -245,7 +275,8 @@ def test_every_command_line_is_one_acecoder_accepts(rendered) -> None:  # type: 
             if overlay == "prod-gpu":
                 assert parsed.tls_client_ca == "/etc/acecoder/tls/ca.crt"
         else:
-            assert parsed.executor == "acecoder-executor:50051"
+            assert parsed.executor == "dns:///acecoder-executor-headless:50051"
+            assert parsed.rm == "dns:///acecoder-rm-headless:50052"
             from acecoder.trainer.recipes.base import find_preset
 
             assert find_preset(parsed.preset).is_file()

@@ -417,8 +417,8 @@ class RLTrainer:
             times["generate"] += time.monotonic() - started
             groups = [chunk[k] for k in roll.prompt_index]
             samples = [Sample(self.prompts[g].question, text, self.prompts[g].tests,
-                              self.prompts[g].setup) for g, text in zip(groups, roll.texts,
-                                                                          strict=True)]
+                              self.prompts[g].setup, self.prompts[g].fn_name)
+                       for g, text in zip(groups, roll.texts, strict=True)]
             future: Future[list[Reward]] | list[Reward] = self.rewards.submit(samples)
             if not c.overlap:
                 future = self._wait(future, times, len(samples))

@@ -178,13 +178,18 @@ def test_handlers_that_write_and_handlers_that_yield_both_stream(plain: Loop) ->
 
 def test_health_watch_streams(plain: Loop, guarded: Loop) -> None:
     """grpc's health Watch writes with `context.write`: the interceptor once broke it (UNKNOWN
-    on every service). It needs no token."""
+    on every service). It needs no token, and is not counted (clients hold one open per
+    replica for their channel's lifetime); Check, the probes' call, is."""
     for server in (plain, guarded):
         with grpc.insecure_channel(server.target) as ch:
-            stream = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(),
-                                                          timeout=10)
+            stub = health_pb2_grpc.HealthStub(ch)
+            stream = stub.Watch(health_pb2.HealthCheckRequest(), timeout=10)
             assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
             stream.cancel()
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert server.metrics.count("Check", "OK") == 1
+        assert server.metrics.count("Watch", "CANCELLED", 0) == 0
+        assert server.metrics.count("Watch", "OK", 0) == 0
 
 
 def test_malformed_messages_name_the_field(guarded: Loop) -> None:

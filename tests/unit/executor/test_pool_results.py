@@ -45,3 +45,10 @@ def test_a_lost_request_is_answered_not_raised() -> None:
     r = WorkerPool(CONFIG)._lost_result(REQ, "the sandbox failed: boom")
     assert r.verdicts == [Verdict.CRASHED, Verdict.CRASHED]
     assert r.status_detail == "the sandbox failed: boom" == r.tests[0].error_message
+
+
+def test_a_request_s_capture_size_replaces_the_server_s() -> None:
+    pool = WorkerPool(CONFIG)
+    assert pool.job(REQ)["output_bytes"] == CONFIG.output_bytes
+    big = validate(CONFIG, program="print(1)", tests=[], stdio=[("", "")], capture_bytes=1 << 24)
+    assert pool.job(big)["output_bytes"] == 1 << 24

@@ -50,3 +50,12 @@ def test_bad_config(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match="invalid executor config") as err:
         ExecutorConfig(**kw)  # type: ignore[arg-type]
     assert message in str(err.value)
+
+
+def test_capture_bytes_is_bounded_and_defaults_to_the_server_s() -> None:
+    stdio = {"program": "print(1)", "tests": [], "stdio": [("", "1")]}
+    assert validate(CFG, **stdio).capture_bytes == 0  # type: ignore[arg-type]
+    assert validate(CFG, **stdio, capture_bytes=1 << 20).capture_bytes == 1 << 20  # type: ignore[arg-type]
+    for bad in (-1, CFG.max_output_limit + 1):
+        with pytest.raises(InvalidArgument, match="capture_bytes must be between 0 and"):
+            validate(CFG, **stdio, capture_bytes=bad)  # type: ignore[arg-type]

@@ -50,6 +50,24 @@ def test_bad_prompt_records_are_reported_with_their_lines(tmp_path: Path) -> Non
         rl_data.read_prompts(tmp_path / "missing.jsonl")
 
 
+def test_prompt_records_with_call_tests(tmp_path: Path) -> None:
+    from acecoder.executor.types import CallTest
+
+    path = tmp_path / "p.jsonl"
+    truth = {"inputs": [[1, 2]], "outputs": [3]}
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "question": "q", "fn_name": "add", "test_cases": truth},
+        {"id": "b", "question": "q", "fn_name": "add",
+         "test_cases": [{"input": [1, 2], "output": 3}]},
+        {"id": "c", "question": "q", "fn_name": "add", "test_cases": ["assert add(1, 2) == 3"]},
+    ]) + "\n")
+    with pytest.raises(InputError, match=":3:.*must be call tests"):
+        rl_data.read_prompts(path)
+    path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")
+    a, b = rl_data.read_prompts(path)
+    assert a.tests == b.tests == (CallTest([1, 2], 3),) and a.fn_name == b.fn_name == "add"
+
+
 def test_collate_undoes_split_for_rows_of_different_generations() -> None:
     rows = [([5, 6, 7], [8, 9]), ([1], [2, 3, 4, 0]), ([4, 4], [])]
     batch = rollout.collate(rows, pad=0)
