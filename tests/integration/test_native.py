@@ -99,28 +99,27 @@ def test_the_program_is_compiled_once_per_request(client: ExecutorClient) -> Non
 
 
 @pytest.mark.parametrize(("language", "program"), [
-    ("java", "public class Main{public static void main(String[] x){long[][] a=new long[60][];"
-             "for(int i=0;i<60;i++)a[i]=new long[1<<20];System.out.println(a.length);}}\n"),
-    ("nodejs", "const a=[];for(let i=0;i<60;i++)a.push(new Array(1<<20).fill(i+0.5));"
-               "console.log(a.length);\n"),
-    ("cpp", "#include <bits/stdc++.h>\nint main(){std::vector<std::vector<long long>> v;"
-            "for(int i=0;i<60;i++)v.emplace_back(1<<20,i);std::cout<<v.size()<<\"\\n\";}\n"),
-    ("go", "package main\nimport \"fmt\"\nfunc main(){a:=make([][]int64,0)\n"
-           "for i:=0;i<60;i++{b:=make([]int64,1<<20)\nfor j:=range b{b[j]=int64(i)}\n"
-           "a=append(a,b)}\nfmt.Println(len(a))}\n"),
+    ("java", "import java.util.*;\npublic class Main{public static void main(String[] x){"
+             "int n=new Scanner(System.in).nextInt();long[][] a=new long[n][];"
+             "for(int i=0;i<n;i++){a[i]=new long[1<<20];a[i][7]=i;}System.out.println(a.length);}}\n"),
+    ("nodejs", "const n=Number(require('fs').readFileSync(0,'utf8'));const a=[];"
+               "for(let i=0;i<n;i++)a.push(new Array(1<<20).fill(i+0.5));console.log(a.length);\n"),
+    ("cpp", "#include <bits/stdc++.h>\nint main(){int n;std::cin>>n;"
+            "std::vector<std::vector<long long>> v;"
+            "for(int i=0;i<n;i++)v.emplace_back(1<<20,i);std::cout<<v.size()<<\"\\n\";}\n"),
+    ("go", "package main\nimport \"fmt\"\nfunc main(){var n int\nfmt.Scan(&n)\n"
+           "a:=make([][]int64,0)\nfor i:=0;i<n;i++{b:=make([]int64,1<<20)\n"
+           "for j:=range b{b[j]=int64(i)}\na=append(a,b)}\nfmt.Println(len(a))}\n"),
 ])
 def test_memory_limits_hold_for_every_runtime(client: ExecutorClient, language: str,
                                               program: str) -> None:
-    """60 blocks of 8 MiB: within a 768 MiB limit they run and print 60; under 256 MiB the run
-    is MEMORY, even for runtimes that reserve far more address space than they use."""
+    """Under a 256 MB limit, 12 blocks of 8 MiB (96 MiB) run and print 12; 60 blocks (480 MiB)
+    are MEMORY, even for runtimes that reserve far more address space than they use."""
     if languages.toolchain(language) is None:  # refused: see the test above
         return
-    within = client.execute(program, [StdioTest("", "60")], language=language, memory_mb=768,
-                            timeout=10.0)
-    assert within.verdicts == [Verdict.PASSED], within
-    past = client.execute(program, [StdioTest("", "60")], language=language, memory_mb=256,
-                          timeout=10.0)
-    assert past.verdicts == [Verdict.MEMORY], past
+    r = client.execute(program, [StdioTest("12", "12"), StdioTest("60", "60")],
+                       language=language, memory_mb=256, timeout=10.0, compile_timeout=30.0)
+    assert r.verdicts == [Verdict.PASSED, Verdict.MEMORY], r
 
 
 def test_info_lists_the_languages_with_their_versions(client: ExecutorClient) -> None:
