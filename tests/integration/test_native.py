@@ -101,7 +101,8 @@ def test_the_program_is_compiled_once_per_request(client: ExecutorClient) -> Non
 @pytest.mark.parametrize(("language", "program"), [
     ("java", "import java.util.*;\npublic class Main{public static void main(String[] x){"
              "int n=new Scanner(System.in).nextInt();long[][] a=new long[n][];"
-             "for(int i=0;i<n;i++){a[i]=new long[1<<20];a[i][7]=i;}System.out.println(a.length);}}\n"),
+             "for(int i=0;i<n;i++){a[i]=new long[1<<20];a[i][7]=i;}"
+             "System.out.println(a.length);}}\n"),
     ("nodejs", "const n=Number(require('fs').readFileSync(0,'utf8'));const a=[];"
                "for(let i=0;i<n;i++)a.push(new Array(1<<20).fill(i+0.5));console.log(a.length);\n"),
     ("cpp", "#include <bits/stdc++.h>\nint main(){int n;std::cin>>n;"
