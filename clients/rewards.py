@@ -3,8 +3,10 @@
 
 `rule`: the executor runs the program extracted from the response on the question's tests:
 the pass rate, or (`binary`) 1.0 only when every test passes (AceCoder's RL reward). `rm`: the
-RM server's score. `mix`: rm_weight * sigmoid(rm) + (1 - rm_weight) * rule, in [0, 1] (the
-RM's raw score is a logit of any size; squashed, it weighs against a pass rate as meant).
+RM server's raw score. `mix`: rm_weight * p + (1 - rm_weight) * rule, in [0, 1], where p is the
+RM server's calibrated probability that the program is correct (sigmoid(scale * raw + shift)
+under the served model's calibration; sigmoid(raw) for a model that has none): the raw score
+is an uncentred logit, so only a calibrated one weighs against a pass rate as meant.
 
 Calls run on an event loop of their own (a background thread), so that a trainer submits a
 batch and goes on generating while it is scored (`submit` returns a future). A batch goes out
@@ -44,7 +46,7 @@ class RewardSpec:
     binary: bool = False
     """rule: 1.0 only when all tests pass, else 0.0 (instead of the pass rate)."""
     rm_weight: float = 0.5
-    """mix: weight of the RM score, squashed by a sigmoid (the rule reward gets the rest)."""
+    """mix: weight of the RM's calibrated probability (the rule reward gets the rest)."""
     executor: str | None = None
     """gRPC target of `acecoder serve executor` (rule, mix): HOST:PORT, or many replicas
     (`dns:///NAME:PORT`, `ipv4:HOST:PORT,HOST:PORT`)."""
@@ -95,6 +97,7 @@ class Reward:
     pass_rate: float | None = None
     all_passed: bool | None = None
     rm_score: float | None = None
+    """The RM's raw score."""
     flags: tuple[str, ...] = ()
     """What the executor saw the program try (EXITED_EARLY, FORGED_OUTPUT,
     OVERRIDDEN_EQUALITY): reward hacks, defeated, counted by the trainer."""
@@ -186,7 +189,11 @@ class RewardScorer:
 
     def _combine(self, rule: Any, score: Any) -> Reward:
         spec = self.spec
-        return combine(spec.kind, rule, score, binary=spec.binary, rm_weight=spec.rm_weight)
+        probability = None
+        if isinstance(score, tuple):
+            score, probability = score
+        return combine(spec.kind, rule, score, binary=spec.binary, rm_weight=spec.rm_weight,
+                       probability=probability)
 
     async def _rule(self, samples: list[Sample]) -> list[Any]:
         return await rule_results(self._executor, samples, deadline=self.spec.deadline,
@@ -198,7 +205,7 @@ class RewardScorer:
                                           deadline=self.spec.deadline)
         except Exception as exc:
             return [f"rm: {_why(exc)}"] * len(samples)
-        return [s.score for s in scores]
+        return [(s.score, s.probability) for s in scores]
 
     def close(self) -> None:
         async def shut() -> None:
@@ -212,9 +219,10 @@ class RewardScorer:
 
 
 def combine(kind: str, rule: Any, score: Any, *, binary: bool = False,
-            rm_weight: float = 0.5) -> Reward:
+            rm_weight: float = 0.5, probability: float | None = None) -> Reward:
     """One sample's Reward from its rule result ((pass rate, all passed, flags), None when
-    not asked for, or an error string) and its RM score (float, None, or an error string)."""
+    not asked for, or an error string) and its RM score (float, None, or an error string).
+    `mix` weighs `probability`, the RM's calibrated p(correct) (sigmoid(score) when None)."""
     error = next((x for x in (rule, score) if isinstance(x, str)), None)
     if error is not None:
         return Reward(None, error=error)
@@ -229,7 +237,8 @@ def combine(kind: str, rule: Any, score: Any, *, binary: bool = False,
     elif kind == "rm":
         value = score
     else:
-        value = rm_weight * sigmoid(score) + (1 - rm_weight) * rule_value
+        p = sigmoid(score) if probability is None else probability
+        value = rm_weight * p + (1 - rm_weight) * rule_value
     return Reward(value, pass_rate, all_passed, score, flags)
 
 

@@ -5,7 +5,7 @@ RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
 
     with RewardClient("localhost:50052") as rm:
         scores = rm.score([("Write add(a, b).", "def add(a, b): return a + b")])
-        scores[0].score
+        scores[0].score, scores[0].probability   # raw model output, estimated p(correct)
         ranking = rm.rerank("Write add(a, b).", candidates, budget=0.2)
         ranking.best.index, ranking.complete       # best so far when 0.2 s ran out
 """
@@ -27,8 +27,12 @@ from .base import AsyncClient, BlockingClient, RetryPolicy
 class Score:
     id: str
     score: float
+    """The raw model output (higher is better; not centred)."""
     truncated: bool
     tokens: int
+    probability: float = 0.0
+    """Estimated p(program is correct) under the served model's calibration (sigmoid(score)
+    when it has none: see `model_info().calibrated`)."""
 
 
 def _encode(s: str) -> bytes:
@@ -46,7 +50,7 @@ def _score_request(items: Sequence[tuple[str, str]], ids: Sequence[str] | None,
 
 
 def _scores(reply: pb.ScoreResponse) -> list[Score]:
-    return [Score(s.id, s.score, s.truncated, s.tokens) for s in reply.scores]
+    return [Score(s.id, s.score, s.truncated, s.tokens, s.probability) for s in reply.scores]
 
 
 def _rerank_request(question: str, candidates: Sequence[str], tests: Sequence[str],

@@ -238,7 +238,8 @@ def reward_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     kw = {"model": args.model, "backend": args.backend, "device": args.device,
           "dtype": args.dtype, "max_length": args.max_length, "lanes": args.lanes}
-    for name in ("max_batch_tokens", "max_wait_ms", "max_queue", "prefix_cache_mb", "executor"):
+    for name in ("max_batch_tokens", "max_wait_ms", "max_queue", "prefix_cache_mb", "executor",
+                 "calibration"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     return RewardConfig(**kw)
@@ -261,6 +262,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="tokens per item; longer items lose question tokens from the left")
     p.add_argument("--lanes", type=int, default=Default(REWARD, "lanes"),
                    help="batches computed at once (default: one per core on CPU, one on GPU)")
+    p.add_argument("--calibration", default=None, metavar="FILE.json",
+                   help="the model's calibration (`acecoder rm calibrate` writes one; default: "
+                        "calibration.json beside the checkpoint, else the embedded model's "
+                        "own, else none)")
 
 
 @contextlib.contextmanager

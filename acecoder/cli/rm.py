@@ -1,4 +1,5 @@
-"""`acecoder score`, `rerank` and `rm convert`: the reward model offline and its checkpoints."""
+"""`acecoder score`, `rerank`, `rm convert` and `rm calibrate`: the reward model offline and its
+checkpoints."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def register(sub: Any) -> None:
 
 
 def register_tools(sub: Any) -> None:
-    """`rm convert`."""
+    """`rm convert` and `rm calibrate`."""
     p = sub.add_parser("rm", help="reward-model checkpoint tools",
                        description="Tools for reward-model checkpoints.")
     tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
@@ -67,6 +68,19 @@ def register_tools(sub: Any) -> None:
     t.add_argument("--model", required=True, metavar="PATH|ID", help="the AceCode-RM checkpoint")
     t.add_argument("--output", required=True, metavar="DIR", help="where to write (new directory)")
     t.set_defaults(func=cmd_rm_convert)
+    t = tools.add_parser(
+        "calibrate", help="fit a checkpoint's calibration (p(correct) from its raw score)",
+        description="Fit Platt scaling, p(correct) = sigmoid(scale * raw + shift), for a reward "
+                    "model on labelled items: pass-rate rows {\"question\", \"program\" or "
+                    "\"response\", \"pass_rate\"} (correct when pass_rate == 1) or preference "
+                    "pairs {\"instruction\", \"chosen\", \"rejected\"}. Write the result as "
+                    "calibration.json beside the checkpoint (the RM server picks it up) or pass "
+                    "it to `serve rm --calibration`.")
+    t.add_argument("--input", required=True, metavar="FILE.jsonl", help="labelled items")
+    t.add_argument("--output", required=True, metavar="FILE.json",
+                   help="where to write the calibration")
+    add_model_options(t)
+    t.set_defaults(func=cmd_rm_calibrate)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -98,4 +112,21 @@ def cmd_rm_convert(args: argparse.Namespace) -> int:
         print(f"acecoder rm convert: {exc}", file=sys.stderr)
         return 2
     print(f"wrote a one-label sequence classifier to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_rm_calibrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from acecoder.server.rm import calibrate
+
+    try:
+        fitted = asyncio.run(calibrate.run(Path(args.input), Path(args.output),
+                                           reward_config(args)))
+    except ValueError as exc:
+        print(f"acecoder rm calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: scale {fitted.scale:.4g}, shift {fitted.shift:.4g} from "
+          f"{fitted.n} items; Brier {fitted.brier_before:.4f} (sigmoid of the raw score) -> "
+          f"{fitted.brier_after:.4f} (calibrated)", file=sys.stderr)
     return 0

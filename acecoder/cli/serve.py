@@ -77,8 +77,8 @@ def register(sub: Any) -> None:
                    help="rule/mix: 1.0 only when every test passes (AceCoder's RL reward)")
     s.add_argument("--gateway-rm-weight", type=float,
                    default=Default(RM_SERVER, "gateway_rm_weight"),
-                   help="mix: the weight of sigmoid(RM score); the rule reward gets the "
-                        "rest (default %(default)s)")
+                   help="mix: the weight of the RM's calibrated probability; the rule "
+                        "reward gets the rest (default %(default)s)")
     s.add_argument("--tests-file", default=None, metavar="RECORDS.jsonl",
                    help="AceCode-87K records: a label may name a record's id instead of "
                         "carrying its tests")

@@ -107,8 +107,8 @@ def register(sub: Any) -> None:
                    help="rule reward 1.0 only when every test passes (AceCoder's, the "
                         "default); --no-binary: the pass rate")
     t.add_argument("--rm-weight", type=float, default=_rl("rm_weight"),
-                   help="mix: the weight of sigmoid(RM score); the rule reward gets the "
-                        "rest (default %(default)s)")
+                   help="mix: the weight of the RM's calibrated probability; the rule "
+                        "reward gets the rest (default %(default)s)")
     t.add_argument("--executor", default=None, metavar="HOST:PORT",
                    help="`acecoder serve executor` (rule, mix)")
     t.add_argument("--rm", default=None, metavar="HOST:PORT", help="`acecoder serve rm` (rm, mix)")

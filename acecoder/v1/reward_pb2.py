@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63\x65\x63oder/v1/reward.proto\x12\x0b\x61\x63\x65\x63oder.v1\";\n\tScoreItem\x12\x10\n\x08question\x18\x01 \x01(\x0c\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\"I\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.acecoder.v1.ScoreItem\"I\n\tItemScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x0e\n\x06tokens\x18\x04 \x01(\x05\"K\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06scores\x18\x02 \x03(\x0b\x32\x16.acecoder.v1.ItemScore\"\xd3\x01\n\rRerankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\x0c\x12\x12\n\ncandidates\x18\x03 \x03(\x0c\x12\r\n\x05tests\x18\x04 \x03(\x0c\x12!\n\x14test_timeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05setup\x18\x06 \x01(\x0c\x12\x1b\n\x0e\x62udget_seconds\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x17\n\x15_test_timeout_secondsB\x11\n\x0f_budget_seconds\"\x97\x01\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x16\n\tpass_rate\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04rank\x18\x05 \x01(\x05\x12\x10\n\x08verdicts\x18\x06 \x03(\tB\x08\n\x06_scoreB\x0c\n\n_pass_rate\"\x83\x01\n\x0eRerankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06ranked\x18\x02 \x03(\x0b\x32\x1c.acecoder.v1.RankedCandidate\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\x12\n\x10ModelInfoRequest\"\xc7\x01\n\x11ModelInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x12\n\nmax_length\x18\x06 \x01(\x05\x12\x14\n\x0chead_trained\x18\x07 \x01(\x08\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x0f\n\x07warning\x18\n \x01(\t2\xa6\x02\n\x0bRewardModel\x12>\n\x05Score\x12\x19.acecoder.v1.ScoreRequest\x1a\x1a.acecoder.v1.ScoreResponse\x12H\n\x0bScoreStream\x12\x19.acecoder.v1.ScoreRequest\x1a\x1a.acecoder.v1.ScoreResponse(\x01\x30\x01\x12\x41\n\x06Rerank\x12\x1a.acecoder.v1.RerankRequest\x1a\x1b.acecoder.v1.RerankResponse\x12J\n\tModelInfo\x12\x1d.acecoder.v1.ModelInfoRequest\x1a\x1e.acecoder.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63\x65\x63oder/v1/reward.proto\x12\x0b\x61\x63\x65\x63oder.v1\";\n\tScoreItem\x12\x10\n\x08question\x18\x01 \x01(\x0c\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\"I\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.acecoder.v1.ScoreItem\"^\n\tItemScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x0e\n\x06tokens\x18\x04 \x01(\x05\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\"K\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06scores\x18\x02 \x03(\x0b\x32\x16.acecoder.v1.ItemScore\"\xd3\x01\n\rRerankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\x0c\x12\x12\n\ncandidates\x18\x03 \x03(\x0c\x12\r\n\x05tests\x18\x04 \x03(\x0c\x12!\n\x14test_timeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05setup\x18\x06 \x01(\x0c\x12\x1b\n\x0e\x62udget_seconds\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x17\n\x15_test_timeout_secondsB\x11\n\x0f_budget_seconds\"\x97\x01\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x16\n\tpass_rate\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04rank\x18\x05 \x01(\x05\x12\x10\n\x08verdicts\x18\x06 \x03(\tB\x08\n\x06_scoreB\x0c\n\n_pass_rate\"\x83\x01\n\x0eRerankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06ranked\x18\x02 \x03(\x0b\x32\x1c.acecoder.v1.RankedCandidate\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\x12\n\x10ModelInfoRequest\"\xf0\x02\n\x11ModelInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x12\n\nmax_length\x18\x06 \x01(\x05\x12\x14\n\x0chead_trained\x18\x07 \x01(\x08\x12\x14\n\x0c\x61rchitecture\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x0f\n\x07warning\x18\n \x01(\t\x12\x12\n\ncalibrated\x18\x0b \x01(\x08\x12\x19\n\x11\x63\x61libration_scale\x18\x0c \x01(\x01\x12\x19\n\x11\x63\x61libration_shift\x18\r \x01(\x01\x12\x1a\n\x12\x63\x61libration_method\x18\x0e \x01(\t\x12 \n\x18\x63\x61libration_brier_before\x18\x0f \x01(\x01\x12\x1f\n\x17\x63\x61libration_brier_after\x18\x10 \x01(\x01\x32\xa6\x02\n\x0bRewardModel\x12>\n\x05Score\x12\x19.acecoder.v1.ScoreRequest\x1a\x1a.acecoder.v1.ScoreResponse\x12H\n\x0bScoreStream\x12\x19.acecoder.v1.ScoreRequest\x1a\x1a.acecoder.v1.ScoreResponse(\x01\x30\x01\x12\x41\n\x06Rerank\x12\x1a.acecoder.v1.RerankRequest\x1a\x1b.acecoder.v1.RerankResponse\x12J\n\tModelInfo\x12\x1d.acecoder.v1.ModelInfoRequest\x1a\x1e.acecoder.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREREQUEST']._serialized_start=102
   _globals['_SCOREREQUEST']._serialized_end=175
   _globals['_ITEMSCORE']._serialized_start=177
-  _globals['_ITEMSCORE']._serialized_end=250
-  _globals['_SCORERESPONSE']._serialized_start=252
-  _globals['_SCORERESPONSE']._serialized_end=327
-  _globals['_RERANKREQUEST']._serialized_start=330
-  _globals['_RERANKREQUEST']._serialized_end=541
-  _globals['_RANKEDCANDIDATE']._serialized_start=544
-  _globals['_RANKEDCANDIDATE']._serialized_end=695
-  _globals['_RERANKRESPONSE']._serialized_start=698
-  _globals['_RERANKRESPONSE']._serialized_end=829
-  _globals['_MODELINFOREQUEST']._serialized_start=831
-  _globals['_MODELINFOREQUEST']._serialized_end=849
-  _globals['_MODELINFORESPONSE']._serialized_start=852
-  _globals['_MODELINFORESPONSE']._serialized_end=1051
-  _globals['_REWARDMODEL']._serialized_start=1054
-  _globals['_REWARDMODEL']._serialized_end=1348
+  _globals['_ITEMSCORE']._serialized_end=271
+  _globals['_SCORERESPONSE']._serialized_start=273
+  _globals['_SCORERESPONSE']._serialized_end=348
+  _globals['_RERANKREQUEST']._serialized_start=351
+  _globals['_RERANKREQUEST']._serialized_end=562
+  _globals['_RANKEDCANDIDATE']._serialized_start=565
+  _globals['_RANKEDCANDIDATE']._serialized_end=716
+  _globals['_RERANKRESPONSE']._serialized_start=719
+  _globals['_RERANKRESPONSE']._serialized_end=850
+  _globals['_MODELINFOREQUEST']._serialized_start=852
+  _globals['_MODELINFOREQUEST']._serialized_end=870
+  _globals['_MODELINFORESPONSE']._serialized_start=873
+  _globals['_MODELINFORESPONSE']._serialized_end=1241
+  _globals['_REWARDMODEL']._serialized_start=1244
+  _globals['_REWARDMODEL']._serialized_end=1538
 # @@protoc_insertion_point(module_scope)

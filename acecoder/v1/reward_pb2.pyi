@@ -25,16 +25,18 @@ class ScoreRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ...) -> None: ...
 
 class ItemScore(_message.Message):
-    __slots__ = ("id", "score", "truncated", "tokens")
+    __slots__ = ("id", "score", "truncated", "tokens", "probability")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     truncated: bool
     tokens: int
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[int] = ...) -> None: ...
+    probability: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("request_id", "scores")
@@ -97,7 +99,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("version", "model_id", "format", "backend", "dtype", "max_length", "head_trained", "architecture", "device", "warning")
+    __slots__ = ("version", "model_id", "format", "backend", "dtype", "max_length", "head_trained", "architecture", "device", "warning", "calibrated", "calibration_scale", "calibration_shift", "calibration_method", "calibration_brier_before", "calibration_brier_after")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,12 @@ class ModelInfoResponse(_message.Message):
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     WARNING_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SCALE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_METHOD_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_BRIER_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_BRIER_AFTER_FIELD_NUMBER: _ClassVar[int]
     version: str
     model_id: str
     format: str
@@ -118,4 +126,10 @@ class ModelInfoResponse(_message.Message):
     architecture: str
     device: str
     warning: str
-    def __init__(self, version: _Optional[str] = ..., model_id: _Optional[str] = ..., format: _Optional[str] = ..., backend: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., head_trained: _Optional[bool] = ..., architecture: _Optional[str] = ..., device: _Optional[str] = ..., warning: _Optional[str] = ...) -> None: ...
+    calibrated: bool
+    calibration_scale: float
+    calibration_shift: float
+    calibration_method: str
+    calibration_brier_before: float
+    calibration_brier_after: float
+    def __init__(self, version: _Optional[str] = ..., model_id: _Optional[str] = ..., format: _Optional[str] = ..., backend: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., head_trained: _Optional[bool] = ..., architecture: _Optional[str] = ..., device: _Optional[str] = ..., warning: _Optional[str] = ..., calibrated: _Optional[bool] = ..., calibration_scale: _Optional[float] = ..., calibration_shift: _Optional[float] = ..., calibration_method: _Optional[str] = ..., calibration_brier_before: _Optional[float] = ..., calibration_brier_after: _Optional[float] = ...) -> None: ...

@@ -42,6 +42,9 @@ class RewardConfig:
     """Keys and values of shared prefixes kept across batches, MiB (0 turns reuse off)."""
     executor: str | None = None
     """host:port of an executor service, for Rerank requests that carry tests."""
+    calibration: str | None = None
+    """Platt calibration file (scale, shift; `acecoder rm calibrate` writes one). None: the
+    checkpoint's calibration.json, else the embedded model's shipped one, else uncalibrated."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -5,7 +5,8 @@ where each query is the policy's whole chat-templated prompt and response, and r
 ``rewards`` (used for advantages), ``scores`` (0-1, for filtering) and ``extra_logs``. The
 gateway recovers (question, response) from the policy's template, scores them through
 `RewardService.score` (so its items batch with gRPC traffic), and answers with the raw RM
-score as the reward and its logistic as the score.
+score as the reward and its calibrated probability of being correct (see ModelInfo) as the
+score.
 
 With `reward="rule"` (or "mix") the labels carry each sample's tests (a list of asserts, a
 JSON string of one, {"tests", "setup"}, or {"inputs", "outputs"} ground truth, call tests with
@@ -34,7 +35,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from acecoder.clients.rewards import sigmoid
 from acecoder.errors import AcecoderError, InvalidArgument
 from acecoder.http_server import (
     HEADER_TIMEOUT,
@@ -198,7 +198,7 @@ class Gateway:
             rewards = [s.score for s in scored]
             return {
                 "rewards": rewards,
-                "scores": [sigmoid(r) for r in rewards],
+                "scores": [s.probability for s in scored],
                 "extra_logs": {"rm_score": rewards,
                                "truncated": [float(s.truncated) for s in scored]},
             }
@@ -238,15 +238,16 @@ class Gateway:
         rules = iter(await rule_results(self.service.executor_client(), todo, deadline=120.0))
         scores: Any = iter([None] * len(todo))
         if self.reward == "mix" and todo:
-            scores = iter([s.score for s in await self.service.score(
+            scores = iter([(s.score, s.probability) for s in await self.service.score(
                 [(s.question, s.response) for s in todo])])
         rewards: list[Reward] = []
         for i, s in enumerate(samples):
             if s is None:
                 rewards.append(Reward(None, error=problems[i]))
             else:
-                rewards.append(combine(self.reward, next(rules), next(scores),
-                                       binary=self.binary, rm_weight=self.rm_weight))
+                score, probability = next(scores) or (None, None)
+                rewards.append(combine(self.reward, next(rules), score, binary=self.binary,
+                                       rm_weight=self.rm_weight, probability=probability))
         values = [0.0 if r.value is None else float(r.value) for r in rewards]
         filter_scores = values  # rule and mix rewards lie in [0, 1] already
         return {

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from acecoder.codeblocks import extract_program
 from acecoder.errors import AcecoderError, DeadlineExceeded, InvalidArgument, Unavailable
+from acecoder.models import calibration as calibrations
+from acecoder.models.calibration import Calibration
 from acecoder.models.reward import BatchStats, Encoded, ModelDescription
 from acecoder.ranking import RankedCandidate, Reranking
 from acecoder.serving import Admission
@@ -39,6 +41,9 @@ RERANK_RULE = ("pass rate (descending) first when tests ran, then RM score (desc
                "yet ranks after those that passed all and before those that failed some, and "
                "one not yet scored after the scored ones of its kind")
 
+UNCALIBRATED = ("this model carries no calibration: probabilities are sigmoid(raw score), "
+                "which need not estimate p(correct); fit one with `acecoder rm calibrate`")
+
 
 class Backend(Protocol):
     """What the service needs from a loaded model, whichever library runs it."""
@@ -56,8 +61,12 @@ class Backend(Protocol):
 class ItemScore:
     id: str
     score: float
+    """The raw model output."""
     truncated: bool
     tokens: int
+    probability: float = 0.0
+    """Estimated p(program is correct): sigmoid of the calibrated score, or sigmoid(score)
+    when the model carries no calibration."""
 
 
 def text(value: bytes | str, what: str, limit: int) -> str:
@@ -126,6 +135,7 @@ class RewardService:
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
             max_workers=TOKENIZER_THREADS, thread_name_prefix="rm-tokenize")
         self.admission = Admission("reward server")
+        self.calibration: Calibration | None = None
 
     @property
     def ready(self) -> bool:
@@ -141,6 +151,11 @@ class RewardService:
         if self.backend is None:
             self.backend = await asyncio.to_thread(load_backend, self.config)
         d = self.backend.description
+        self.calibration = calibrations.for_model(
+            d.model_id, d.path, head_trained=d.head_trained,
+            explicit=self.config.calibration)
+        if self.calibration is None:
+            logger.warning("%s: %s", self.config.model, UNCALIBRATED)
         self.metrics.model.info({"model_id": d.model_id, "format": d.format,
                                  "backend": self.config.backend, "dtype": d.dtype,
                                  "head_trained": str(d.head_trained).lower()})
@@ -228,8 +243,19 @@ class RewardService:
         self.metrics.items.inc(len(encoded))
         self.metrics.truncated.inc(sum(e.truncated for e in encoded))
         ids = list(ids) or [""] * len(encoded)
-        return [ItemScore(i, s, e.truncated, len(e.ids))
+        return [ItemScore(i, s, e.truncated, len(e.ids), self.probability(s))
                 for i, s, e in zip(ids, scores, encoded, strict=True)]
+
+    def probability(self, raw: float) -> float:
+        """p(correct) of a raw score under this model's calibration (sigmoid(raw) without)."""
+        c = self.calibration
+        return calibrations.sigmoid(raw) if c is None else c.probability(raw)
+
+    @property
+    def warning(self) -> str:
+        """Everything a caller must know about the served model's scores, or ''."""
+        parts = [self.description.warning, "" if self.calibration else UNCALIBRATED]
+        return "; ".join(p for p in parts if p)
 
     async def rerank(self, question: bytes | str, candidates: Sequence[bytes | str], *,
                      tests: Sequence[bytes | str] = (), setup: bytes | str = b"",

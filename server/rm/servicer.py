@@ -27,7 +27,8 @@ class RewardServicer(pb_grpc.RewardModelServicer):
             [(it.question, it.response) for it in request.items],
             ids=[it.id for it in request.items], deadline=deadline)
         return pb.ScoreResponse(request_id=request_id, scores=[
-            pb.ItemScore(id=s.id, score=s.score, truncated=s.truncated, tokens=s.tokens)
+            pb.ItemScore(id=s.id, score=s.score, truncated=s.truncated, tokens=s.tokens,
+                         probability=s.probability)
             for s in scores])
 
     async def Score(self, request: pb.ScoreRequest,
@@ -103,8 +104,16 @@ class RewardServicer(pb_grpc.RewardModelServicer):
     async def ModelInfo(self, request: pb.ModelInfoRequest,
                         context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:
         d = self.service.description
-        return pb.ModelInfoResponse(
+        info = pb.ModelInfoResponse(
             version=__version__, model_id=d.model_id, format=d.format,
             backend=self.service.config.backend, dtype=d.dtype, max_length=d.max_length,
             head_trained=d.head_trained, architecture=d.architecture, device=d.device,
-            warning=d.warning)
+            warning=self.service.warning)
+        c = self.service.calibration
+        if c is not None:
+            info.calibrated = True
+            info.calibration_scale, info.calibration_shift = c.scale, c.shift
+            info.calibration_method = c.method
+            info.calibration_brier_before = c.brier_before or 0.0
+            info.calibration_brier_after = c.brier_after or 0.0
+        return info

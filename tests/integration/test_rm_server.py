@@ -4,7 +4,9 @@ SmolLM2 AceCode-RM, reached over gRPC, the HTTP gateway, and the metrics endpoin
 from __future__ import annotations
 
 import json
+import math
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,8 +94,47 @@ def test_health_waits_for_the_model_and_info_says_the_head_is_trained(
     info = rm_client.model_info()
     assert (info.model_id, info.format, info.backend, info.dtype) == (
         "embedded:smollm2-135m", "acecode-rm", "transformers", "float32")
-    # the embedded model's shipped head, trained on MbppBase pairs (acecoder/models/heads/)
+    # the embedded model's shipped head, trained on MbppBase pairs (acecoder/models/heads/),
+    # and its calibration, fitted on problems the head never saw
     assert info.head_trained and not info.warning
+    assert info.calibrated and info.calibration_scale > 0 and "Platt" in info.calibration_method
+    assert 0 < info.calibration_brier_after < info.calibration_brier_before
+
+
+# Problems neither the head's training nor the calibration's fit saw (bench/rm_calibration.py)
+HELD_OUT = ("Mbpp/2", "Mbpp/64", "Mbpp/66", "Mbpp/80", "Mbpp/97", "Mbpp/103")
+
+
+def test_calibrated_probabilities_rank_correct_programs_first(rm_client: RewardClient) -> None:
+    from acecoder.datasets import broken, load_mbpp
+
+    problems = [p for p in load_mbpp() if p.task_id in HELD_OUT]
+    assert len(problems) == len(HELD_OUT)
+    got = rm_client.score([(p.question, prog) for p in problems
+                           for prog in (p.program, broken(p))])
+    for k, p in enumerate(problems):
+        right, wrong = got[2 * k], got[2 * k + 1]
+        assert right.probability > wrong.probability, p.task_id
+        assert 0.5 < right.probability < 1 and 0 < wrong.probability < 0.5, p.task_id
+        assert right.score < 0  # the raw score stays what the model says: uncentred
+        assert right.probability == pytest.approx(
+            1 / (1 + math.exp(-(0.4 * right.score + 11.27))), abs=0.02)
+
+
+def test_mix_rewards_a_passing_program_above_one_half(rm: RMServer, server) -> None:  # type: ignore[no-untyped-def]
+    from acecoder.clients.rewards import RewardScorer, RewardSpec, Sample
+
+    scorer = RewardScorer(RewardSpec(kind="mix", rm=rm.target, executor=server.target))
+    tests = ("assert add(1, 2) == 3", "assert add(0, 0) == 0")
+    try:
+        passing, failing = scorer.submit([Sample(QUESTION, GOOD, tests),
+                                          Sample(QUESTION, BAD, tests)]).result(timeout=120)
+    finally:
+        scorer.close()
+    # sigmoid(raw) of the embedded model is ~1e-10: mix was 0.5 for every passing program
+    assert passing.pass_rate == 1.0 and passing.value > 0.8
+    assert passing.rm_score is not None and passing.rm_score < -10  # raw, still reported
+    assert failing.pass_rate == 0.5 and failing.value < passing.value
 
 
 @pytest.mark.slow
@@ -269,7 +310,10 @@ def test_the_openrlhf_gateway(rm: RMServer, rm_client: RewardClient, reference) 
     data = reply.json()
     want = [s.score for s in rm_client.score([(QUESTION, GOOD), (QUESTION, BAD)])]
     assert data["rewards"] == pytest.approx(want, abs=1e-4)
-    assert all(0 < s < 1 for s in data["scores"])
+    # scores are calibrated probabilities (OpenRLHF filters on them), not sigmoid(raw) ~ 1e-10
+    probabilities = [s.probability for s in rm_client.score([(QUESTION, GOOD), (QUESTION, BAD)])]
+    assert data["scores"] == pytest.approx(probabilities, abs=1e-4)
+    assert all(0.01 < s < 1 for s in data["scores"])
     assert data["extra_logs"]["rm_score"] == data["rewards"]
     bad = httpx.post(rm.http + "/get_reward", json={"query": ["no template here"]}, timeout=30)
     assert bad.status_code == 400 and "chat formats" in bad.json()["error"]
@@ -393,6 +437,50 @@ def test_score_rerank_and_convert_commands(tmp_path, rm: RMServer, tiny_acecode_
     bad = subprocess.run([*cli, "rm", "convert", "--model", str(converted), "--output",
                           str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not an AceCode-RM checkpoint" in bad.stderr
+
+
+def test_rm_calibrate_writes_a_file_the_server_then_uses(tmp_path, tiny_acecode_rm) -> None:  # type: ignore[no-untyped-def]
+    path, _ = tiny_acecode_rm
+    ckpt = tmp_path / "ckpt"  # a copy: the session's tiny model stays uncalibrated
+    shutil.copytree(path, ckpt)
+    s = start_rm("--model", str(ckpt))
+    try:
+        with RewardClient(s.target, timeout=60) as c:
+            info = c.model_info()
+            assert not info.calibrated and "no calibration" in info.warning
+            raw = c.score([(QUESTION, GOOD)])[0]
+            assert raw.probability == pytest.approx(1 / (1 + math.exp(-raw.score)))
+    finally:
+        assert stop(s) == 0
+    rows = [{"question": f"{QUESTION} ({k})", "program": GOOD + "#" * k, "pass_rate": 1.0}
+            for k in range(6)] + [{"question": f"{QUESTION} ({k})", "response": BAD + "#" * k,
+                                   "pass_rate": 0.5} for k in range(6)]
+    rows.append({"instruction": QUESTION, "chosen": GOOD, "rejected": BAD})
+    src = tmp_path / "labelled.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cli = [sys.executable, "-m", "acecoder.cli", "rm", "calibrate"]
+    done = subprocess.run([*cli, "--model", str(ckpt), "--input", str(src), "--output",
+                           str(ckpt / "calibration.json")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((ckpt / "calibration.json").read_text())
+    assert written["n"] > 0 and "Brier" in done.stderr
+    s = start_rm("--model", str(ckpt))
+    try:
+        with RewardClient(s.target, timeout=60) as c:
+            info = c.model_info()
+            assert info.calibrated and not info.warning
+            assert (info.calibration_scale, info.calibration_shift) == pytest.approx(
+                (written["scale"], written["shift"]))
+            got = c.score([(QUESTION, GOOD)])[0]
+            assert got.probability == pytest.approx(1 / (1 + math.exp(
+                -(written["scale"] * got.score + written["shift"]))), abs=1e-6)
+    finally:
+        assert stop(s) == 0
+    bad = subprocess.run([*cli, "--model", str(ckpt), "--input", str(tmp_path / "none.jsonl"),
+                          "--output", str(tmp_path / "c.json")], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "cannot read" in bad.stderr
 
 
 def test_async_client(rm: RMServer, rm_client: RewardClient) -> None:
