@@ -91,6 +91,8 @@ class Run:
     """Per program: the executor's time on it after its compile."""
     by_checker: list[bool] | None = None
     """verl rows: whether each program passes with the problem's own checker on the same stdout."""
+    cpu_seconds: float = 0.0
+    """The programs' own CPU time over all their tests, as the executor measured it."""
     errors: int = 0
     """Tests the sandbox could not score (verl's -1: SandboxError or an API error)."""
     why: list[str] = field(default_factory=list)
@@ -205,6 +207,7 @@ def run_grpc(name: str, server: Acecoder, items: list[Item], *,
                tests_run=sum(t.verdict.value != "SKIPPED" for r in results for t in r.tests),
                why=[summary(r.status.value, [t.verdict.value for t in r.tests])
                     for r in results],
+               cpu_seconds=sum(t.cpu_seconds for r in results for t in r.tests),
                compile_seconds=[r.compile_duration for r in results],
                run_seconds=[_run_seconds(r) for r in results])
 
@@ -680,6 +683,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             line += (f";  /run_code / SF lite {ratio(run_code, lite)};  batched / SF lite "
                      f"{ratio(batched, lite)}")
         print(line)
+    print(f"\nceiling: the programs' own CPU time in their tests (the executor's cpu_seconds, "
+          f"gRPC run; compiles not counted) allows at most, on {args.workers} cores:")
+    for lang in LANGUAGES:
+        g, none = ace["grpc", lang], sf.get(("none", lang))
+        top = g.tests * args.workers / g.cpu_seconds if g.cpu_seconds else float("nan")
+        versus = f" = {top / none.tests_per_s:.1f}x SF none's" if none else ""
+        print(f"  {lang:6}  {top:.1f} tests/s{versus} (a sandbox that cost nothing; acecoder "
+              f"gRPC reaches {g.tests_per_s / top:.0%} of it)")
     py_grpc = ace["grpc", "python"]
     print(f"\nC++ against Python, acecoder gRPC ({len(cpp_all)} C++ programs, {len(py)} Python):")
     print(f"  tests/s including compiles: C++ {grpc_cpp_all.tests_per_s:.1f}, Python "

@@ -29,7 +29,8 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXH
 DNS_MIN_RESOLUTION_MS = 5000
 """Least time between two DNS look-ups of a `dns:///` target. gRPC looks again whenever a
 connection drops (a replica gone, or a GOAWAY when the server's connection reaches its
-maximum age), so a new pod is found then; gRPC's default, 30 s, is long after a replica died."""
+maximum age), so new pods are found then, but not sooner than this after the last look-up
+(gRPC's default, 30 s, would keep a client on the replicas it has left that long)."""
 
 
 def channel_options(service: str) -> list[tuple[str, Any]]:

@@ -237,7 +237,7 @@ def test_a_replica_killed_mid_run_costs_no_request(mode: Mode) -> None:
         assert served_before[0] > before[0]  # it was taking its share until then
         assert retry.waits, "the kill caught no call in flight"
         survivors = since(before[1:], executors[1:], "Execute")
-        assert sum(survivors) >= 240 - served_before[0] and min(survivors) > 0, survivors
+        assert sum(survivors) >= 150 and min(survivors) > 0, survivors  # all after the kill
     finally:
         stop(executors[1:])
         _, alive = psutil.wait_procs(family, timeout=10)  # its workers follow it

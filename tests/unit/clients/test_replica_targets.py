@@ -77,12 +77,15 @@ class Replicas:
         self.hits: Counter[str] = Counter()
         self.health: dict[str, health.HealthServicer] = {}
         self.servers: list[grpc.Server] = []
+        self.pools: list[futures.ThreadPoolExecutor] = []
         self.port = 0
         options = [] if max_age_ms is None else [("grpc.max_connection_age_ms", max_age_ms),
                                                  ("grpc.max_connection_age_grace_ms", 1000)]
         for k in range(n):
             host = f"127.0.0.{k + 2}"
-            server = grpc.server(futures.ThreadPoolExecutor(4), options=options)
+            pool = futures.ThreadPoolExecutor(4)
+            self.pools.append(pool)
+            server = grpc.server(pool, options=options)
             pb_grpc.add_ExecutorServicer_to_server(Replica(host, self.hits), server)
             checks = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(checks, server)
@@ -101,7 +104,9 @@ class Replicas:
 
     def stop(self) -> None:
         for s in self.servers:
-            s.stop(0)
+            s.stop(0).wait(10)
+        for pool in self.pools:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture
