@@ -141,7 +141,8 @@ def answer_bound(job: dict[str, Any]) -> float:
     limit, and a fresh pair that loads the program again), plus slack for spawning and settling.
     Past it the worker is stuck, whatever the program did."""
     per_pair = float(job["load_timeout"]) + float(job["timeout"]) + 1.0
-    return (len(job["tests"]) + 1) * per_pair + float(job["compile_timeout"]) + _ANSWER_SLACK
+    compile_s = float(job["compile_timeout"]) if job.get("language", "python") != "python" else 0.0
+    return (len(job["tests"]) + 1) * per_pair + compile_s + _ANSWER_SLACK
 
 
 class WorkerPool:
