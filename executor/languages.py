@@ -40,6 +40,10 @@ class Language:
     limit is RLIMIT_DATA (memory really allocated) instead of RLIMIT_AS."""
     memory_exit: int | None = None
     """An exit status by which the runtime itself says it ran out of memory."""
+    runtime_mb: int = 0
+    """Resident memory the runtime itself holds beyond the program's (the JVM's code cache and
+    metadata, V8's isolate): a run may hold the memory limit plus this, measured as its peak
+    resident set."""
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment of the compiler and of each run ({dir}: the program's directory)."""
 
@@ -61,10 +65,10 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
                       "-encoding", "UTF-8", "-d", "{dir}", "{src}"),
              run=("java", "-Xmx{mem}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                   "-XX:+ExitOnOutOfMemoryError", "-Xshare:auto", "-cp", "{dir}", "Main"),
-             data_memory=True, memory_exit=3),
+             data_memory=True, memory_exit=3, runtime_mb=256),
     Language(name="nodejs", source="main.js", tool="node", package="nodejs",
              run=("node", "--max-old-space-size={mem}", "--stack-size=65500", "{src}"),
-             data_memory=True),
+             data_memory=True, runtime_mb=128),
     Language(name="rust", source="main.rs", tool="rustc", package="rustc",
              compile=("rustc", "-O", "--edition=2021", "-o", "{exe}", "{src}"),
              run=("{exe}",)),

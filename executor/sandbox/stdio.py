@@ -182,6 +182,13 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
                 f"the program wrote more than {limit} bytes", *usage], out
     if _cpu_killed(ran, frame):
         return ["TIMEOUT", elapsed, "", "CPU time limit exceeded", *usage], out
+    resident_mb = memory_mb + lang.runtime_mb
+    if ran.peak_kb > resident_mb << 10:
+        # What it really held, whatever the rlimits let through (shared mappings, buffers off
+        # the runtime's heap): a run past its limit is MEMORY, even one that printed the answer.
+        return ["MEMORY", elapsed, "MemoryError",
+                f"the program held {ran.peak_kb >> 10} MiB resident, past its limit of "
+                f"{resident_mb} MiB", *usage], out
     if code == 0:
         return ["EXITED", elapsed, "", "", *usage], out
     if lang.name == "python":

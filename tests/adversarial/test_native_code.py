@@ -141,3 +141,41 @@ def test_hostile_input_to_the_compiler_is_a_compile_error(client: ExecutorClient
     assert "PATH=" not in r.status_detail  # nor of another process's environment
     assert len(r.status_detail) <= 17 * 1024
     assert_no_leftovers(root=server.proc.pid)
+
+
+# Memory a runtime's own limits do not count: shared anonymous mappings (outside RLIMIT_DATA),
+# buffers off the JVM's and V8's heaps. Each holds 1 GiB and prints "touched"; under a 256 MB
+# limit that answer must never pass.
+PAST_THE_HEAP = [
+    pytest.param("c", "#include <stdio.h>\n#include <sys/mman.h>\nint main(){ size_t n = 1UL << 30;"
+                 " char *p = mmap(0, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);"
+                 " if (p == MAP_FAILED) return 1; for (size_t i = 0; i < n; i += 4096) p[i] = 1;"
+                 " puts(\"touched\"); return 0; }\n", id="c-shared-anonymous-mapping"),
+    pytest.param("nodejs", "const a = [];\nfor (let i = 0; i < 8; i++) a.push(Buffer.alloc(128 << 20, 1));"
+                 "\nconsole.log('touched');\n", id="node-buffers-off-the-v8-heap"),
+    pytest.param("java", "import java.nio.ByteBuffer;\npublic class Main{public static void "
+                 "main(String[] x){ByteBuffer[] b=new ByteBuffer[8];for(int i=0;i<8;i++){"
+                 "b[i]=ByteBuffer.allocateDirect(128<<20);for(int j=0;j<(128<<20);j+=4096)"
+                 "b[i].put(j,(byte)1);}System.out.println(\"touched\");}}\n",
+                 id="java-direct-buffers-off-the-heap"),
+    pytest.param("go", "package main\nimport (\"fmt\"; \"syscall\")\nfunc main(){\n"
+                 "b, err := syscall.Mmap(-1, 0, 1<<30, syscall.PROT_READ|syscall.PROT_WRITE, "
+                 "syscall.MAP_SHARED|syscall.MAP_ANON)\nif err != nil { return }\n"
+                 "for i := 0; i < len(b); i += 4096 { b[i] = 1 }\nfmt.Println(\"touched\")}\n",
+                 id="go-shared-anonymous-mapping"),
+]
+
+
+@pytest.mark.parametrize(("language", "program"), PAST_THE_HEAP)
+def test_memory_the_runtime_does_not_count_still_counts(client: ExecutorClient,  # type: ignore[no-untyped-def]
+                                                        server, language: str,
+                                                        program: str) -> None:
+    from acecoder.executor import languages
+
+    if languages.toolchain(language) is None:  # refused outright (see test_native.py)
+        return
+    r = client.execute(program, [StdioTest("", "touched")], language=language, memory_mb=256,
+                       timeout=20.0, compile_timeout=30.0)
+    assert r.status is ProgramStatus.OK, (r.status, r.status_detail[:300])
+    assert r.verdicts[0] in {Verdict.MEMORY, Verdict.ERROR, Verdict.CRASHED}, r.tests
+    assert_no_leftovers(root=server.proc.pid)
