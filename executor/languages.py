@@ -131,8 +131,15 @@ def command(lang: Language, template: tuple[str, ...], *, directory: str,
     out = [part.format(dir=directory, src=f"{directory}/{lang.source}",
                        exe=f"{directory}/main", mem=memory_mb) for part in template]
     if out and not out[0].startswith("/"):
-        out[0] = shutil.which(out[0], path=SYSTEM_PATH) or out[0]
+        out[0] = _which(out[0])
     return out
+
+
+@functools.cache
+def _which(tool: str) -> str:
+    """A tool's absolute path in the system's directories (looked up once: every test's run
+    names it)."""
+    return shutil.which(tool, path=SYSTEM_PATH) or tool
 
 
 def environment(lang: Language, directory: str) -> dict[str, str]:
