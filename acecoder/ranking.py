@@ -24,6 +24,8 @@ class RankedCandidate:
     rank: int
     verdicts: tuple[str, ...] = ()
     """One per test, in test order (PASSED, FAILED, ...); empty when no tests ran."""
+    tokens: int = 0
+    """Tokens the RM saw for it (0 when it was not scored, or the server did not say)."""
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,10 @@ class Reranking:
     seconds: float = 0.0
     """Time it took: the server's, or the whole of a `BestOfN.rank`."""
     tests: tuple[str, ...] = ()
-    """BestOfN: the tests that ranked them (given or synthesized)."""
+    """The tests that ranked them (given, or synthesized by BestOfN); filled by the clients."""
     tests_source: str = ""
-    """BestOfN: given, synthesized or none."""
+    """given, synthesized (BestOfN) or none, as `acecoder rerank` reports it; filled by the
+    clients (`RewardClient.rerank`, `BestOfN.rank`), empty from the service itself."""
     note: str = ""
     """BestOfN: why synthesis gave no tests, when it did not."""
 

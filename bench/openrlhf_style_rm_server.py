@@ -4,7 +4,8 @@
 A FastAPI app whose `async` handler tokenizes the posted (already chat-templated) queries and
 runs one forward pass for them right there, blocking the event loop, so concurrent requests
 never share a batch. Same model and scoring rule as acecoder (backbone + head at the last
-token, fp32, every core for torch). Written for the benchmark; not part of the package.
+token, fp32, every core for torch). `GET /health` answers once it listens. Written for the
+benchmark; not part of the package.
 
     python bench/openrlhf_style_rm_server.py --model embedded:smollm2-135m --port 0
 """
@@ -24,6 +25,11 @@ from acecoder.models import reward as models
 def build_app(model: models.RewardModel) -> FastAPI:
     app = FastAPI()
     tok = model.tokenizer
+    device = model.description.device
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict[str, list[float]]:
@@ -32,7 +38,8 @@ def build_app(model: models.RewardModel) -> FastAPI:
         for query in data["query"]:
             ids = tok(query, add_special_tokens=False)["input_ids"][-model.max_length:]
             with torch.inference_mode():
-                hidden = model.backbone(input_ids=torch.tensor([ids])).last_hidden_state
+                ids_t = torch.tensor([ids], device=device)
+                hidden = model.backbone(input_ids=ids_t).last_hidden_state
                 rewards.append(float(model.head(hidden[:, -1]).item()))
         return {"rewards": rewards}
 
@@ -44,8 +51,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:smollm2-135m")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (fp32 either way)")
     args = ap.parse_args()
-    model = models.load(args.model)
+    model = models.load(args.model, dtype="float32", device=args.device)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))

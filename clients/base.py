@@ -7,11 +7,19 @@ per status, each also a `grpc.RpcError`).
 A target may name many replicas (`dns:///executor-headless:50051`, every address DNS gives;
 `ipv4:10.0.0.1:50051,10.0.0.2:50051`): the channel keeps a connection to each and sends calls
 round-robin to those whose `grpc.health.v1` status for the service is SERVING, so a replica
-that is loading or draining gets none, and a retry goes to the next replica."""
+that is loading or draining gets none, and a retry goes to the next replica.
+
+A server that is still starting or loading its model serves no replica yet: a call fails at
+once with UNAVAILABLE (RemoteUnavailable), unless the client was made with `wait_ready=True`,
+whose calls wait, each within its deadline, until a replica serves (gRPC's wait-for-ready),
+and retry UNAVAILABLE answers ("still loading") past `RetryPolicy.attempts`, until the
+deadline; `wait_until_ready(timeout)` waits once, up front, and says which service did not
+come up."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -21,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from acecoder.remote_errors import from_grpc_error
+from acecoder.remote_errors import RemoteNotReady, from_grpc_error
 from acecoder.security import ClientSecurity
 from acecoder.serving import MESSAGE_OPTIONS
 
@@ -57,7 +65,8 @@ class RetryPolicy:
     multiplier: float = 2.0
 
     def delay(self, attempt: int) -> float:
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** attempt)
+        base = min(self.max_backoff,
+                   self.initial_backoff * self.multiplier ** min(attempt, 64))
         return random.uniform(base / 2, base)
 
 
@@ -66,71 +75,83 @@ def _left(end: float) -> float:
 
 
 def _pause(exc: grpc.RpcError, attempt: int, retry: RetryPolicy, end: float,
-           received: int = 0) -> float:
+           received: int = 0, wait_ready: bool = False) -> float:
     """Seconds to wait before trying again after `exc`; raises its RemoteError instead when
-    the call is over: a code that is not transient, the last attempt, no time left before the
-    deadline, or a stream that has delivered messages already."""
+    the call is over: a code that is not transient, the last attempt (but for UNAVAILABLE
+    with `wait_ready`: a server still loading is waited for until the deadline), no time
+    left before the deadline, or a stream that has delivered messages already."""
     pause = retry.delay(attempt)
     error = from_grpc_error(exc)
-    if (received or error.code() not in RETRYABLE or attempt == retry.attempts - 1
+    waiting = wait_ready and error.code() == grpc.StatusCode.UNAVAILABLE
+    if (received or error.code() not in RETRYABLE
+            or (attempt >= retry.attempts - 1 and not waiting)
             or time.monotonic() + pause >= end):
         raise error from (None if error is exc else exc)
     return pause
 
 
-def call(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Any:
+def _options(wait_ready: bool) -> dict[str, Any]:
+    # Passed only when asked for: a call waits for a serving replica instead of failing.
+    return {"wait_for_ready": True} if wait_ready else {}
+
+
+def call(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy,
+         wait_ready: bool = False) -> Any:
     """`fn(request)` within `seconds`, retried on transient codes; a failure is raised as its
-    `acecoder.remote_errors.RemoteError`."""
+    `acecoder.remote_errors.RemoteError`. `wait_ready`: wait (within `seconds`) for a replica
+    that serves, instead of failing at once while none does."""
     end = time.monotonic() + seconds
-    for attempt in range(retry.attempts):
+    for attempt in itertools.count():
         try:
-            return fn(request, timeout=_left(end))
+            return fn(request, timeout=_left(end), **_options(wait_ready))
         except grpc.RpcError as exc:
-            time.sleep(_pause(exc, attempt, retry, end))
+            time.sleep(_pause(exc, attempt, retry, end, wait_ready=wait_ready))
     raise AssertionError("unreachable")
 
 
-async def acall(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Any:
+async def acall(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy,
+                wait_ready: bool = False) -> Any:
     """`await fn(request)` within `seconds`, retried on transient codes; a failure is raised
     as its RemoteError."""
     end = time.monotonic() + seconds
-    for attempt in range(retry.attempts):
+    for attempt in itertools.count():
         try:
-            return await fn(request, timeout=_left(end))
+            return await fn(request, timeout=_left(end), **_options(wait_ready))
         except grpc.RpcError as exc:
-            await asyncio.sleep(_pause(exc, attempt, retry, end))
+            await asyncio.sleep(_pause(exc, attempt, retry, end, wait_ready=wait_ready))
     raise AssertionError("unreachable")
 
 
-def stream(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy) -> Iterator[Any]:
+def stream(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy,
+           wait_ready: bool = False) -> Iterator[Any]:
     """The messages of a server-streaming `fn(request)` within `seconds`; retried on transient
     codes only while nothing has arrived (a retry after that would repeat messages); a
     failure is raised as its RemoteError."""
     end = time.monotonic() + seconds
-    for attempt in range(retry.attempts):
+    for attempt in itertools.count():
         received = 0
         try:
-            for message in fn(request, timeout=_left(end)):
+            for message in fn(request, timeout=_left(end), **_options(wait_ready)):
                 received += 1
                 yield message
             return
         except grpc.RpcError as exc:
-            time.sleep(_pause(exc, attempt, retry, end, received))
+            time.sleep(_pause(exc, attempt, retry, end, received, wait_ready))
 
 
-async def astream(fn: Any, request: Any, *, seconds: float,
-                  retry: RetryPolicy) -> AsyncIterator[Any]:
+async def astream(fn: Any, request: Any, *, seconds: float, retry: RetryPolicy,
+                  wait_ready: bool = False) -> AsyncIterator[Any]:
     """`stream` for an asyncio channel."""
     end = time.monotonic() + seconds
-    for attempt in range(retry.attempts):
+    for attempt in itertools.count():
         received = 0
         try:
-            async for message in fn(request, timeout=_left(end)):
+            async for message in fn(request, timeout=_left(end), **_options(wait_ready)):
                 received += 1
                 yield message
             return
         except grpc.RpcError as exc:
-            await asyncio.sleep(_pause(exc, attempt, retry, end, received))
+            await asyncio.sleep(_pause(exc, attempt, retry, end, received, wait_ready))
 
 
 class BlockingClient:
@@ -143,15 +164,34 @@ class BlockingClient:
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,
-                 security: ClientSecurity | None = None) -> None:
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.wait_ready = wait_ready
+        """Calls wait, within their deadline, for a replica that serves."""
         self.channel = channel or (security or ClientSecurity.from_env()).channel(
             target, channel_options(self.service))
         self.stub = self.stub_class(self.channel)
+
+    def wait_until_ready(self, timeout: float | None = None) -> None:
+        """Block until a replica serves (its model loaded), at most `timeout` seconds (the
+        client's timeout when None); RemoteNotReady, saying so, when none does in time."""
+        seconds = timeout or self.timeout
+        end = time.monotonic() + seconds
+        stub = _health_stub(self.channel)
+        while True:
+            try:
+                if _serving(stub.Check(_health_request(self.service), timeout=_left(end),
+                                       wait_for_ready=True)):
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # no health service: it serves
+                    return
+                raise _not_ready(self, seconds, exc) from None
+            time.sleep(min(0.1, _left(end)))
 
     def __enter__(self) -> Any:
         return self
@@ -163,7 +203,8 @@ class BlockingClient:
         self.channel.close()
 
     def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
-        return call(fn, request, seconds=deadline or self.timeout, retry=self.retry)
+        return call(fn, request, seconds=deadline or self.timeout, retry=self.retry,
+                    wait_ready=self.wait_ready)
 
 
 class AsyncClient:
@@ -175,12 +216,14 @@ class AsyncClient:
     """Full gRPC name of the service, whose health decides which replicas get calls."""
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
-                 security: ClientSecurity | None = None) -> None:
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.wait_ready = wait_ready
+        """Calls wait, within their deadline, for a replica that serves."""
         self.channel = (security or ClientSecurity.from_env()).aio_channel(
             target, channel_options(self.service))
         # Connect to every replica now, not on the first call: the first calls go to the
@@ -198,5 +241,48 @@ class AsyncClient:
     async def close(self) -> None:
         await self.channel.close()
 
+    async def wait_until_ready(self, timeout: float | None = None) -> None:
+        """`BlockingClient.wait_until_ready`, awaited."""
+        seconds = timeout or self.timeout
+        end = time.monotonic() + seconds
+        stub = _health_stub(self.channel)
+        while True:
+            try:
+                if _serving(await stub.Check(_health_request(self.service),
+                                             timeout=_left(end), wait_for_ready=True)):
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return
+                raise _not_ready(self, seconds, exc) from None
+            await asyncio.sleep(min(0.1, _left(end)))
+
     async def _call(self, fn: Any, request: Any, deadline: float | None) -> Any:
-        return await acall(fn, request, seconds=deadline or self.timeout, retry=self.retry)
+        return await acall(fn, request, seconds=deadline or self.timeout, retry=self.retry,
+                           wait_ready=self.wait_ready)
+
+
+def _health_stub(channel: Any) -> Any:
+    from grpc_health.v1 import health_pb2_grpc
+
+    return health_pb2_grpc.HealthStub(channel)
+
+
+def _health_request(service: str) -> Any:
+    from grpc_health.v1 import health_pb2
+
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def _serving(reply: Any) -> bool:
+    from grpc_health.v1 import health_pb2
+
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _not_ready(client: BlockingClient | AsyncClient, seconds: float,
+               exc: grpc.RpcError) -> RemoteNotReady:
+    why = from_grpc_error(exc)
+    return RemoteNotReady(exc, f"{client.service} at {client.target} is not serving after "
+                               f"{seconds:g} s (still starting or loading its model, or not "
+                               f"running there): {why.code().name}: {why.details()}")

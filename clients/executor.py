@@ -81,9 +81,9 @@ class ExecutorClient(BlockingClient):
 
     def __init__(self, target: str, *, timeout: float = 60.0, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,
-                 security: ClientSecurity | None = None) -> None:
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
         super().__init__(target, timeout=timeout, retry=retry, channel=channel,
-                         security=security)
+                         security=security, wait_ready=wait_ready)
 
     def execute(self, program: str, tests: Sequence[Any] | CallTests, *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
@@ -107,7 +107,7 @@ class ExecutorClient(BlockingClient):
         when nothing has been received yet."""
         req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
         for m in stream(self.stub.ExecuteBatch, req, seconds=deadline or self.timeout,
-                        retry=self.retry):
+                        retry=self.retry, wait_ready=self.wait_ready):
             yield convert.result_from_proto(m)
 
     def info(self, *, deadline: float | None = None) -> pb.InfoResponse:
@@ -122,8 +122,9 @@ class AsyncExecutorClient(AsyncClient):
 
     def __init__(self, target: str, *, timeout: float = 60.0,
                  retry: RetryPolicy | None = None,
-                 security: ClientSecurity | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry, security=security)
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security,
+                         wait_ready=wait_ready)
 
     async def execute(self, program: str, tests: Sequence[Any] | CallTests, *,
                       setup: str = "", timeout: float | None = None,
@@ -143,7 +144,7 @@ class AsyncExecutorClient(AsyncClient):
                             deadline: float | None = None) -> AsyncIterator[ExecutionResult]:
         req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
         async for m in astream(self.stub.ExecuteBatch, req, seconds=deadline or self.timeout,
-                               retry=self.retry):
+                               retry=self.retry, wait_ready=self.wait_ready):
             yield convert.result_from_proto(m)
 
     async def info(self, *, deadline: float | None = None) -> pb.InfoResponse:

@@ -1,10 +1,12 @@
 """OpenRLHF's reward-function file, backed by acecoder's services.
 
-    --remote_rm_url <site-packages>/acecoder/clients/openrlhf.py --label_key tests
+    --reward.remote_url <site-packages>/acecoder/clients/openrlhf.py --data.label_key tests
+
+(the current spelling; older OpenRLHF releases call these --remote_rm_url and --label_key).
 
 OpenRLHF imports the file and calls `reward_func(queries, prompts, labels)`: each query is the
 policy's prompt followed by its response, `prompts` the prompts alone, `labels` the dataset
-column named by --label_key (here the tests: a list of asserts, a JSON string of one, or
+column named by --data.label_key (here the tests: a list of asserts, a JSON string of one, or
 {"tests": [...], "setup": "..."}, or {"inputs", "outputs"} ground truth, with "fn_name" for
 call tests). It reads `rewards` (for advantages), `scores` (0-1, for
 dynamic filtering) and `extra_logs` (logged). A sample that could not be scored gets reward
@@ -12,17 +14,20 @@ dynamic filtering) and `extra_logs` (logged). A sample that could not be scored 
 
 OpenRLHF loads the file by path, outside any package: its imports are absolute.
 
-Settings: the ACECODER_* environment (see `clients.rewards`), e.g. ACECODER_EXECUTOR and
-ACECODER_BINARY=1 for AceCoder's reward. For the HTTP path (--remote_rm_url http://...),
-`acecoder serve rm` has the gateway.
+Settings: the ACECODER_* environment, e.g. ACECODER_EXECUTOR and ACECODER_BINARY=1 for
+AceCoder's reward (OpenRLHF passes no arguments to the file's function); or a reward file of
+your own, `reward_func = make_reward_func(executor="HOST:PORT", binary=True)`, by the names
+every adapter takes (`clients.rewards.SETTINGS`). Wrong settings raise ValueError at the first
+call, saying what to set. For the HTTP path (--reward.remote_url, formerly --remote_rm_url,
+http://HOST:PORT/get_reward), `acecoder serve rm` has the gateway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from acecoder.clients.rewards import Reward, score_labeled, shared, spec_from_env
+from acecoder.clients.rewards import Reward, score_labeled, shared, spec_from_settings
 
 
 def response_of(query: str, prompt: str) -> str:
@@ -44,21 +49,21 @@ def question_and_response(query: str, prompt: str) -> tuple[str, str]:
 
 def score(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
           **settings: Any) -> list[Reward]:
-    """One Reward per query (value None, with the reason, when there is none)."""
-    try:
-        scorer = shared(spec_from_env(**settings))
-    except ValueError as exc:
-        return [Reward(None, error=f"acecoder settings: {exc}") for _ in queries]
+    """One Reward per query (value None, with the reason, when there is none); ValueError,
+    saying what to set, when the settings are wrong."""
+    scorer = shared(spec_from_settings(settings))
     rows = [(*question_and_response(query, prompt), label)
             for query, prompt, label in zip(queries, prompts, labels, strict=True)]
     return score_labeled(scorer, rows, "label")
 
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
-                **kwargs: Any) -> dict[str, Any]:
+                **settings: Any) -> dict[str, Any]:
+    """OpenRLHF's reward function: settings from the ACECODER_* environment (and `settings`,
+    by the names every adapter takes)."""
     import torch
 
-    rewards = score(queries, prompts, labels)
+    rewards = score(queries, prompts, labels, **settings)
     values = [0.0 if r.value is None else float(r.value) for r in rewards]
     rates = [r.pass_rate for r in rewards if r.pass_rate is not None]
     return {
@@ -70,3 +75,15 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
             "acecoder/hacked": torch.tensor(float(sum(r.hacked for r in rewards))),
         },
     }
+
+
+def make_reward_func(**settings: Any) -> Callable[..., dict[str, Any]]:
+    """`reward_func` with these settings over the environment, for a reward file of your own;
+    ValueError, saying what to set, when they are wrong."""
+    spec_from_settings(settings)  # checked now, not at the first rollout
+
+    def acecoder_reward_func(queries: Sequence[str], prompts: Sequence[str],
+                             labels: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
+        return reward_func(queries, prompts, labels, **settings)
+
+    return acecoder_reward_func

@@ -15,10 +15,14 @@ replicas (`dns:///...`, `ipv4:a,b,c`) shares them out. Every call has a deadline
 failures are retried by the clients; a sample whose reward could not be had comes back with
 `value=None` and the reason, to be dropped and counted, never scored 0.
 
-`spec_from_env` reads the settings of processes that only hand us samples (a reward file a
-trainer imports): ACECODER_REWARD (rule|rm|mix), ACECODER_BINARY (1|0), ACECODER_RM_WEIGHT,
-ACECODER_EXECUTOR, ACECODER_RM (gRPC targets), ACECODER_DEADLINE, ACECODER_TEST_TIMEOUT,
-ACECODER_CONCURRENCY, ACECODER_PER_CALL. `shared(spec)` is one scorer per setting per process.
+The adapters take the same settings by the same names (`SETTINGS`: TRL's `make_reward`,
+verl's `reward_kwargs`, OpenRLHF's `make_reward_func`), each also an environment variable for
+processes that only hand us samples (a reward file a trainer imports): ACECODER_REWARD
+(rule|rm|mix), ACECODER_EXECUTOR, ACECODER_RM (gRPC targets), ACECODER_BINARY (1|0),
+ACECODER_RM_WEIGHT, ACECODER_DEADLINE, ACECODER_TEST_TIMEOUT, ACECODER_CONCURRENCY,
+ACECODER_PER_CALL, ACECODER_WAIT_READY (1|0). `spec_from_settings` checks them (an unknown
+name, a missing address or an unknown kind is a ValueError saying what to set);
+`shared(spec)` is one scorer per setting per process.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +65,20 @@ class RewardSpec:
     per_call: int = 8
     """Samples per call (at most `concurrency`): one call goes to one replica, so smaller
     calls, more of them at once, share a batch out over more replicas."""
+    wait_ready: bool = True
+    """Calls wait, each within `deadline`, for a server still starting or loading its model,
+    instead of failing at once while no replica serves."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"reward kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise ValueError(f"reward kind must be one of {', '.join(KINDS)}, got "
+                             f"{self.kind!r}: set reward= (ACECODER_REWARD)")
         if self.kind in ("rule", "mix") and not self.executor:
-            raise ValueError(f"a {self.kind} reward needs an executor (HOST:PORT)")
+            raise ValueError(f"a {self.kind} reward needs an executor: set executor= "
+                             "(ACECODER_EXECUTOR) to the HOST:PORT of `acecoder serve executor`")
         if self.kind in ("rm", "mix") and not self.rm:
-            raise ValueError(f"a {self.kind} reward needs an RM server (HOST:PORT)")
+            raise ValueError(f"a {self.kind} reward needs an RM server: set rm= (ACECODER_RM) "
+                             "to the HOST:PORT of `acecoder serve rm`")
         if not 0.0 <= self.rm_weight <= 1.0:
             raise ValueError(f"rm_weight must be in [0, 1], got {self.rm_weight}")
         if self.deadline <= 0:
@@ -142,10 +152,13 @@ class RewardScorer:
     async def _open(self) -> None:
         from acecoder.clients import AsyncExecutorClient, AsyncRewardClient
 
+        wait = self.spec.wait_ready
         if self.spec.executor:
-            self._executor = AsyncExecutorClient(self.spec.executor, timeout=self.spec.deadline)
+            self._executor = AsyncExecutorClient(self.spec.executor, timeout=self.spec.deadline,
+                                                 wait_ready=wait)
         if self.spec.rm:
-            self._rm = AsyncRewardClient(self.spec.rm, timeout=self.spec.deadline)
+            self._rm = AsyncRewardClient(self.spec.rm, timeout=self.spec.deadline,
+                                         wait_ready=wait)
 
     def submit(self, samples: Sequence[Sample]) -> concurrent.futures.Future[list[Reward]]:
         return asyncio.run_coroutine_threadsafe(self.score(list(samples)), self._loop)
@@ -337,9 +350,45 @@ def spec_from_env(**overrides: Any) -> RewardSpec:
         "test_timeout": number("ACECODER_TEST_TIMEOUT", float, None),
         "concurrency": number("ACECODER_CONCURRENCY", int, 64),
         "per_call": number("ACECODER_PER_CALL", int, 8),
+        "wait_ready": _flag("ACECODER_WAIT_READY", True),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RewardSpec(**values)
+
+
+SETTINGS = ("reward", "executor", "rm", "binary", "rm_weight", "deadline", "test_timeout",
+            "concurrency", "per_call", "wait_ready")
+"""The argument names every adapter takes, each also the variable ACECODER_<NAME>: reward
+(rule|rm|mix: RewardSpec.kind), then RewardSpec's fields of the same names."""
+ALIASES = {"kind": "reward"}
+"""Older argument names, still accepted (`make_reward(kind=...)`)."""
+
+
+def spec_from_settings(settings: Mapping[str, Any], *,
+                       ignore: Collection[str] = ()) -> RewardSpec:
+    """The RewardSpec of an adapter's arguments (`SETTINGS`, or an alias) over the ACECODER_*
+    environment. ValueError, saying what to set, for an argument of another name (`ignore`:
+    those the trainer passes that are not ours), a missing address or an unknown kind."""
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}  # setting -> the name it came by
+    unknown = []
+    for name, value in settings.items():
+        if name in ignore:
+            continue
+        key = ALIASES.get(name, name)
+        if key not in SETTINGS:
+            unknown.append(name)
+        elif key in values and values[key] != value:
+            first = given[key]
+            raise ValueError(f"acecoder reward settings: {first}={values[key]!r} and "
+                             f"{name}={value!r} name one setting: pass {key}= alone")
+        else:
+            values[key], given[key] = value, name
+    if unknown:
+        raise ValueError(f"unknown acecoder reward setting(s) {', '.join(sorted(unknown))}: "
+                         f"the settings are {', '.join(SETTINGS)}")
+    values["kind"] = values.pop("reward", None)
+    return spec_from_env(**values)
 
 
 _shared: dict[RewardSpec, RewardScorer] = {}
@@ -427,6 +476,31 @@ def score_labeled(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
     """(question, response, tests as a trainer carries them) rows -> one Reward each,
     blocking. A row whose tests cannot be read gets value None and says why (`what` names
     the field in the message)."""
+    samples, problems = _labeled(rows, what)
+    scored = iter(scorer.score_now([s for s in samples if s is not None]))
+    return [next(scored) if s is not None else Reward(None, error=problems[i])
+            for i, s in enumerate(samples)]
+
+
+async def score_labeled_async(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
+                              what: str = "label") -> list[Reward]:
+    """`score_labeled` for a caller in an event loop of its own (verl's reward loop): awaits
+    the scorer's loop without blocking the caller's, and never raises for a sample."""
+    samples, problems = _labeled(rows, what)
+    todo = [s for s in samples if s is not None]
+    try:
+        got = await asyncio.wait_for(asyncio.wrap_future(scorer.submit(todo)),
+                                     scorer.spec.deadline * 2 + 30)
+    except Exception as exc:
+        got = [Reward(None, error=f"scoring failed: {_why(exc)}") for _ in todo]
+    scored = iter(got)
+    return [next(scored) if s is not None else Reward(None, error=problems[i])
+            for i, s in enumerate(samples)]
+
+
+def _labeled(rows: Sequence[tuple[str, str, Any]],
+             what: str) -> tuple[list[Sample | None], dict[int, str]]:
+    """A Sample per row (None where its tests cannot be read) and, by row, why not."""
     samples: list[Sample | None] = []
     problems: dict[int, str] = {}
     for i, (question, response, label) in enumerate(rows):
@@ -437,6 +511,4 @@ def score_labeled(scorer: RewardScorer, rows: Sequence[tuple[str, str, Any]],
             samples.append(None)
             continue
         samples.append(Sample(question, response, tests, setup, fn_name))
-    scored = iter(scorer.score_now([s for s in samples if s is not None]))
-    return [next(scored) if s is not None else Reward(None, error=problems[i])
-            for i, s in enumerate(samples)]
+    return samples, problems

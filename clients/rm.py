@@ -8,6 +8,9 @@ RESOURCE_EXHAUSTED are retried, with jittered backoff, never past the deadline.
         scores[0].score, scores[0].probability   # raw model output, estimated p(correct)
         ranking = rm.rerank("Write add(a, b).", candidates, budget=0.2)
         ranking.best.index, ranking.complete       # best so far when 0.2 s ran out
+        ranking.tests_source                       # "given" or "none", as `acecoder rerank`
+
+    RewardClient("rm:50052", wait_ready=True)      # calls wait for a model still loading
 """
 
 from __future__ import annotations
@@ -73,13 +76,16 @@ def _call_deadline(deadline: float | None, budget: float | None) -> float | None
     return budget + 5.0
 
 
-def _ranked(reply: pb.RerankResponse) -> Reranking:
+def _ranked(reply: pb.RerankResponse, tests: Sequence[str]) -> Reranking:
+    """The reply as a Reranking; `tests` (those sent) fill `tests` and `tests_source` ("given"
+    or "none"), as `acecoder rerank` reports them."""
     return Reranking([RankedCandidate(c.index, c.score if c.HasField("score") else None,
                                       c.truncated,
                                       c.pass_rate if c.HasField("pass_rate") else None, c.rank,
                                       tuple(c.verdicts))
                       for c in reply.ranked],
-                     complete=reply.complete, rule=reply.rule, seconds=reply.seconds)
+                     complete=reply.complete, rule=reply.rule, seconds=reply.seconds,
+                     tests=tuple(tests), tests_source="given" if tests else "none")
 
 
 class RewardClient(BlockingClient):
@@ -90,8 +96,9 @@ class RewardClient(BlockingClient):
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None,
-                 security: ClientSecurity | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry, security=security)
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security,
+                         wait_ready=wait_ready)
 
     def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
               request_id: str = "", deadline: float | None = None) -> list[Score]:
@@ -108,7 +115,8 @@ class RewardClient(BlockingClient):
         `budget` (seconds), the server answers with the best so far when it runs out."""
         req = _rerank_request(question, candidates, tests, setup, test_timeout, budget,
                               request_id)
-        return _ranked(self._call(self.stub.Rerank, req, _call_deadline(deadline, budget)))
+        return _ranked(self._call(self.stub.Rerank, req, _call_deadline(deadline, budget)),
+                       tests)
 
     def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
         return self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)
@@ -122,8 +130,9 @@ class AsyncRewardClient(AsyncClient):
 
     def __init__(self, target: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None,
-                 security: ClientSecurity | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry, security=security)
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security,
+                         wait_ready=wait_ready)
 
     async def score(self, items: Sequence[tuple[str, str]], *, ids: Sequence[str] | None = None,
                     request_id: str = "", deadline: float | None = None) -> list[Score]:
@@ -136,7 +145,8 @@ class AsyncRewardClient(AsyncClient):
                      request_id: str = "", deadline: float | None = None) -> Reranking:
         req = _rerank_request(question, candidates, tests, setup, test_timeout, budget,
                               request_id)
-        return _ranked(await self._call(self.stub.Rerank, req, _call_deadline(deadline, budget)))
+        return _ranked(await self._call(self.stub.Rerank, req,
+                                        _call_deadline(deadline, budget)), tests)
 
     async def model_info(self, *, deadline: float | None = None) -> pb.ModelInfoResponse:
         return await self._call(self.stub.ModelInfo, pb.ModelInfoRequest(), deadline)

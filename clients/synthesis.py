@@ -54,8 +54,9 @@ class SynthesisClient(BlockingClient):
 
     def __init__(self, target: str, *, timeout: float = 30.0,
                  retry: RetryPolicy | None = None,
-                 security: ClientSecurity | None = None) -> None:
-        super().__init__(target, timeout=timeout, retry=retry, security=security)
+                 security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
+        super().__init__(target, timeout=timeout, retry=retry, security=security,
+                         wait_ready=wait_ready)
 
     def synthesize(self, seed_id: str, *, question: str = "", program: str = "",
                    source: str = "", tests: Sequence[str] = (), n_tests: int | None = None,
@@ -73,7 +74,8 @@ class SynthesisClient(BlockingClient):
                              decontam_threshold=decontam_threshold, stages=tuple(stages),
                              proxy_reference=proxy_reference),
             request_id=request_id)
-        yield from stream(self.stub.Synthesize, req, seconds=deadline, retry=self.retry)
+        yield from stream(self.stub.Synthesize, req, seconds=deadline, retry=self.retry,
+                          wait_ready=self.wait_ready)
 
     def submit_job(self, input_path: str, output_path: str, *, kind: str = "synth",
                    job_id: str = "", n_tests: int | None = None, min_passed: int | None = None,

@@ -238,8 +238,8 @@ def reward_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     kw = {"model": args.model, "backend": args.backend, "device": args.device,
           "dtype": args.dtype, "max_length": args.max_length, "lanes": args.lanes}
-    for name in ("max_batch_tokens", "max_wait_ms", "max_queue", "prefix_cache_mb", "executor",
-                 "calibration"):
+    for name in ("max_batch_tokens", "max_wait_ms", "max_queue", "prefix_cache_mb", "engine",
+                 "executor", "calibration"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
     return RewardConfig(**kw)

@@ -1,5 +1,5 @@
 """The `acecoder` command: the top parser; each command family registers its subcommands
-from its own module (exec, serve, rm, synth, data, train, demo)."""
+from its own module (exec, serve, rm, synth, data, train, demo, models)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 from acecoder import __version__
 
-from . import data, demo, rm, serve, synth, train
+from . import data, demo, models, rm, serve, synth, train
 from . import exec as exec_cmd
 from .common import Parser
 
@@ -26,6 +26,7 @@ examples:
   acecoder rerank --input candidates.jsonl --output ranked.jsonl --server localhost:50052
   acecoder rerank --input q.jsonl --output ranked.jsonl --server localhost:50052 --budget 0.5
   acecoder rm convert --model ./AceCodeRM-7B --output ./AceCodeRM-7B-seqcls
+  acecoder models install        # the embedded models' files, into the cache
   acecoder demo
 """
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.register_tools(sub)
     train.register(sub)
     demo.register(sub)
+    models.register(sub)
     return ap
 
 

@@ -91,6 +91,11 @@ def register(sub: Any) -> None:
     s.add_argument("--prefix-cache-mb", type=int, default=Default(REWARD, "prefix_cache_mb"),
                    help="memory for reused prompt prefixes, MiB (default %(default)s; 0 turns "
                         "it off)")
+    s.add_argument("--engine", default=Default(REWARD, "engine"),
+                   choices=["auto", "packed", "batched"],
+                   help="transformers backend: how shared prefixes are reused: packed (new "
+                        "tokens of several items in one row), batched (responses in one padded "
+                        "forward), auto: packed on CPU, batched on GPU (default %(default)s)")
     add_model_options(s)
     s.set_defaults(func=cmd_serve_rm)
 

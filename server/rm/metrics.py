@@ -49,6 +49,11 @@ class RewardMetrics:
         self.prefix_cache = Counter(
             "acecoder_rm_prefix_cache", "Prefix lookups of the batches, by result (hit/miss).",
             ["result"], registry=r)
+        self.stage_seconds = Counter(
+            "acecoder_rm_stage_seconds", "Seconds spent by stage, summed over items and lanes: "
+            "tokenize, queue_wait, prefix_lookup, forward, head, prefix_store (the profile "
+            "`bench/rm_bench.py` prints). On a GPU, forward time may show under head, where "
+            "the results are read back.", ["stage"], registry=r)
         self.queue_depth = Gauge(
             "acecoder_rm_queue_depth", "Items waiting for a batch.", registry=r)
         self.rerank_budget_expired = Counter(
@@ -68,3 +73,6 @@ class RewardMetrics:
         self.prefix_cache.labels(result="miss").inc(stats.prefix_misses)
         for w in waits:
             self.queue_wait.observe(w)
+        self.stage_seconds.labels(stage="queue_wait").inc(sum(waits))
+        for stage, seconds in stats.seconds.items():
+            self.stage_seconds.labels(stage=stage).inc(seconds)

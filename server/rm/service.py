@@ -100,8 +100,25 @@ def load_backend(config: RewardConfig) -> Backend:
         torch.set_num_threads(config.threads_per_lane)
     model = models.load(config.model, dtype=config.dtype, device=config.device,
                         max_length=config.max_length)
-    engine = TransformersEngine(model, prefix_cache_bytes=config.prefix_cache_mb << 20)
+    packed = None if config.engine == "auto" else config.engine == "packed"
+    engine = TransformersEngine(model, prefix_cache_bytes=config.prefix_cache_mb << 20,
+                                packed=packed)
     return _TransformersBackend(model, engine)
+
+
+WARM_UP = ("Write a function add(a, b) that returns the sum of a and b.",
+           ("def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"))
+
+
+def warm_up(backend: Backend) -> None:
+    """Score a question's two answers once before the service reports ready: the first
+    forward of a fresh model costs several later ones (allocations, kernel set-up), and a
+    budgeted rerank must not pay for it. Two answers, so that a shared prefix is cached and
+    reused as in real batches. Metrics never see it."""
+    started = time.monotonic()
+    question, answers = WARM_UP
+    backend.score([backend.encode(question, a) for a in answers], BatchStats())
+    logger.info("warmed the reward model up in %.2f s", time.monotonic() - started)
 
 
 class _TransformersBackend:
@@ -148,8 +165,9 @@ class RewardService:
         return self.backend.description
 
     async def start(self) -> None:
-        if self.backend is None:
+        if self.backend is None:  # a backend handed in is the caller's to warm
             self.backend = await asyncio.to_thread(load_backend, self.config)
+            await asyncio.to_thread(warm_up, self.backend)
         d = self.backend.description
         self.calibration = calibrations.for_model(
             d.model_id, d.path, head_trained=d.head_trained,
@@ -217,15 +235,20 @@ class RewardService:
         def run(chunk: Sequence[tuple[str, str]]) -> list[Encoded]:
             return [backend.encode(q, r) for q, r in chunk]
 
+        started = time.perf_counter()
         if sum(len(q) + len(r) for q, r in pairs) <= INLINE_TOKENIZE_CHARS:
-            return run(pairs)
+            encoded = run(pairs)
+            self.metrics.stage_seconds.labels(stage="tokenize").inc(
+                time.perf_counter() - started)
+            return encoded
         loop = asyncio.get_running_loop()
-        encoded: list[Encoded] = []
+        encoded = []
         for chunk in _chunks(pairs, TOKENIZE_CHUNK_CHARS):
             if deadline is not None and time.monotonic() >= deadline:
                 self.metrics.rejected.labels(reason="deadline").inc(len(pairs))
                 raise DeadlineExceeded("the deadline passed while the items were tokenized")
             encoded += await loop.run_in_executor(self._tokenizers, run, chunk)
+        self.metrics.stage_seconds.labels(stage="tokenize").inc(time.perf_counter() - started)
         return encoded
 
     async def score(self, items: Sequence[tuple[bytes | str, bytes | str]], *,
@@ -306,8 +329,10 @@ class RewardService:
             self.metrics.rerank_budget_expired.inc()
         values = [None if s is None else s.score for s in scores]
         truncated = [s is not None and s.truncated for s in scores]
+        tokens = [0 if s is None else s.tokens for s in scores]
         order = sorted(range(n), key=lambda i: rank_key(values[i], rates[i], i))
-        ranked = [RankedCandidate(i, values[i], truncated[i], rates[i], r, verdicts[i])
+        ranked = [RankedCandidate(i, values[i], truncated[i], rates[i], r, verdicts[i],
+                                  tokens[i])
                   for r, i in enumerate(order)]
         return Reranking(ranked, complete=not pending, rule=RERANK_RULE,
                          seconds=time.monotonic() - started)

@@ -236,7 +236,9 @@ async def synthesize(seed: Seed, *, llm: Chat, proxy: Chat, executor: Any,
 
 def new_report(seeds: int = 0) -> dict[str, Any]:
     """The counts a run keeps: seeds, done (before this run: skipped), kept, dropped by
-    reason, tests imagined / kept / rejected by reason."""
+    reason, tests imagined / kept / rejected by reason. Kept, dropped and tests kept (the tests
+    of kept records) are read back from the outputs on a resume, so they count every run;
+    tests imagined and rejected are in no output, so they count this run's seeds only."""
     return {"seeds": seeds, "skipped": 0, "done": 0, "kept": 0,
             "dropped": collections.Counter(), "tests_in": 0, "tests_kept": 0,
             "tests_rejected": collections.Counter()}
@@ -291,10 +293,12 @@ async def run(input_path: FilePath, output_path: FilePath, *, llm: Chat, proxy: 
             outcome = await synthesize(seed, llm=llm, proxy=proxy, executor=executor,
                                        index=index, config=config, on_event=on_event)
             report["tests_in"] += outcome.tests_in
-            report["tests_kept"] += outcome.tests_kept
             report["tests_rejected"].update(outcome.rejected)
             if outcome.record is not None:
                 report["kept"] += 1
+                # the kept records' tests only, as `count_done` reads them back on a resume
+                # (a dropped question's surviving tests are not in any output)
+                report["tests_kept"] += outcome.tests_kept
                 out.write(json.dumps(outcome.record) + "\n")
                 out.flush()
             else:
@@ -319,7 +323,8 @@ def format_report(report: dict[str, Any]) -> str:
              f"kept {report['kept']}"]
     for reason, n in sorted(report["dropped"].items()):
         lines.append(f"  dropped {n:>6}  {reason}")
-    lines.append(f"tests imagined {report['tests_in']} (this run), kept {report['tests_kept']}")
+    lines.append(f"tests imagined {report['tests_in']} (this run), kept "
+                 f"{report['tests_kept']} (in the kept records, every run)")
     for reason, n in sorted(report["tests_rejected"].items()):
         lines.append(f"  rejected {n:>5}  {reason}")
     return "\n".join(lines)

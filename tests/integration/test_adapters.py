@@ -48,8 +48,8 @@ def test_verl_with_the_rm_and_an_unreachable_executor(server, rm_target: str) ->
     gone = compute_score("acecode", GOOD, TESTS, executor=f"127.0.0.1:{free_port()}",
                          deadline=2)
     assert not gone["ok"] and gone["score"] == 0.0 and "executor" in gone["error"]
-    bad = compute_score("acecode", GOOD, TESTS, reward="rm")  # no RM address
-    assert not bad["ok"] and "RM server" in bad["error"]
+    with pytest.raises(ValueError, match=r"needs an RM server: set rm= \(ACECODER_RM\)"):
+        compute_score("acecode", GOOD, TESTS, reward="rm")  # a configuration error: raised
 
 
 def test_openrlhf_reward_func(server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -181,6 +181,42 @@ def test_verl_loads_the_reward_function_from_its_config(server) -> None:  # type
                      ground_truths=[TESTS, TESTS], extra_infos=[{}, {}])
         assert [g["score"] for g in got] == [1.0, 0.0]  # binary: all tests or nothing
         assert [g["pass_rate"] for g in got] == [1.0, 0.5]
+
+
+def test_verl_reward_loop_awaits_the_async_compute_score(server, smol_tokenizer_dir) -> None:  # type: ignore[no-untyped-def]
+    """verl's loader sees a coroutine function and wraps it to be awaited; the reward loop's
+    naive manager then awaits it on its event loop (no thread per call), every sample of a
+    batch at once, and reads the reward and the extra info from the dict it returns."""
+    import inspect
+
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    import acecoder.clients.verl as adapter
+
+    assert inspect.iscoroutinefunction(adapter.compute_score_async)
+    config = OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": adapter.__file__, "name": "compute_score_async",
+        "reward_kwargs": {"executor": server.target}}}})
+    fn = get_custom_reward_fn(config)
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    manager = NaiveRewardManager(config, tok, fn)
+    assert manager.is_async_reward_score  # awaited, not run in an executor thread
+    responses = [GOOD, HALF, DODGE, GOOD]
+    data, _ = verl_batch(tok, responses, [json.dumps(TESTS), {"tests": TESTS}, TESTS, 42])
+
+    async def all_at_once():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(manager.run_single(data[i:i + 1])
+                                      for i in range(len(responses))))
+
+    got = manager.loop.run_until_complete(all_at_once())
+    assert [g["reward_score"] for g in got] == [1.0, 0.5, 0.0, 0.0]
+    assert [g["reward_extra_info"]["pass_rate"] for g in got[:3]] == [1.0, 0.5, 0.0]
+    assert got[2]["reward_extra_info"]["hacked"]
+    bad = got[3]["reward_extra_info"]  # unreadable tests: a record, not a raise
+    assert not bad["ok"] and "ground_truth" in bad["error"]
 
 
 def verl_batch(tokenizer, responses: list[str], truths: list[object]):  # type: ignore[no-untyped-def]

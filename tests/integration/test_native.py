@@ -173,3 +173,53 @@ def test_exec_runs_records_in_other_languages(tmp_path: Path) -> None:
     for n in missing:  # a line of its own that says what to install; the others still run
         assert got[n]["status"] == "INVALID_INPUT"
         assert languages.LANGUAGES[n].package in got[n]["error"]
+
+
+# -- builds reused across requests (verl's one call per test) --------------------------------
+
+STAMP = "#include <stdio.h>\nint main(void){puts(__TIME__);return 0;}\n"
+
+
+@pytest.mark.slow
+def test_the_same_source_is_compiled_once_per_worker_not_once_per_request(
+        client: ExecutorClient) -> None:
+    """A binary that prints its compile time, sent five times 1.1 s apart: were each request
+    compiled, five different times; built once per worker slot, one time per slot."""
+    import time
+
+    stamps = []
+    for _ in range(5):
+        r = client.execute(STAMP, [StdioTest("", "never")], language="c")
+        assert r.status is ProgramStatus.OK and r.verdicts == [Verdict.FAILED], r
+        stamps.append(r.stdout.strip())
+        time.sleep(1.1)
+    assert len(set(stamps)) <= 2, stamps  # the server under test has two slots
+
+
+TAMPER = ("#include <stdio.h>\n#include <unistd.h>\n#include <sys/stat.h>\n"
+          "int main(void){unlink(\"main\");FILE*f=fopen(\"main\",\"w\");"
+          "fputs(\"#!/bin/sh\\necho 0\\n\",f);fclose(f);chmod(\"main\",0755);"
+          "puts(\"5\");return 0;}\n")
+
+
+@pytest.mark.slow
+def test_a_program_that_replaces_its_binary_changes_no_later_request(
+        client: ExecutorClient) -> None:
+    """The build is kept the moment the compiler is gone, before any run: what a run does to
+    its own copy stays in its own directory. Every request's first run is the real program."""
+    for _ in range(4):
+        r = client.execute(TAMPER, [StdioTest("", "5"), StdioTest("", "5")], language="c")
+        assert r.verdicts[0] is Verdict.PASSED, r
+        assert r.verdicts[1] is not Verdict.PASSED, r  # its own copy was replaced
+
+
+@pytest.mark.slow
+def test_a_compile_that_failed_for_its_moment_is_not_remembered(client: ExecutorClient) -> None:
+    """Only successful builds are kept: a compile stopped by a tight limit fails that request
+    alone, and the same source builds for the next."""
+    source = SOURCES["c"].replace("a+b", "b+a")  # a source no other test built
+    r = client.execute(source, ADD, language="c", compile_timeout=0.001)
+    assert r.status is ProgramStatus.COMPILE_ERROR, r
+    for _ in range(2):
+        r = client.execute(source, ADD, language="c")
+        assert r.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED], r

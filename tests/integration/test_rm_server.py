@@ -364,6 +364,13 @@ def test_metrics(rm: RMServer, rm_client: RewardClient) -> None:
         assert name in text, name
     assert 'head_trained="true"' in text
     assert _metric(rm, "acecoder_rm_requests_total", '{code="OK",method="Score"}') >= 1
+    # the per-stage profile (bench/rm_bench.py prints it): every stage of a scored item
+    before = {s: _metric(rm, "acecoder_rm_stage_seconds_total", f'{{stage="{s}"}}')
+              for s in ("tokenize", "queue_wait", "prefix_lookup", "forward", "head")}
+    rm_client.score([(QUESTION, GOOD + f"\n# {time.monotonic()}")])  # not cached whole
+    for stage, seconds in before.items():
+        after = _metric(rm, "acecoder_rm_stage_seconds_total", f'{{stage="{stage}"}}')
+        assert after > seconds, stage
 
 
 @pytest.mark.slow

@@ -71,6 +71,26 @@ def test_scores_are_batch_invariant_with_prefix_reuse(tiny, packed: bool) -> Non
     assert model.forward_full(encoded) == pytest.approx(alone, abs=1e-4)
 
 
+@pytest.mark.parametrize("packed", [True, False, None], ids=["packed", "batched", "no-reuse"])
+def test_a_batch_reports_where_its_time_went(tiny, packed: bool | None) -> None:  # type: ignore[no-untyped-def]
+    """The server's per-stage profile: every stage the engine ran is timed, and the stages
+    lie within the call's own time."""
+    import time
+
+    model, _ = tiny
+    engine = TransformersEngine(model, packed=bool(packed),
+                                prefix_cache_bytes=0 if packed is None else 1 << 20)
+    stats = BatchStats()
+    started = time.perf_counter()
+    engine.score([model.encode(q, r) for q, r in ITEMS], stats)
+    elapsed = time.perf_counter() - started
+    want = {None: {"forward"}, True: {"prefix_lookup", "forward", "head", "prefix_store"},
+            False: {"prefix_lookup", "forward", "head"}}[packed]
+    assert set(stats.seconds) == want
+    assert all(s > 0 for s in stats.seconds.values()), stats.seconds
+    assert sum(stats.seconds.values()) <= elapsed
+
+
 def test_packing_defers_an_item_until_its_longer_twin_is_cached(tiny) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
     body = "def f(x):\n" + "".join(f"    x = x + {k}\n" for k in range(12))

@@ -139,6 +139,8 @@ def test_reward_config_is_checked() -> None:
         RewardConfig(max_length=3)
     with pytest.raises(ValueError, match="device must be"):
         RewardConfig(device="tpu")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        RewardConfig(engine="paged")
     assert RewardConfig(lanes=0, device="cuda").effective_lanes == 1
 
 
