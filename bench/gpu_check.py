@@ -9,13 +9,21 @@ on):
 2. `transformers <dtype> <engine>`: the transformers backend (bf16 by default) in each engine
    mode (`packed`, `batched`), scoring the same items as the server does (dynamic batches of
    shared prefixes); its largest difference from (1) must be within the tolerance (1e-2 for
-   bf16/fp16, 1e-3 for fp32).
+   bf16/fp16, 1e-3 for fp32). Beside it: the largest difference of the calibrated reward
+   (sigmoid of the calibrated score, what `mix` and the gateway's `scores` hand a trainer), and
+   how often two samples of one question keep fp32's order (what a policy gradient sees).
 3. `vllm <dtype>`: the vLLM backend (CUDA on a GPU), the same items and tolerance.
 4. `rm_bench samples`: `bench/rm_bench.py --traffic samples` against the baseline, on the
    same device, its table appended to the file.
 
 `--device cpu` runs the same steps on the CPU (what CI does, small): the script's own
 plumbing, argument handling and table are proven without a GPU.
+
+What to expect in bf16: a raw score is itself a bf16 number, and bf16 spaces its values 0.125
+apart between 16 and 32 and 0.25 apart between 32 and 64, where the embedded model's raw
+scores lie; on the CPU its bf16 scores differ from fp32 by up to about 1 (2 in the packed
+engine) and the 1e-2 tolerance is out of reach for this model. The order and calibrated-reward
+columns say whether that matters for training.
 
     python bench/gpu_check.py --out gpu_check.txt                  # on a GPU machine
     python bench/gpu_check.py --device cpu --items 16 --skip vllm,bench --out /tmp/t.txt
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("transformers", "vllm", "bench")
@@ -45,6 +54,34 @@ def items(n: int) -> list[tuple[str, str]]:
             if len(out) == n:
                 break
     return out
+
+
+def model_calibration(model: str) -> Any:
+    """The calibration the RM server would serve the model with (None without one)."""
+    from acecoder.models import calibration
+    from acecoder.models.reward import resolve
+
+    return calibration.for_model(model, str(resolve(model)), head_trained=True)
+
+
+def reward_diff(calibration: Any, scores: list[float], ref: list[float]) -> float:
+    """Largest difference of the calibrated reward p = sigmoid(scale * raw + shift)."""
+    return max(abs(calibration.probability(a) - calibration.probability(b))
+               for a, b in zip(scores, ref, strict=True))
+
+
+def order_agreement(scores: list[float], ref: list[float], group: int = 8) -> float:
+    """Of the pairs of samples of one question (consecutive groups of `group`) that fp32
+    tells apart, the share ordered the same way."""
+    same = total = 0
+    for g in range(0, len(ref), group):
+        idx = range(g, min(g + group, len(ref)))
+        for i in idx:
+            for j in idx:
+                if i < j and ref[i] != ref[j]:
+                    total += 1
+                    same += (scores[i] - scores[j]) * (ref[i] - ref[j]) > 0
+    return same / total if total else 1.0
 
 
 def reference(model: str, device: str, pairs: list[tuple[str, str]]) -> list[float]:
@@ -122,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ref = reference(args.model, args.device, pairs)
     rows.append(["fp32 reference (one item per forward)", "float32",
-                 f"{len(pairs) / (time.perf_counter() - started):.1f}", "-", "-", "ok"])
+                 f"{len(pairs) / (time.perf_counter() - started):.1f}", "-", "-", "ok", "-",
+                 "-"])
+    calibration = model_calibration(args.model)
     runs = []
     if "transformers" not in skip:
         runs += [("transformers", engine) for engine in ("packed", "batched")]
@@ -142,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = diff <= tol
         failed |= not ok
         rows.append([name, dtype, f"{len(pairs) / seconds:.1f}", f"{diff:.1e}", f"{tol:.0e}",
-                     "ok" if ok else "OVER TOLERANCE"])
-    head = ["step", "dtype", "items/s", "max |Δ| vs fp32", "tolerance", "result"]
+                     "ok" if ok else "OVER TOLERANCE",
+                     f"{reward_diff(calibration, scores, ref):.1e}" if calibration else "-",
+                     f"{order_agreement(scores, ref):.1%}"])
+    head = ["step", "dtype", "items/s", "max |Δ| vs fp32", "tolerance", "result",
+            "max |Δ reward|", "same order"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
