@@ -92,7 +92,9 @@ def sandbox_processes(workers: int = 2, root: int | None = None) -> list[str]:
         except OSError:
             continue
         m = re.search(r"^Uid:\s+(\d+)", status, re.M)
-        zombie = re.search(r"^State:\s+Z", status, re.M)
+        # a zombie leader whose other threads run on is not gone
+        zombie = re.search(r"^State:\s+Z", status, re.M) and \
+            re.search(r"^Threads:\s+1$", status, re.M)
         if m and int(m.group(1)) in uids and not zombie:
             name = re.search(r"^Name:\s+(.*)$", status, re.M)
             label = name.group(1) if name else "?"

@@ -160,6 +160,15 @@ def exiting(pid: str) -> bool:
         return True  # gone already
 
 
+def leader_alone(pid: str) -> bool:
+    """Whether no thread of the process is left but its leader (a process whose leader called
+    the `exit` system call alone lives on in its other threads)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True  # gone already
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a confined child and its process group (which its descendants cannot leave)."""
     for kill in (os.killpg, os.kill):

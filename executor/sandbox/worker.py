@@ -51,6 +51,7 @@ from .procs import (
     exited_children,
     exiting,
     kill_tree,
+    leader_alone,
 )
 
 # Imported only after the program zygote is forked (see main), so that it stays small: every
@@ -467,7 +468,10 @@ class Worker:
     def _request_processes(self) -> list[int]:
         """Live processes running under this slot's request uids. Zombies, and processes that
         are exiting (the kernel's PF_EXITING: a killed process tearing down its memory), are
-        gone already: neither will ever run a line of code again."""
+        gone already: neither will ever run a line of code again. Both describe the thread
+        group's leader only: a leader that exited alone (the `exit` system call, not
+        `exit_group`) is a zombie while its other threads run on, so a process counts as gone
+        only when no thread but its leader is left."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) in self.static_pids:
@@ -477,10 +481,11 @@ class Worker:
                     status = f.read(1024)
             except OSError:
                 continue
-            state = status.split(b"\nState:\t", 1)[-1][:1]
             uid_line = status.split(b"\nUid:\t", 1)[-1].split(b"\n", 1)[0].split()
-            if state not in (b"Z", b"X") and any(int(u) in self.uids for u in uid_line[:3]) \
-                    and not exiting(entry):
+            if not any(int(u) in self.uids for u in uid_line[:3]):
+                continue
+            state = status.split(b"\nState:\t", 1)[-1][:1]
+            if not ((state in (b"Z", b"X") or exiting(entry)) and leader_alone(entry)):
                 found.append(int(entry))
         return found
 

@@ -137,6 +137,21 @@ ATTACKS = {
         "            try:\n                os.fork()\n            except OSError:\n                time.sleep(0.01)\n"
         "def f(x):\n    return x\n",
         ["assert f(1) == 1"]),
+    # A daemon that left the group whose leader then ends alone (the `exit` system call, not
+    # `exit_group`): a zombie by its status, alive in its other thread.
+    "zombie-leader-keeps-a-thread": (
+        "import ctypes, os, threading, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    for fd in (0, 1, 2, 3, 4):\n"
+        "        try:\n            os.close(fd)\n        except OSError:\n            pass\n"
+        "    def spin():\n"
+        "        while True:\n"
+        "            time.sleep(0.01)\n"
+        "    threading.Thread(target=spin).start()\n"
+        "    ctypes.CDLL(None).syscall({'x86_64': 60, 'aarch64': 93}[os.uname().machine], 0)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
     "daemon-signals-everyone": (
         "import os, signal, time\n"
         "if os.fork() == 0:\n"
@@ -194,11 +209,13 @@ def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) 
             assert _essentials(victim) == _essentials(reference), (attack, victim, hostile)
 
 
-def test_nothing_of_a_request_runs_once_the_next_has_started(shared) -> None:  # type: ignore[no-untyped-def]
-    """Daemons that left their process group and closed every pipe are gone before the next
-    request runs: only the one pre-spawned spare of the slot's program uid is left."""
+@pytest.mark.parametrize("attack", ["escaped-daemons", "zombie-leader-keeps-a-thread"])
+def test_nothing_of_a_request_runs_once_the_next_has_started(shared, attack: str) -> None:  # type: ignore[no-untyped-def]
+    """Daemons that left their process group and closed every pipe (or live on in a thread
+    behind a zombie leader) are gone before the next request runs: only the one pre-spawned
+    spare of the slot's program uid is left."""
     server, client = shared
-    program, tests = ATTACKS["escaped-daemons"]
+    program, tests = ATTACKS[attack]
     for _ in range(3):
         assert len(client.execute(program, tests, timeout=1.0).verdicts) == 1
         assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED

@@ -1,13 +1,19 @@
 """The sweep between requests skips processes that have begun to exit (PF_EXITING): read
-from /proc, for a live process, a stopped one, a zombie and a pid that does not exist."""
+from /proc, for a live process, a stopped one, a zombie and a pid that does not exist; and a
+zombie leader whose other threads still run is not gone."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import threading
 import time
 
 from acecoder.executor.sandbox.procs import exiting as _exiting
+from acecoder.executor.sandbox.procs import leader_alone
+
+_SYS_EXIT = {"x86_64": 60, "aarch64": 93}[os.uname().machine]
 
 
 def test_exiting_reads_the_kernel_flag() -> None:
@@ -30,3 +36,29 @@ def test_exiting_reads_the_kernel_flag() -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert _exiting(str(pid))  # gone altogether
+
+
+def test_a_leader_that_exited_alone_is_not_gone_while_a_thread_runs() -> None:
+    """The `exit` system call ends the calling thread only: the leader is a zombie (so its
+    status reads Z and PF_EXITING) while the process runs on in its other threads."""
+    pid = os.fork()
+    if pid == 0:
+        threading.Thread(target=time.sleep, args=(30,)).start()
+        ctypes.CDLL(None).syscall(_SYS_EXIT, 0)
+    try:
+        for _ in range(200):
+            if _exiting(str(pid)):
+                break
+            time.sleep(0.01)
+        assert _exiting(str(pid))  # the leader's own flags say it exited
+        assert not leader_alone(str(pid))  # but a thread of it lives
+        os.kill(pid, signal.SIGKILL)  # the whole group, through the zombie leader's pid
+        for _ in range(200):
+            if leader_alone(str(pid)):
+                break
+            time.sleep(0.01)
+        assert leader_alone(str(pid))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert leader_alone(str(pid))  # gone altogether
