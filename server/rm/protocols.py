@@ -110,10 +110,12 @@ def parse_rerank(service: RewardService, body: Any, *,
         if not doc.strip():
             raise InvalidArgument(f"documents[{i}] is empty: send the candidate response")
         documents.append(doc)
-    top_n = _field(body, "top_n", int, "an integer >= 1 (or left out for all)")
-    if top_n is not None and top_n < 1:
-        raise InvalidArgument(f"'top_n' must be >= 1, got {top_n}: leave it out to get every "
-                              "document back")
+    top_n = _field(body, "top_n", int, "an integer >= 0 (0 or left out for all)")
+    if top_n is not None and top_n < 0:
+        raise InvalidArgument(f"'top_n' must be >= 0, got {top_n}: 0 or leaving it out gets "
+                              "every document back")
+    if top_n == 0:  # as vLLM's rerank reads it: every document
+        top_n = None
     tests = _field(body, "tests", list, "a list of strings (test code, e.g. asserts)", [])
     for i, t in enumerate(tests):
         if not isinstance(t, str):

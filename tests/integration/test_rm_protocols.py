@@ -73,7 +73,9 @@ def test_cohere_sdk_reranks_by_calibrated_probability(rm: RMServer,
     assert not got.meta.warnings  # the embedded model is calibrated and its head trained
     top = co.rerank(model=MODEL, query=QUESTION, documents=candidates, top_n=1)
     assert [r.index for r in top.results] == [1]
-    assert metric(rm, "rerank", "OK") - before == 2
+    every = co.rerank(model=MODEL, query=QUESTION, documents=candidates, top_n=0)
+    assert sorted(r.index for r in every.results) == [0, 1, 2]  # 0 is all, as vLLM reads it
+    assert metric(rm, "rerank", "OK") - before == 3
 
 
 def test_cohere_sdk_sees_4xx_errors(rm: RMServer) -> None:
@@ -82,8 +84,8 @@ def test_cohere_sdk_sees_4xx_errors(rm: RMServer) -> None:
         co.rerank(model="rerank-v3.5", query=QUESTION, documents=[GOOD])
     assert "is not served here" in missing.value.body["error"]
     with pytest.raises(cohere.errors.BadRequestError) as bad:
-        co.rerank(model=MODEL, query=QUESTION, documents=[GOOD], top_n=0)
-    assert "'top_n' must be >= 1" in bad.value.body["error"]
+        co.rerank(model=MODEL, query=QUESTION, documents=[GOOD], top_n=-1)
+    assert "'top_n' must be >= 0" in bad.value.body["error"]
     with pytest.raises(cohere.errors.BadRequestError) as empty:
         co.rerank(model=MODEL, query=QUESTION, documents=[])
     assert "'documents' must be a non-empty list" in empty.value.body["error"]

@@ -66,11 +66,12 @@ DOCS = ["x" * 12, "x" * 30, {"text": "x" * 5}]  # scores 2, 20, -5
 
 
 def test_rerank_orders_by_score_and_keeps_indexes() -> None:
-    (v1, v2, top), registry = call([
+    (v1, v2, top, every), registry = call([
         ("POST", "/v1/rerank", {"query": "q", "documents": DOCS}),
         ("POST", "/v2/rerank", {"model": "tiny-rm", "query": "q", "documents": DOCS}),
         ("POST", "/rerank", {"query": "q", "documents": DOCS, "top_n": 2,
-                             "return_documents": False})])
+                             "return_documents": False}),
+        ("POST", "/v1/rerank", {"query": "q", "documents": DOCS, "top_n": 0})])
     assert v1.status_code == 200, v1.text
     body = v1.json()
     assert [r["index"] for r in body["results"]] == [1, 0, 2]
@@ -86,8 +87,9 @@ def test_rerank_orders_by_score_and_keeps_indexes() -> None:
     assert "sigmoid(raw score)" in " ".join(body["meta"]["warnings"])
     assert v2.status_code == 200 and "document" not in v2.json()["results"][0]  # v2: none
     assert [r["index"] for r in top.json()["results"]] == [1, 0]
+    assert [r["index"] for r in every.json()["results"]] == [1, 0, 2]  # 0: all, as vLLM
     count = registry.get_sample_value
-    assert count("acecoder_rm_requests_total", {"method": "rerank", "code": "OK"}) == 3
+    assert count("acecoder_rm_requests_total", {"method": "rerank", "code": "OK"}) == 4
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [
@@ -100,8 +102,7 @@ def test_rerank_orders_by_score_and_keeps_indexes() -> None:
     ({"query": "q", "documents": ["a", 7]}, 400, "documents[1] must be a string"),
     ({"query": "q", "documents": ["a", {"txt": "b"}]}, 400, "documents[1] must be a string"),
     ({"query": "q", "documents": ["a", ""]}, 400, "documents[1] is empty"),
-    ({"query": "q", "documents": ["a"], "top_n": 0}, 400, "'top_n' must be >= 1"),
-    ({"query": "q", "documents": ["a"], "top_n": -2}, 400, "'top_n' must be >= 1"),
+    ({"query": "q", "documents": ["a"], "top_n": -2}, 400, "'top_n' must be >= 0"),
     ({"query": "q", "documents": ["a"], "top_n": "2"}, 400, "'top_n' must be an integer"),
     ({"query": "q", "documents": ["a"], "top_n": True}, 400, "'top_n' must be an integer"),
     ({"query": "q", "documents": ["a"], "return_documents": "yes"}, 400, "true or false"),
