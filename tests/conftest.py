@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# setuptools first: it replaces distutils with its own copy only if nothing loaded the standard
+# library's before (some tests' imports do; vLLM's then imports setuptools and fails on it)
+import setuptools  # noqa: F401
+
 from acecoder.serving import spawn_server
 
 UID_BASE = 61000

@@ -146,7 +146,8 @@ def test_vllm_protocol_classes_accept_our_answers(rm: RMServer,
         {"role": "assistant", "content": GOOD}]).model_dump()
     raw = strict(ClassificationResponse,
                  httpx.post(rm.http + "/classify", json=body, timeout=120).json())
-    assert raw.data[0].probs[0] == pytest.approx(want[0].score, abs=1e-4)
+    # a raw score, scored in another batch: within the scoring rule's 1e-3 of the gRPC one
+    assert raw.data[0].probs[0] == pytest.approx(want[0].score, abs=1e-3)
 
     body = PoolingCompletionRequest(model=name, input=chatml(QUESTION, BAD),
                                     task="classify").model_dump()
@@ -154,8 +155,8 @@ def test_vllm_protocol_classes_accept_our_answers(rm: RMServer,
                     httpx.post(rm.http + "/pooling", json=body, timeout=120).json())
     assert pooled.data[0].data == pytest.approx([want[1].probability], abs=1e-4)
 
-    body = RerankRequest(model=name, query=QUESTION, documents=[BAD, GOOD]).model_dump(
-        exclude_unset=True)
+    body = RerankRequest(model=name, query=QUESTION, documents=[BAD, GOOD]).model_dump()
+    assert body["top_n"] == 0  # what a vLLM client sends by default: every document
     ranked = RerankResponse.model_validate(
         httpx.post(rm.http + "/rerank", json=body, timeout=120).json())
     assert [r.index for r in ranked.results] == [1, 0]
