@@ -9,11 +9,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from acecoder.executor.sandbox.procs import exiting as _exiting
 from acecoder.executor.sandbox.procs import leader_alone
 
 _SYS_EXIT = {"x86_64": 60, "aarch64": 93}[os.uname().machine]
+
+
+def soon(check: Callable[[], bool]) -> bool:
+    """Whether `check` holds within 2 s."""
+    for _ in range(200):
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()
 
 
 def test_exiting_reads_the_kernel_flag() -> None:
@@ -27,11 +37,7 @@ def test_exiting_reads_the_kernel_flag() -> None:
         time.sleep(0.05)
         assert not _exiting(str(pid))
         os.kill(pid, signal.SIGKILL)
-        for _ in range(200):  # a zombie has exited for good
-            if _exiting(str(pid)):
-                break
-            time.sleep(0.01)
-        assert _exiting(str(pid))
+        assert soon(lambda: _exiting(str(pid)))  # a zombie has exited for good
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -46,18 +52,10 @@ def test_a_leader_that_exited_alone_is_not_gone_while_a_thread_runs() -> None:
         threading.Thread(target=time.sleep, args=(30,)).start()
         ctypes.CDLL(None).syscall(_SYS_EXIT, 0)
     try:
-        for _ in range(200):
-            if _exiting(str(pid)):
-                break
-            time.sleep(0.01)
-        assert _exiting(str(pid))  # the leader's own flags say it exited
+        assert soon(lambda: _exiting(str(pid)))  # the leader's own flags say it exited
         assert not leader_alone(str(pid))  # but a thread of it lives
         os.kill(pid, signal.SIGKILL)  # the whole group, through the zombie leader's pid
-        for _ in range(200):
-            if leader_alone(str(pid)):
-                break
-            time.sleep(0.01)
-        assert leader_alone(str(pid))
+        assert soon(lambda: leader_alone(str(pid)))
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
