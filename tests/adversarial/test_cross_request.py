@@ -152,6 +152,21 @@ ATTACKS = {
         "    ctypes.CDLL(None).syscall({'x86_64': 60, 'aarch64': 93}[os.uname().machine], 0)\n"
         "def f(x):\n    return x\n",
         ["assert f(1) == 1"]),
+    # A daemon that is never the same process for long: each forks its successor and exits,
+    # so a sweep that reads /proc must still catch the chain (a pid it listed may be gone by
+    # the time it reads it, its successor not yet listed).
+    "fork-hopping-daemon": (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    for fd in (0, 1, 2, 3, 4):\n"
+        "        try:\n            os.close(fd)\n        except OSError:\n            pass\n"
+        "    while True:\n"
+        "        try:\n"
+        "            if os.fork():\n                os._exit(0)\n"
+        "        except OSError:\n            time.sleep(0.001)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
     "daemon-signals-everyone": (
         "import os, signal, time\n"
         "if os.fork() == 0:\n"
@@ -209,7 +224,8 @@ def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) 
             assert _essentials(victim) == _essentials(reference), (attack, victim, hostile)
 
 
-@pytest.mark.parametrize("attack", ["escaped-daemons", "zombie-leader-keeps-a-thread"])
+@pytest.mark.parametrize("attack", ["escaped-daemons", "zombie-leader-keeps-a-thread",
+                                    "fork-hopping-daemon"])
 def test_nothing_of_a_request_runs_once_the_next_has_started(shared, attack: str) -> None:  # type: ignore[no-untyped-def]
     """Daemons that left their process group and closed every pipe (or live on in a thread
     behind a zombie leader) are gone before the next request runs: only the one pre-spawned
