@@ -160,13 +160,23 @@ def exiting(pid: str) -> bool:
         return True  # gone already
 
 
-def leader_alone(pid: str) -> bool:
-    """Whether no thread of the process is left but its leader (a process whose leader called
-    the `exit` system call alone lives on in its other threads)."""
+def every_thread_exiting(pid: str) -> bool:
+    """Whether no thread of the process will run again: each is a zombie or has begun to exit.
+    The leader's own state is not enough: a leader that called the `exit` system call alone
+    (not `exit_group`) is a zombie while the process lives on in its other threads."""
     try:
-        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True  # gone already
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # that thread is gone
+        if fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING:
+            return False
+    return True
 
 
 def kill_tree(pid: int) -> None:

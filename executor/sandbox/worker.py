@@ -48,10 +48,10 @@ from .procs import (
     ancestors,
     describe_status,
     die,
+    every_thread_exiting,
     exited_children,
     exiting,
     kill_tree,
-    leader_alone,
 )
 
 # Imported only after the program zygote is forked (see main), so that it stays small: every
@@ -471,7 +471,7 @@ class Worker:
         gone already: neither will ever run a line of code again. Both describe the thread
         group's leader only: a leader that exited alone (the `exit` system call, not
         `exit_group`) is a zombie while its other threads run on, so a process counts as gone
-        only when no thread but its leader is left."""
+        only when every thread of it is (see procs.every_thread_exiting)."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) in self.static_pids:
@@ -485,7 +485,7 @@ class Worker:
             if not any(int(u) in self.uids for u in uid_line[:3]):
                 continue
             state = status.split(b"\nState:\t", 1)[-1][:1]
-            if not ((state in (b"Z", b"X") or exiting(entry)) and leader_alone(entry)):
+            if not ((state in (b"Z", b"X") or exiting(entry)) and every_thread_exiting(entry)):
                 found.append(int(entry))
         return found
 

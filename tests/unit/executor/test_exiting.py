@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from acecoder.executor.sandbox.procs import every_thread_exiting
 from acecoder.executor.sandbox.procs import exiting as _exiting
-from acecoder.executor.sandbox.procs import leader_alone
 
 _SYS_EXIT = {"x86_64": 60, "aarch64": 93}[os.uname().machine]
 
@@ -53,10 +53,10 @@ def test_a_leader_that_exited_alone_is_not_gone_while_a_thread_runs() -> None:
         ctypes.CDLL(None).syscall(_SYS_EXIT, 0)
     try:
         assert soon(lambda: _exiting(str(pid)))  # the leader's own flags say it exited
-        assert not leader_alone(str(pid))  # but a thread of it lives
+        assert not every_thread_exiting(str(pid))  # but a thread of it lives
         os.kill(pid, signal.SIGKILL)  # the whole group, through the zombie leader's pid
-        assert soon(lambda: leader_alone(str(pid)))
+        assert soon(lambda: every_thread_exiting(str(pid)))
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    assert leader_alone(str(pid))  # gone altogether
+    assert every_thread_exiting(str(pid))  # gone altogether
