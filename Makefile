@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # Converted embedded models live in the checkout, not in $HOME.
 export ACECODER_CACHE ?= $(CURDIR)/.cache
+# When this make began: the tests report how long the set-up before them took.
+export ACECODER_MAKE_STARTED := $(shell date +%s)
 
 .PHONY: test test-fast lint demo bench bench-rm proto proto-check sysdeps clean
 
@@ -13,7 +15,7 @@ export ACECODER_CACHE ?= $(CURDIR)/.cache
 # against, the test tools). `make demo` on a fresh machine installs only the first.
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml executor/sandbox/_zygote.c
 	@command -v $(PYTHON) >/dev/null || { echo "acecoder needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[rm,train]'
@@ -31,12 +33,15 @@ $(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	@touch $(STAMP)
 
-# Sandboxing tools from Debian, when run as root and they are missing (the executor falls
-# back to bare namespaces without them, but the tests exercise all three jails).
+# Sandboxing tools and the Rust and Go toolchains from Debian, when run as root and they are
+# missing (the executor falls back to bare namespaces without the jails, and refuses a
+# language whose toolchain is missing, but the tests exercise all three jails and every
+# language in the system's directories, where the sandbox can reach them).
 sysdeps:
-	@if [ "$$(id -u)" = 0 ] && { ! command -v firejail >/dev/null || ! command -v bwrap >/dev/null; }; then \
-		echo "installing firejail and bubblewrap"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firejail bubblewrap >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && { ! command -v firejail >/dev/null || ! command -v bwrap >/dev/null \
+		|| ! test -x /usr/bin/go || ! test -x /usr/bin/rustc; }; then \
+		echo "installing firejail, bubblewrap, golang-go and rustc"; \
+		apt-get update -qq -o Acquire::Retries=3 -o Acquire::http::Timeout=60 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Acquire::Retries=3 -o Acquire::http::Timeout=60 --no-install-recommends firejail bubblewrap golang-go rustc >/dev/null; \
 	fi
 
 # ruff (pyflakes, pycodestyle, import order) and mypy on the run-time packages, as CI runs them

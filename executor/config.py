@@ -58,7 +58,8 @@ class ExecutorConfig:
     """Processes and threads per program (RLIMIT_NPROC of its own uid)."""
     uid_base: int = 61000
     """Programs of worker slot k run as uid base+3k, their tests as base+3k+1, the slot's judge
-    as base+3k+2."""
+    as base+3k+2. base+3n (n workers) is the real uid a worker takes on for an instant to
+    kill every process of a request's uids at once; nothing runs as it."""
     plain_judge: bool = True
     """Run suites of plain checks (`assert f(1, 2) == 3`, HumanEval's `check(candidate)`) in
     each slot's judge, a test process that serves many requests, instead of a fresh test

@@ -58,6 +58,7 @@ class _Worker:
         hide, keep = jails.fs_policy(self.config.hide_paths)
         hello = {
             "slot": self.slot, "uid_base": self.config.uid_base, "seccomp": self.config.seccomp,
+            "sweep_uid": self.config.uid_base + 3 * self.config.workers,
             "arrange_fs": True, "hide": hide, "keep": keep,
             "preimport": list(self.config.preimport), "separate_uids": os.geteuid() == 0,
             "pin": self.config.pin_workers, "tmp_bytes": self.config.tmp_bytes,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,59 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: st
     Qwen2ForCausalLM(config).save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+# -- the end of the run ------------------------------------------------------------------------
+
+_EXIT_GRACE_S = 180.0
+_status: dict[str, float] = {"exit": 0, "began": time.time()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _status["began"] = time.time()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _status["exit"] = int(exitstatus)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How long `make test` spent before the tests (installs), for CI logs that show only
+    their end."""
+    started = os.environ.get("ACECODER_MAKE_STARTED", "")
+    if started.isdigit():
+        before = _status["began"] - int(started)
+        terminalreporter.write_line(f"make test: {before:.0f} s of set-up before the tests")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A run whose tests have ended must end too. If the interpreter is still exiting
+    `_EXIT_GRACE_S` later (a thread or child process that something waits for at exit), say
+    what still runs, then end with the tests' own status."""
+    import threading
+
+    def guard() -> None:
+        time.sleep(_EXIT_GRACE_S)
+        import faulthandler
+
+        err = sys.__stderr__
+        assert err is not None
+        err.write(f"\npytest has not exited {_EXIT_GRACE_S:.0f} s after its tests ended; "
+                  "its threads and child processes:\n")
+        err.flush()
+        faulthandler.dump_traceback(file=err, all_threads=True)
+        for pid in sorted(_descendants(os.getpid())):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+                with open(f"/proc/{pid}/wchan") as f:
+                    wchan = f.read()
+            except OSError:
+                continue
+            err.write(f"  child {pid} (waiting in {wchan or '-'}): {cmd}\n")
+        err.flush()
+        os._exit(int(_status["exit"]))
+
+    threading.Thread(target=guard, name="exit-guard", daemon=True).start()

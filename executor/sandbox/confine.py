@@ -40,6 +40,17 @@ def prctl(option: int, arg: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
+_PR_GET_PDEATHSIG = 2
+
+
+def pdeathsig() -> int:
+    """The signal this process gets when its parent dies (0: none)."""
+    sig = ctypes.c_int(0)
+    if _prctl(_PR_GET_PDEATHSIG, ctypes.byref(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_GET_PDEATHSIG) failed")
+    return sig.value
+
+
 def _place_fds(fds: list[int]) -> None:
     """Make fd i a copy of fds[i], and close every other fd. (Kept lean: every Python object a
     freshly forked child touches costs a copy-on-write page fault.)"""
@@ -64,10 +75,11 @@ def confine(
 
     `fds[i]` becomes fd i; `env` is applied on top of the worker's (already scrubbed)
     environment; `cwd` None keeps the inherited working directory; with `uid`, the process
-    drops to that uid (and gid) with no groups.
+    drops to that uid (and gid) with no groups. It is killed with its parent: the signal is
+    asked for last, as a change of uid clears it.
     """
+    parent = os.getppid()
     os.setsid()
-    prctl(PR_SET_PDEATHSIG, 9)
     _place_fds(fds)
     if cwd is not None:
         os.chdir(cwd)
@@ -89,5 +101,8 @@ def confine(
         os.setresuid(uid, uid, uid)
     # Not dumpable: no other process of the same uid may read our memory or open our fds.
     prctl(_PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_PDEATHSIG, 9)
+    if os.getppid() != parent:  # the parent died before the line above: so do we
+        os._exit(0)
     if use_seccomp:
         seccomp.install(os.getpid())

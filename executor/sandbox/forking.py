@@ -28,7 +28,13 @@ def fork() -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     if pid == 0:
-        rnd = sys.modules.get("random")
-        if rnd is not None:
-            rnd.seed()  # as random's own at-fork hook does
+        reseed_random()
     return pid
+
+
+def reseed_random() -> None:
+    """Seed `random` afresh (as its own at-fork hook does in a child), so that no two
+    children draw the same numbers."""
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()

@@ -9,44 +9,99 @@ receive anything of a request but the file descriptors its child will hold.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+import struct
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from . import confine, forking, seccomp, wire
 
+# The zygote's orders and replies: fixed-size binary frames (see _zygote.c), so that neither
+# side pickles anything. An order is a letter and a number: "S" and the spec of the child to
+# fork (its fds alongside), "R" and a mask of specs to collect exited children, "W" and the pid
+# of one to wait for. "S" is answered with the child's pid (-1: not forked), "R" with how many
+# children of the specs in the mask are not collected yet, "W" with the child's exit status,
+# peak memory (KiB) and CPU seconds.
+_ORDER = struct.Struct("=ii")
+_ENDED = struct.Struct("=iiqd")
+_SPAWN, _REAP, _WAIT = ord("S"), ord("R"), ord("W")
+_MAX_FDS = 8
+_MAX_CHILDREN = 256
 
-def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None]) -> None:
-    """Fork confined children on request. Runs forever in its own process."""
+c_serve: Callable[[int], tuple[int, list[int]]] | None
+try:  # the loop in C: after a fork the zygote writes to almost none of its pages (each page
+    from ._zygote import serve as c_serve  # written while the child shares it is copied,
+except ImportError:  # at a few microseconds a page on a small VM); see _zygote.c
+    c_serve = None
+
+
+def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None],
+                 specs: list[dict[str, Any]], in_c: bool) -> None:
+    """Fork confined children on request. Runs forever in its own process: only a child
+    leaves the order loop, with the number of its spec and its fds."""
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if in_c and c_serve is not None:
+        which, fds = c_serve(sock.fileno())
+        forking.reseed_random()
+    else:
+        which, fds = serve(sock)
+    sock.close()
+    become(specs[which], fds)
+    os._exit(0)
+
+
+def serve(sock: socket.socket) -> tuple[int, list[int]]:
+    """The zygote's loop in Python, where the C one is not built: the same orders."""
     statuses: dict[int, tuple[int, int, float]] = {}
+    live: dict[int, int] = {}  # children not collected yet -> their spec
     while True:
         try:
-            msg, fds = wire.recv_msg(sock)
-        except (wire.FrameError, OSError):
+            data, fds, _, _ = socket.recv_fds(sock, _ORDER.size, _MAX_FDS,
+                                              socket.MSG_WAITALL | socket.MSG_CMSG_CLOEXEC)
+        except OSError:
             os._exit(0)
-        if msg[0] == "spawn":
-            _reap_nowait(statuses)
-            pid = forking.fork()
-            if pid == 0:
-                sock.close()
-                become(msg[1], fds)
-                os._exit(0)
-            for fd in fds:
-                os.close(fd)
-            wire.send_msg(sock, ("pid", pid))
-        elif msg[0] == "status":
-            pid = msg[1]
-            ended = statuses.pop(pid, None)
+        if len(data) != _ORDER.size:
+            os._exit(0)
+        kind, arg = _ORDER.unpack(data)
+        if kind == _SPAWN:
+            _reap_nowait(statuses, live)
+            child = -1
+            if len(live) < _MAX_CHILDREN:  # else no fork: every child is counted
+                try:
+                    child = forking.fork()
+                except OSError:
+                    pass
+            if child == 0:
+                return arg, fds
+            if child > 0:
+                live[child] = arg
+            answer = _ORDER.pack(_SPAWN, child)
+        elif kind == _REAP:
+            _reap_nowait(statuses, live)
+            answer = _ORDER.pack(_REAP, sum(1 for s in live.values() if 0 <= s < 31
+                                            and (arg >> s) & 1))
+        elif kind == _WAIT:
+            _reap_nowait(statuses, live)
+            ended = statuses.pop(arg, None)
             if ended is None:
                 try:
-                    _, status, usage = os.wait4(pid, 0)
+                    _, status, usage = os.wait4(arg, 0)
                     ended = _ended(status, usage)
+                    live.pop(arg, None)
                 except ChildProcessError:
                     ended = (0, 0, 0.0)
-            wire.send_msg(sock, ("status", *ended))
+            answer = _ENDED.pack(_WAIT, *ended)
+        else:
+            os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        try:
+            sock.sendall(answer)
+        except OSError:
+            os._exit(0)
 
 
 def exited_children() -> Iterator[tuple[int, int, Any]]:
@@ -67,9 +122,10 @@ def _ended(status: int, usage: Any) -> tuple[int, int, float]:
     return status, int(usage.ru_maxrss), float(usage.ru_utime + usage.ru_stime)
 
 
-def _reap_nowait(statuses: dict[int, tuple[int, int, float]]) -> None:
+def _reap_nowait(statuses: dict[int, tuple[int, int, float]], live: dict[int, int]) -> None:
     """Collect children that have exited, remembering the last few exit statuses."""
     for pid, status, usage in exited_children():
+        live.pop(pid, None)
         statuses[pid] = _ended(status, usage)
         if len(statuses) > 64:
             del statuses[next(iter(statuses))]
@@ -83,10 +139,15 @@ def die(what: str, exc: BaseException) -> None:
 
 
 class Zygote:
-    def __init__(self, become: Callable[[dict[str, Any], list[int]], None], *,
-                 seccomp_shared: bool = False) -> None:
-        """`seccomp_shared`: install the pid-independent filter in the zygote itself, for every
-        child to inherit (installing one costs about as much as a fork, on every child)."""
+    def __init__(self, become: Callable[[dict[str, Any], list[int]], None],
+                 specs: list[dict[str, Any]], *, seccomp_shared: bool = False,
+                 in_c: bool = True) -> None:
+        """A process that forks children running `become(spec, fds)`: `spec` one of `specs`,
+        fixed at start (nothing of any request), `fds` what each spawn order hands over.
+        `seccomp_shared`: install the pid-independent filter in the zygote itself, for every
+        child to inherit (installing one costs about as much as a fork, on every child).
+        `in_c`: its loop in C where built (else the same loop in Python)."""
+        self.specs = specs
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = forking.fork()
         if pid == 0:
@@ -94,7 +155,7 @@ class Zygote:
             try:
                 if seccomp_shared:
                     seccomp.install_shared()
-                _zygote_loop(child, become)
+                _zygote_loop(child, become, specs, in_c)
             except BaseException as exc:
                 die("starting a zygote", exc)
             finally:
@@ -103,11 +164,34 @@ class Zygote:
         self.sock = parent
         self.pid = pid
 
+    def _order(self, kind: int, arg: int = 0, fds: list[int] | None = None,
+               reply: struct.Struct = _ORDER) -> tuple[Any, ...]:
+        order = _ORDER.pack(kind, arg)
+        if fds:
+            socket.send_fds(self.sock, [order], fds)
+        else:
+            self.sock.sendall(order)
+        data = wire.recv_exact(self.sock, reply.size)
+        got = reply.unpack(data)
+        if got[0] != kind:
+            raise wire.FrameError(f"the zygote answered {got[0]} to {kind}")
+        return got
+
     def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
-        """Fork a child holding `fds`. `spec` is the same for every child of a worker."""
-        wire.send_msg(self.sock, ("spawn", spec), fds)
-        msg, _ = wire.recv_msg(self.sock)
-        return int(msg[1])
+        """Fork a child holding `fds`, as `spec` says (one of this zygote's `specs`)."""
+        which = next(i for i, s in enumerate(self.specs) if s is spec)
+        pid = int(self._order(_SPAWN, which, fds=fds)[1])
+        if pid <= 0:
+            raise OSError("the zygote could not fork")
+        return pid
+
+    def reap(self, specs: Collection[dict[str, Any]] | None = None) -> int:
+        """Have the zygote collect its children that have exited (until then each counts
+        against its uid's process limit). Returns how many of its children with one of
+        `specs` (default: all of them) are left, exited or not."""
+        mask = sum(1 << i for i, s in enumerate(self.specs)
+                   if specs is None or any(s is t for t in specs))
+        return int(self._order(_REAP, mask)[1])
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""
@@ -116,22 +200,8 @@ class Zygote:
     def ended(self, pid: int) -> tuple[int, int, float]:
         """(exit status, peak resident memory in KiB, CPU seconds) of a child (waits for it:
         kill it first, or know that it has exited)."""
-        wire.send_msg(self.sock, ("status", pid))
-        msg, _ = wire.recv_msg(self.sock)
-        return int(msg[1]), int(msg[2]), float(msg[3])
-
-
-def ancestors(pid: int) -> set[int]:
-    """`pid` and every process above it (in this pid namespace)."""
-    out = set()
-    while pid > 0 and pid not in out:
-        out.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return out
+        _, status, rss, cpu = self._order(_WAIT, pid, reply=_ENDED)
+        return int(status), int(rss), float(cpu)
 
 
 def describe_status(status: int) -> tuple[str, str]:
@@ -147,38 +217,6 @@ def describe_status(status: int) -> tuple[str, str]:
     return "ERROR", f"program exited with status {code}"
 
 
-_PF_EXITING = 0x4  # include/linux/sched.h: set as do_exit begins, never cleared
-
-
-def exiting(pid: str) -> bool:
-    """Whether the process has begun to exit (it will never return to user space)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return bool(int(fields[6]) & _PF_EXITING)
-    except (OSError, ValueError, IndexError):
-        return True  # gone already
-
-
-def every_thread_exiting(pid: str) -> bool:
-    """Whether no thread of the process will run again: each is a zombie or has begun to exit.
-    The leader's own state is not enough: a leader that called the `exit` system call alone
-    (not `exit_group`) is a zombie while the process lives on in its other threads."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True  # gone already
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # that thread is gone
-        if fields[0] not in (b"Z", b"X") and not int(fields[6]) & _PF_EXITING:
-            return False
-    return True
-
-
 def kill_tree(pid: int) -> None:
     """SIGKILL a confined child and its process group (which its descendants cannot leave)."""
     for kill in (os.killpg, os.kill):
@@ -186,3 +224,85 @@ def kill_tree(pid: int) -> None:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@contextlib.contextmanager
+def _as(uid: int, via: int) -> Iterator[None]:
+    """Real uid `via`, effective uid `uid`, saved uid 0 for the block; then the caller's own
+    credentials again, and its parent-death signal, which the kernel clears whenever the
+    effective uid changes (a jail may have set it: the worker dies with it)."""
+    ruid, euid, suid = os.getresuid()
+    deathsig = confine.pdeathsig()
+    os.setresuid(via, uid, 0)
+    try:
+        yield
+    finally:
+        os.setresuid(ruid, euid, suid)
+        if deathsig:
+            confine.prctl(confine.PR_SET_PDEATHSIG, deathsig)
+
+
+def sweep(uids: Iterable[int], via: int) -> None:
+    """SIGKILL every process of each of `uids` in this pid namespace, in one step that no
+    fork can outrun. The caller runs as root and is root again on return.
+
+    `kill(-1, SIGKILL)` signals every process the caller may signal, walking the process list
+    under the lock `fork` takes to add a process to it: a process is either on the list, and
+    killed, or not forked yet, and then its parent already has a fatal signal pending and the
+    fork fails. A read of /proc is a snapshot that a chain of forks can stay ahead of. The
+    caller takes on, for each call, real uid `via`, effective uid the target's, saved uid 0:
+    the kernel lets a sender signal a process whose real or saved uid is the sender's real or
+    effective uid, so the call reaches the target uid's processes (and `via`'s: nothing may
+    run as it) and never root's; a process of the target uid cannot signal the caller
+    meanwhile (the caller's real and saved uids are not the target's); an effective uid other
+    than 0 holds no capabilities (CAP_KILL would widen the call to everyone: see
+    `check_sweep`); and the saved uid 0 lets the caller become root again."""
+    for uid in uids:
+        with _as(uid, via), contextlib.suppress(ProcessLookupError):  # an empty namespace
+            os.kill(-1, signal.SIGKILL)
+
+
+def any_left(uids: Collection[int]) -> bool:
+    """Whether any process of `uids` is left in this pid namespace, zombies included (each
+    counts against its uid's process limit until its parent reaps it). A read of /proc, which
+    is exact once `sweep` has run: no process of those uids can fork any more, so the set
+    only shrinks. (`kill(-1, 0)` cannot tell: it succeeds whenever the namespace holds any
+    other process, signallable or not.)"""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                status = f.read(1024)
+        except OSError:
+            continue
+        real = status.split(b"\nUid:\t", 1)[-1].split(b"\t", 1)[0]
+        if real.isdigit() and int(real) in uids:
+            return True
+    return False
+
+
+def children(pid: int) -> set[int] | None:
+    """The pids of the children of single-threaded process `pid` (one read of /proc), or None
+    where the kernel does not list them (CONFIG_PROC_CHILDREN), or where /proc is not this pid
+    namespace's (its numbers would not be ours)."""
+    if os.readlink("/proc/self") != str(os.getpid()):
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return {int(p) for p in f.read().split()}
+    except FileNotFoundError:
+        return None
+
+
+def check_sweep(uid: int, via: int) -> None:
+    """Raise unless a sweep's credentials hold no effective capability here: a jail that keeps
+    capabilities across uid changes (securebits) would make `kill(-1)` reach every process."""
+    with _as(uid, via), open("/proc/self/status", "rb") as f:
+        status = f.read()
+    caps = int(status.split(b"\nCapEff:\t", 1)[1].split(b"\n", 1)[0], 16)
+    if caps:
+        raise RuntimeError(
+            f"a sweep would hold capabilities {caps:#x}: this jail keeps them across uid "
+            "changes (securebits), so kill(-1) would reach every process; run the worker "
+            "without SECBIT_NO_SETUID_FIXUP")

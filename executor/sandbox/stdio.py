@@ -386,8 +386,7 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
                 eof = True
     finally:
         kill_tree(pid)
-        if w.uids:  # nothing of this run outlives it, even what left its group
-            w._kill_request_processes()
+        w.sweep()  # nothing of this run outlives it, even what left its group
         sel.close()
         os.close(pidfd)
         os.close(out_r)

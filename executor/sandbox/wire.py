@@ -168,7 +168,7 @@ def send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> Non
     sock.sendall(data)
 
 
-def _sock_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -183,6 +183,6 @@ def recv_msg(sock: socket.socket, max_fds: int = 8) -> tuple[Any, list[int]]:
     head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
     if not head:
         raise FrameError("channel closed")
-    head += _sock_exact(sock, _HEADER.size - len(head))
+    head += recv_exact(sock, _HEADER.size - len(head))
     (size,) = _HEADER.unpack(head)
-    return pickle.loads(_sock_exact(sock, size)), list(fds)
+    return pickle.loads(recv_exact(sock, size)), list(fds)

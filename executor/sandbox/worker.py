@@ -31,7 +31,6 @@ is checked; a malformed one costs only its own request.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import os
@@ -45,13 +44,14 @@ from typing import Any
 from . import confine, seccomp, wire
 from .procs import (
     Zygote,
-    ancestors,
+    any_left,
+    check_sweep,
+    children,
     describe_status,
     die,
-    every_thread_exiting,
     exited_children,
-    exiting,
     kill_tree,
+    sweep,
 )
 
 # Imported only after the program zygote is forked (see main), so that it stays small: every
@@ -283,54 +283,66 @@ class _Judge:
         self.sock.close()
 
 
+def child_specs(hello: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What every spawn order of a worker can say, fixed at its start (nothing of any
+    request): the program zygote's children (a program, a stdio run, a custom checker) and
+    the test zygote's (a fresh test process, the judge). Children lower the memory and CPU
+    limits to their request's once they have read it."""
+    separate = separate_uids(hello)
+    use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
+    # With a uid per child kind, the zygotes hold the filter and children inherit it.
+    own_filter = use_seccomp and not separate
+    uid_base = int(hello.get("uid_base", 61000))
+    slot = int(hello["slot"])
+    # Three uids per slot: programs, fresh test processes, the judge. None can signal or
+    # read another's processes.
+    prog_uid = uid_base + 3 * slot if separate else None
+    test_uid = uid_base + 3 * slot + 1 if separate else None
+    judge_uid = uid_base + 3 * slot + 2 if separate else None
+    ceiling = confine.Limits(
+        memory_bytes=int(hello.get("max_memory_bytes", 8 << 30)), cpu_seconds=1 << 30,
+        file_bytes=int(hello.get("file_bytes", 16 << 20)),
+        open_files=int(hello.get("open_files", 64)),
+        processes=int(hello.get("processes", 32)))
+    program_spec = {"uid": prog_uid, "limits": ceiling, "seccomp": own_filter}
+    stdio_spec = {**program_spec, "stdio": True}
+    # A custom checker runs under the tests' uid: no process of the program may signal it
+    # (and none is left when it runs).
+    checker_spec = {**stdio_spec, "uid": test_uid}
+    tester_spec = {"uid": test_uid, "limits": ceiling, "env": {"HOME": "/"},
+                   "seccomp": own_filter}
+    judge_spec = {**tester_spec, "uid": judge_uid, "judge": True,
+                  "judge_memory": max(ceiling.memory_bytes, _TESTER_MEMORY)}
+    return [program_spec, stdio_spec, checker_spec], [tester_spec, judge_spec]
+
+
 class Worker:
     def __init__(self, hello: dict[str, Any], chan_in: int, chan_out: int,
                  test_zygote: Zygote, prog_zygote: Zygote) -> None:
         self.slot = int(hello["slot"])
         self.chan_in = chan_in
         self.chan_out = chan_out
-        separate = separate_uids(hello)
         self.use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
-        # With a uid per child kind, the zygotes hold the filter and children inherit it.
-        self.inherit_seccomp = self.use_seccomp and separate
-        uid_base = int(hello.get("uid_base", 61000))
-        # Three uids per slot: programs, fresh test processes, the judge. None can signal or
-        # read another's processes.
-        self.prog_uid = uid_base + 3 * self.slot if separate else None
-        self.test_uid = uid_base + 3 * self.slot + 1 if separate else None
-        judge_uid = uid_base + 3 * self.slot + 2 if separate else None
         self.tmp_bytes = int(hello.get("tmp_bytes", 256 << 20))
         self.seq = 0
         self.stale_dirs: list[tuple[str, bool]] = []
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
-        # What every spawn order says: the same for every child, nothing of any request.
-        # Children lower the memory and CPU limits to their request's once they have read it.
-        ceiling = confine.Limits(
-            memory_bytes=int(hello.get("max_memory_bytes", 8 << 30)), cpu_seconds=1 << 30,
-            file_bytes=int(hello.get("file_bytes", 16 << 20)),
-            open_files=int(hello.get("open_files", 64)),
-            processes=int(hello.get("processes", 32)))
-        own_filter = self.use_seccomp and not self.inherit_seccomp
-        self.program_spec = {"uid": self.prog_uid, "limits": ceiling, "seccomp": own_filter}
-        self.stdio_spec = {**self.program_spec, "stdio": True}
-        # A custom checker runs under the tests' uid: no process of the program may signal it
-        # (and none is left when it runs).
-        self.checker_spec = {**self.stdio_spec, "uid": self.test_uid}
-        self.tester_spec = {"uid": self.test_uid, "limits": ceiling, "env": {"HOME": "/"},
-                            "seccomp": own_filter}
-        self.judge_spec = {**self.tester_spec, "uid": judge_uid, "judge": True,
-                           "judge_memory": max(ceiling.memory_bytes, _TESTER_MEMORY)}
+        self.program_spec, self.stdio_spec, self.checker_spec = prog_zygote.specs
+        self.tester_spec, self.judge_spec = test_zygote.specs
+        self.prog_uid: int | None = self.program_spec["uid"]
+        self.test_uid: int | None = self.tester_spec["uid"]
         self.judge: _Judge | None = None
         self.use_judge = bool(hello.get("judge", True))
         self.plain_suite = literal.decisions()
         self.builds = stdio.BuildCache()
         """Compiled programs by source (see stdio.BuildCache)."""
         self.uids = {u for u in (self.prog_uid, self.test_uid) if u is not None}
-        # Processes that live as long as the worker (its ancestors in the jail, itself, the
-        # zygotes): never a request's, so never read when looking for those.
-        self.static_pids = {*ancestors(os.getpid()), prog_zygote.pid, test_zygote.pid}
+        # The real uid a sweep runs under (procs.sweep): one nothing in this jail runs as.
+        self.sweep_uid = int(hello.get("sweep_uid", 65534))
+        if self.uids:
+            check_sweep(min(self.uids), self.sweep_uid)
         self.next: _Request | None = None  # the next request's, prepared between jobs
         self.ending: tuple[_Request, dict[str, Any]] | None = None  # the last, to settle
 
@@ -413,34 +425,31 @@ class Worker:
             self._drain(fd, req.out_r, job, state, final=True)
 
     def settle(self) -> bool:
-        """Before the next request: wait until every process of the last one is gone (its
-        output pipes at EOF: no process holds them any more; what they still held is dropped;
-        and, where children run under uids of their own, no process of those uids is left,
-        whatever its process group) and remove its directory. Returns False if a process
-        outlived the wait; the worker then takes no more requests."""
+        """Before the next request: end every process of the last one and wait until they
+        are gone, then remove its directory. Where children run under uids of their own, one
+        sweep (procs.sweep) kills every process of those uids, whatever its group or session:
+        once it returns, none runs again. Gone is the output pipes at EOF (no process holds
+        them any more: a process closes its files only once its memory is torn down; what
+        they still held is dropped) and every process of those uids reaped. Returns False if
+        a process outlived the wait; the worker then takes no more requests."""
         if self.ending is None:
             return True
         req, job = self.ending
         self.ending = None
+        self.sweep()
         os.close(req.out_w)
         os.close(req.err_w)
         open_fds = {req.out_r, req.err_r}
-        start = time.monotonic()
-        deadline = start + _EXIT_WAIT
-        swept = not self.uids
+        deadline = time.monotonic() + _EXIT_WAIT
         sel = selectors.DefaultSelector()
         for fd in open_fds:
             sel.register(fd, selectors.EVENT_READ)
         try:
             while open_fds:
-                now = time.monotonic()
-                if now >= deadline:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
                     break
-                if not swept and now - start > 0.05:  # a holder outside the killed groups
-                    self._kill_request_processes()
-                    swept = True
-                for key, _ in sel.select(min(deadline - now, 0.05) if not swept else
-                                         deadline - now):
+                for key, _ in sel.select(wait):
                     if _discard(key.fd):
                         open_fds.discard(key.fd)
                         sel.unregister(key.fd)
@@ -448,8 +457,8 @@ class Worker:
             sel.close()
         os.close(req.out_r)
         os.close(req.err_r)
-        if self.uids:  # one that left its group and closed its output dies now too
-            open_fds |= self._outlivers(deadline)
+        if not self._reaped(deadline):
+            open_fds.add(-1)
         self._check_zygotes()
         try:
             fs.remove_job_dir(req.tmp, req.mounted)
@@ -458,45 +467,40 @@ class Worker:
             self.stale_dirs.append((req.tmp, req.mounted))
         return not open_fds
 
-    def _kill_request_processes(self) -> list[int]:
-        left = self._request_processes()
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        return left
-
-    def _request_processes(self) -> list[int]:
-        """Live processes running under this slot's request uids. Zombies, and processes that
-        are exiting (the kernel's PF_EXITING: a killed process tearing down its memory), are
-        gone already: neither will ever run a line of code again. Both describe the thread
-        group's leader only: a leader that exited alone (the `exit` system call, not
-        `exit_group`) is a zombie while its other threads run on, so a process counts as gone
-        only when every thread of it is (see procs.every_thread_exiting)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in self.static_pids:
-                continue
-            try:
-                with open(f"/proc/{entry}/status", "rb") as f:
-                    status = f.read(1024)
-            except OSError:
-                continue
-            uid_line = status.split(b"\nUid:\t", 1)[-1].split(b"\n", 1)[0].split()
-            if not any(int(u) in self.uids for u in uid_line[:3]):
-                continue
-            state = status.split(b"\nState:\t", 1)[-1][:1]
-            if not ((state in (b"Z", b"X") or exiting(entry)) and every_thread_exiting(entry)):
-                found.append(int(entry))
-        return found
-
-    def _outlivers(self, deadline: float) -> set[int]:
-        """Kill every process of the slot's request uids, and wait (until `deadline`) for them
-        to be gone. Returns those still there."""
+    def _reaped(self, deadline: float) -> bool:
+        """Wait (until `deadline`) until no process of the slot's request uids is left at
+        all, zombies included: a killed process counts against its uid's process limit until
+        it is reaped, and daemons of the last request would take the next one's processes
+        and threads. Only the zygotes start processes of those uids, and whatever such a
+        process forks is its descendant until orphaned, then the worker's (a subreaper): so
+        none is left once the zygotes hold none of their children of those uids (they count
+        them) and the worker has no child but the zygotes. (Where the kernel does not list a
+        process's children, one read of /proc checks the uids instead.) The sweep has run:
+        nothing of those uids can fork, and the set only shrinks."""
+        if not self.uids:
+            return True
+        zygotes = {self.prog_zygote.pid, self.test_zygote.pid}
+        me = os.getpid()
+        tries = 0
         while True:
-            left = self._kill_request_processes()
-            if not left or time.monotonic() >= deadline:
-                return set(left)
-            time.sleep(0.001)
+            left = self.prog_zygote.reap() + self.test_zygote.reap([self.tester_spec])
+            self._check_zygotes()
+            if not left:
+                mine = children(me)
+                if (not any_left(self.uids)) if mine is None else mine <= zygotes:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            # A process closes its pipes a little before it is a zombie; on this slot's core,
+            # a short sleep is what lets it finish.
+            tries += 1
+            time.sleep(0.00005 if tries < 100 else 0.001)
+
+    def sweep(self) -> None:
+        """Kill every process of the slot's request uids, whatever its group (procs.sweep):
+        once this returns, none of them runs another instruction of its own."""
+        if self.uids:
+            sweep(self.uids, self.sweep_uid)
 
     def prepare(self, spare: bool = True) -> _Request:
         """The next request's directory and output pipes, and (with `spare`) its first pair of
@@ -892,14 +896,15 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     shared = bool(hello.get("seccomp", True)) and seccomp.supported() and separate_uids(hello)
-    prog_zygote = Zygote(_become_program, seccomp_shared=shared)
+    prog_specs, test_specs = child_specs(hello)
+    prog_zygote = Zygote(_become_program, prog_specs, seccomp_shared=shared)
 
     # Then the test zygote, with the harness.
     from . import harness
 
     gc.collect()
     gc.freeze()
-    test_zygote = Zygote(_become_tester, seccomp_shared=shared)
+    test_zygote = Zygote(_become_tester, test_specs, seccomp_shared=shared)
 
     import selectors
 

@@ -5,6 +5,10 @@
 # It runs as root in its pod (it drops every program to its own unprivileged uid; see the
 # Deployment's capabilities); nothing else in the image is writable at run time.
 FROM python:3.11.11-slim-bookworm AS build
+# a compiler for the zygote's loop in C (executor/sandbox/_zygote.c)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.2.0-3 libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/acecoder
 COPY pyproject.toml README.md /src/
 COPY acecoder /src/acecoder

@@ -19,8 +19,14 @@ from collections.abc import Iterator
 import pytest
 
 from acecoder.clients import ExecutorClient
-from acecoder.executor.types import Verdict
-from tests.conftest import RunningServer, assert_no_leftovers, start_server, stop_server
+from acecoder.executor.types import ProgramStatus, Verdict
+from tests.conftest import (
+    RunningServer,
+    _descendants,
+    assert_no_leftovers,
+    start_server,
+    stop_server,
+)
 
 random.seed(1234)
 AFTER_SEED = random.random()  # what random.random() gives right after random.seed(1234)
@@ -47,6 +53,23 @@ VICTIM_TESTS = [
 ]
 
 # Attacks: (program, tests). Each is one mechanism, hit by computed names where names matter.
+# (fds 3 and 4 are the writer's own channel to the worker's side: a forged frame there is a
+# crash of its own request, tested elsewhere; this is about reaching anything else)
+ZYGOTE_ORDERS = (
+    "import os, socket, struct\n"
+    "orders = [struct.pack('=ii', ord(k), n) for k, n in (('S', 0), ('S', 1), ('S', 2),\n"
+    "          ('R', -1), ('W', 1), ('W', -1), ('X', 0))]\n"
+    "for fd in range(1024):\n"
+    "    if fd in (3, 4):\n        continue\n"
+    "    for order in orders:\n"
+    "        try:\n            os.write(fd, order)\n        except OSError:\n            pass\n"
+    "        try:\n"
+    "            s = socket.socket(fileno=os.dup(fd))\n"
+    "            try:\n                socket.send_fds(s, [order], [0, 1])\n"
+    "            finally:\n                s.close()\n"
+    "        except OSError:\n            pass\n"
+)
+
 ATTACKS = {
     # Side-effect-free-looking suites: no underscore names, no setattr/getattr/vars, only
     # "stateless" modules; attribute names arrive as strings.
@@ -180,6 +203,43 @@ ATTACKS = {
         "        time.sleep(0.001)\n"
         "def f(x):\n    return x\n",
         ["assert f(1) == 1"]),
+    # kill(-1) from the request's own uid, in a loop that the end of the request finds
+    # running: aimed at the instant the worker takes on that uid to sweep it.
+    "daemon-signals-all-it-may": (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    for fd in (0, 1, 2, 3, 4):\n"
+        "        try:\n            os.close(fd)\n        except OSError:\n            pass\n"
+        "    while True:\n"
+        "        for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+        "            try:\n                os.kill(-1, sig)\n"
+        "            except OSError:\n                pass\n"
+        "time.sleep(0.2)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
+    # The zygotes take 8-byte binary orders on a socket ("S" fork a child of kind n, "R"
+    # reap and count, "W" wait for a pid): orders written on every other fd a program or a
+    # fresh test process holds, in every form, reach no zygote (no child holds its socket).
+    "zygote-orders-on-every-fd": (
+        ZYGOTE_ORDERS + "def f(x):\n    return x\n",
+        [ZYGOTE_ORDERS + "assert f(1) == 1"]),
+    # A program that makes itself the reaper of its orphans, then forks chains that orphan
+    # themselves to it and to the worker: the end of a request counts the zygotes' children
+    # and the worker's, and must still wait for every one of them.
+    "subreaper-program-with-orphans": (
+        "import ctypes, os, time\n"
+        "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        for fd in (0, 1, 2, 3, 4):\n"
+        "            try:\n                os.close(fd)\n            except OSError:\n                pass\n"
+        "        if os.fork():\n            os._exit(0)  # its child is the program's now\n"
+        "        while True:\n            time.sleep(0.01)\n"
+        "time.sleep(0.1)\n"
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1"]),
 }
 
 
@@ -225,7 +285,9 @@ def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) 
 
 
 @pytest.mark.parametrize("attack", ["escaped-daemons", "zombie-leader-keeps-a-thread",
-                                    "fork-hopping-daemon"])
+                                    "fork-hopping-daemon", "daemon-signals-all-it-may",
+                                    "subreaper-program-with-orphans",
+                                    "zygote-orders-on-every-fd"])
 def test_nothing_of_a_request_runs_once_the_next_has_started(shared, attack: str) -> None:  # type: ignore[no-untyped-def]
     """Daemons that left their process group and closed every pipe (or live on in a thread
     behind a zombie leader) are gone before the next request runs: only the one pre-spawned
@@ -236,6 +298,41 @@ def test_nothing_of_a_request_runs_once_the_next_has_started(shared, attack: str
         assert len(client.execute(program, tests, timeout=1.0).verdicts) == 1
         assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
         assert_no_leftovers(workers=1, root=server.proc.pid)
+
+
+# Needs most of its uid's process limit (ExecutorConfig.processes, 32): 24 threads at once.
+CROWDED_VICTIM = ("import threading\n"
+                  "threading.stack_size(1 << 18)  # 24 stacks fit the address space\n"
+                  "def f(x):\n"
+                  "    gate = threading.Event()\n"
+                  "    ts = [threading.Thread(target=gate.wait) for _ in range(24)]\n"
+                  "    for t in ts:\n        t.start()\n"
+                  "    gate.set()\n"
+                  "    for t in ts:\n        t.join()\n"
+                  "    return x\n")
+# Fills that limit with daemons that hold no pipe: the end of its request kills them, and
+# the next request starts without waiting for their output.
+PROCESS_HOARDER = ("import os, time\n"
+                   "for _ in range(30):\n"
+                   "    try:\n"
+                   "        if os.fork() == 0:\n"
+                   "            os.setsid()\n"
+                   "            for fd in range(5):\n"
+                   "                try:\n                    os.close(fd)\n"
+                   "                except OSError:\n                    pass\n"
+                   "            time.sleep(1000)\n"
+                   "    except OSError:\n        break\n"
+                   "def f(x):\n    return x\n")
+
+
+def test_a_request_s_processes_count_against_no_later_request(shared) -> None:  # type: ignore[no-untyped-def]
+    """Killed processes count against their uid's process limit until they are reaped: the
+    next request gets the whole limit all the same."""
+    _, client = shared
+    for _ in range(5):
+        assert len(client.execute(PROCESS_HOARDER, ["assert f(1) == 1"], timeout=2.0).verdicts) == 1
+        r = client.execute(CROWDED_VICTIM, ["assert f(1) == 1"], timeout=5.0)
+        assert r.verdicts == [Verdict.PASSED], r
 
 
 def test_no_zygote_holds_another_requests_program(shared) -> None:  # type: ignore[no-untyped-def]
@@ -339,3 +436,34 @@ def test_a_slow_killed_request_finishes_before_the_next_starts(shared) -> None: 
     assert r.verdicts == [Verdict.TIMEOUT] and time.monotonic() - t < 10
     victim = client.execute(VICTIM, VICTIM_TESTS, timeout=5.0)
     assert victim.stdout.count("victim output") == victim.stdout.count("\n") and victim.flags == ()
+
+
+def _pool_processes(root: int) -> set[tuple[int, str]]:
+    """The server's long-lived processes (jail, worker, zygotes; not its short-lived children)."""
+    out = set()
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name in ("python", "firejail", "bwrap", "unshare"):
+            out.add((pid, name))
+    return out
+
+
+def test_no_order_a_request_writes_reaches_a_zygote(shared) -> None:  # type: ignore[no-untyped-def]
+    """Zygote orders written on every fd by the program and by a fresh test process: no
+    zygote obeys (one that got "X" would end, and its worker with it), no process is forked for
+    them, and the worker, its zygotes and its jail are the same processes afterwards."""
+    server, client = shared
+    client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0)
+    before = _pool_processes(server.proc.pid)
+    program, tests = ATTACKS["zygote-orders-on-every-fd"]
+    for _ in range(3):
+        hostile = client.execute(program, tests, timeout=5.0)
+        # loaded (the program's loop ran), then the test ran its own loop before calling it
+        assert hostile.status is not ProgramStatus.LOAD_CRASHED and len(hostile.verdicts) == 1
+        assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
+        assert_no_leftovers(workers=1, root=server.proc.pid)
+    assert _pool_processes(server.proc.pid) == before

@@ -288,8 +288,19 @@ def test_the_executor_image_has_every_languages_toolchain() -> None:
     from acecoder.executor.languages import LANGUAGES
 
     text = (K8S / "images" / "executor.Dockerfile").read_text()
-    install = text.split("apt-get install", 1)[1].split("&&", 1)[0]
+    final = text.rsplit("\nFROM ", 1)[1]  # the image that runs, not the build stage
+    install = final.split("apt-get install", 1)[1].split("&&", 1)[0]
     installed = {word.split("=")[0] for word in install.split()}
     for lang in LANGUAGES.values():
         if lang.name != "python":  # the image's own interpreter
             assert lang.package in installed, lang.name
+
+
+def test_the_executor_image_builds_the_zygote_loop_in_c() -> None:
+    """The build stage has a compiler, so the installed package holds the C loop (without
+    one, pip builds the package without it and the zygotes run the slower Python loop)."""
+    text = (K8S / "images" / "executor.Dockerfile").read_text()
+    build = text.rsplit("\nFROM ", 1)[0]
+    install = build.split("apt-get install", 1)[1].split("&&", 1)[0]
+    assert {"gcc", "libc6-dev"} <= {word.split("=")[0] for word in install.split()}
+    assert build.index("apt-get install") < build.index("pip install")
