@@ -9,9 +9,11 @@ program uid, while a per-user install (rustup under a home directory) is hidden 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 
 from acecoder.errors import FailedPrecondition, InvalidArgument
@@ -46,6 +48,10 @@ class Language:
     resident set."""
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment of the compiler and of each run ({dir}: the program's directory)."""
+    static: tuple[str, ...] = ()
+    """Compiler flags that link the program statically, used where this machine's toolchain
+    can (see `compile_template`): a run then loads no shared library (a C++ program's start
+    costs about half as much), as ICPC's and Kattis's judges build C and C++."""
 
 
 LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
@@ -53,10 +59,10 @@ LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (
              version_args=("-VV",), package="python3"),
     Language(name="c", source="main.c", tool="gcc", package="gcc",
              compile=("gcc", "-O2", "-std=gnu11", "-pipe", "-o", "{exe}", "{src}", "-lm"),
-             run=("{exe}",)),
+             run=("{exe}",), static=("-static",)),
     Language(name="cpp", source="main.cpp", tool="g++", package="g++",
              compile=("g++", "-O2", "-std=c++17", "-pipe", "-o", "{exe}", "{src}"),
-             run=("{exe}",)),
+             run=("{exe}",), static=("-static",)),
     # The JVM and its compiler: the serial collector and one compiler thread keep its thread
     # count (each counts against the program's process limit) small; the heap is the limit.
     Language(name="java", source="Main.java", tool="javac", version_args=("-version",),
@@ -98,6 +104,31 @@ def toolchain(name: str) -> tuple[str, str] | None:
         return None
     lines = (out.stdout + out.stderr).strip().splitlines()
     return path, (lines[0].strip() if lines else lang.tool)
+
+
+def compile_template(lang: Language) -> tuple[str, ...]:
+    """The compiler's argv template: `lang.compile`, linking statically where `links_static`."""
+    return lang.compile + (lang.static if lang.static and links_static(lang.name) else ())
+
+
+@functools.cache
+def links_static(name: str) -> bool:
+    """Whether this machine's toolchain for `name` links a program statically (Debian's g++
+    brings libc.a and libstdc++.a; some systems package them apart): tried once, on a program
+    that does nothing, in a directory of its own."""
+    lang = LANGUAGES[name]
+    if not lang.static or toolchain(name) is None:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, lang.source), "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        argv = command(lang, lang.compile + lang.static, directory=d, memory_mb=0)
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=120, check=False,
+                                  env={"PATH": SYSTEM_PATH}, cwd=d)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and os.path.exists(os.path.join(d, "main"))
 
 
 def available() -> dict[str, str]:

@@ -12,14 +12,27 @@
      'R' mask  collect children that have exited -> 'R' how many children of the specs in
                `mask` (bit n: spec n) are not collected yet
      'W' pid   wait for that child -> 'W' status, maxrss KiB, CPU seconds
-   Anything else, or a closed socket, ends the zygote. */
+   Anything else, or a closed socket, ends the zygote.
+
+   A spec may be native (see procs.native_frame): its child never returns to Python. It
+   confines itself as confine.confine does, reads its job (a command line, its environment,
+   directory and limits) from its own pipe, and becomes the command: a compiled program's run
+   costs one fork and one exec, not a Python process's start besides. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,10 +127,177 @@ static struct ended wait_for(int pid) {
     return describe(status, &ru);
 }
 
-/* serve(sock) -> (spec number, [fds]): returns only in a freshly forked child. */
-static PyObject *serve(PyObject *self, PyObject *arg) {
-    int sock = PyLong_AsLong(arg);
-    if (sock == -1 && PyErr_Occurred())
+/* -- native children ---------------------------------------------------------------------- */
+
+#define MAX_SPECS 31
+#define EXIT_LAUNCH 122  /* program.EXIT_LAUNCH: the command could not be started */
+#define MAX_JOB (1 << 20)
+
+/* What a native spec fixes (nothing of any request): its uid (-1: keep) and ceilings. */
+static struct native {
+    int used;
+    long long uid;
+    rlim_t memory, cpu, file, open_files, processes;
+} natives[MAX_SPECS];
+
+extern char **environ;
+
+static void say(const char *what, int err) {
+    char line[512];
+    int n = snprintf(line, sizeof line, "acecoder: %s: %s\n", what, strerror(err));
+    if (n > 0 && write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0)
+        _exit(EXIT_LAUNCH);
+}
+
+static void fail(const char *what) {
+    say(what, errno);
+    _exit(EXIT_LAUNCH);
+}
+
+static void limit(int resource, rlim_t value, const char *what) {
+    struct rlimit r = {value, value};
+    if (setrlimit(resource, &r) != 0)
+        fail(what);
+}
+
+static void read_exactly(int fd, char *buf, size_t n) {
+    while (n) {
+        ssize_t k = read(fd, buf, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            errno = k == 0 ? EPROTO : errno;
+            fail("reading the job");
+        }
+        buf += k;
+        n -= (size_t)k;
+    }
+}
+
+/* The job (procs.native_frame): "ACN1", the body's length, then the memory limit, CPU seconds,
+   whether the memory limit is RLIMIT_DATA (else RLIMIT_AS), argc, envc; the body is the
+   working directory, argv and the environment's "KEY=value" entries, each ended by a NUL. */
+struct job_head {
+    char magic[4];
+    uint32_t size;
+    int64_t memory, cpu;
+    int32_t data_memory, argc, envc;
+} __attribute__((packed));
+
+/* In a freshly forked child of a native spec, holding fds (job, stdin, stdout, stderr):
+   confine, read the job, exec. Never returns. */
+static void become_native(const struct native *n, int *fds, int nfds, int sock) {
+    pid_t parent = getppid();
+    if (nfds != 4) {
+        errno = EBADF;
+        fail("a native child takes four fds");
+    }
+    close(sock);
+    if (setsid() < 0)
+        fail("setsid");
+    int want[4] = {fds[1], fds[2], fds[3], fds[0]};  /* stdin, stdout, stderr, the job */
+    int high[4];
+    for (int i = 0; i < 4; i++)
+        if ((high[i] = fcntl(want[i], F_DUPFD, 100)) < 0)
+            fail("placing fds");
+    for (int i = 0; i < 4; i++)
+        if (dup2(high[i], i) < 0)
+            fail("placing fds");
+    if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
+        for (int fd = 4; fd < 65536; fd++)
+            close(fd);
+    limit(RLIMIT_AS, n->memory, "RLIMIT_AS");
+    limit(RLIMIT_CPU, n->cpu, "RLIMIT_CPU");
+    limit(RLIMIT_FSIZE, n->file, "RLIMIT_FSIZE");
+    limit(RLIMIT_NOFILE, n->open_files, "RLIMIT_NOFILE");
+    limit(RLIMIT_NPROC, n->processes, "RLIMIT_NPROC");
+    limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
+    if (n->uid >= 0) {
+        uid_t uid = (uid_t)n->uid;
+        if (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0
+            || setresuid(uid, uid, uid) != 0)
+            fail("dropping to the program's uid");
+    }
+    /* Not dumpable: no other process of the uid may read its memory or open its fds. Killed
+       with the zygote; asked for after the change of uid, which clears it. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        fail("prctl");
+    if (getppid() != parent)
+        _exit(0);
+    struct job_head head;
+    read_exactly(3, (char *)&head, sizeof head);
+    if (memcmp(head.magic, "ACN1", 4) != 0 || head.size > MAX_JOB || head.argc < 1
+        || head.envc < 0 || head.argc > MAX_JOB || head.envc > MAX_JOB) {
+        errno = EPROTO;
+        fail("a malformed job");
+    }
+    char *body = malloc((size_t)head.size + 1);
+    char **argv = calloc((size_t)head.argc + 1, sizeof *argv);
+    if (body == NULL || argv == NULL)
+        fail("reading the job");
+    read_exactly(3, body, head.size);
+    close(3);
+    body[head.size] = '\0';
+    /* cwd, argv..., env...: exactly 1 + argc + envc strings, each ended by a NUL */
+    char *at = body, *end = body + head.size, *cwd = NULL;
+    for (long i = 0; i < 1L + head.argc + head.envc; i++) {
+        char *nul = at < end ? memchr(at, '\0', (size_t)(end - at)) : NULL;
+        if (nul == NULL) {
+            errno = EPROTO;
+            fail("a malformed job");
+        }
+        if (i == 0)
+            cwd = at;
+        else if (i <= head.argc)
+            argv[i - 1] = at;
+        else if (putenv(at) != 0)
+            fail("setting the environment");
+        at = nul + 1;
+    }
+    limit(head.data_memory ? RLIMIT_DATA : RLIMIT_AS, (rlim_t)head.memory, "the memory limit");
+    limit(RLIMIT_CPU, (rlim_t)head.cpu, "the CPU limit");
+    if (chdir(cwd) != 0)
+        fail("chdir");
+    execve(argv[0], argv, environ);
+    say(argv[0], errno);
+    _exit(EXIT_LAUNCH);
+}
+
+static int read_natives(PyObject *specs) {
+    if (specs == Py_None)
+        return 0;
+    if (!PyDict_Check(specs)) {
+        PyErr_SetString(PyExc_TypeError, "natives: a dict of spec number -> limits");
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(specs, &pos, &key, &value)) {
+        long which = PyLong_AsLong(key);
+        struct native n = {1, 0, 0, 0, 0, 0, 0};
+        if (which == -1 && PyErr_Occurred())
+            return -1;
+        if (which < 0 || which >= MAX_SPECS) {
+            PyErr_SetString(PyExc_ValueError, "natives: a spec number out of range");
+            return -1;
+        }
+        unsigned long long memory, cpu, file, open_files, processes;
+        if (!PyArg_ParseTuple(value, "LKKKKK", &n.uid, &memory, &cpu, &file, &open_files,
+                              &processes))
+            return -1;
+        n.memory = memory, n.cpu = cpu, n.file = file, n.open_files = open_files;
+        n.processes = processes;
+        natives[which] = n;
+    }
+    return 0;
+}
+
+/* serve(sock, natives) -> (spec number, [fds]): returns only in a freshly forked child of a
+   spec that is not native. */
+static PyObject *serve(PyObject *self, PyObject *args) {
+    int sock;
+    PyObject *specs = Py_None;
+    if (!PyArg_ParseTuple(args, "i|O", &sock, &specs) || read_natives(specs) != 0)
         return NULL;
     for (;;) {
         int32_t order[2];
@@ -151,6 +331,8 @@ static PyObject *serve(PyObject *self, PyObject *arg) {
             int place = free_place(), pid = -1;
             if (place >= 0)  /* else no fork: every child is counted */
                 pid = fork();
+            if (pid == 0 && order[1] >= 0 && order[1] < MAX_SPECS && natives[order[1]].used)
+                become_native(&natives[order[1]], fds, nfds, sock);
             if (pid == 0) {
                 PyObject *list = PyList_New(nfds);
                 if (list == NULL)
@@ -191,9 +373,10 @@ static PyObject *serve(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"serve", serve, METH_O,
-     "serve(sock) -> (spec, fds): fork children on the orders read from the socket `sock`; "
-     "returns only in a child."},
+    {"serve", serve, METH_VARARGS,
+     "serve(sock, natives=None) -> (spec, fds): fork children on the orders read from the "
+     "socket `sock`; returns only in a child of a spec not in `natives` ({spec: (uid, memory, "
+     "cpu, file, open_files, processes)}), whose children exec their job's command."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,7 +31,7 @@ _SPAWN, _REAP, _WAIT = ord("S"), ord("R"), ord("W")
 _MAX_FDS = 8
 _MAX_CHILDREN = 256
 
-c_serve: Callable[[int], tuple[int, list[int]]] | None
+c_serve: Callable[..., tuple[int, list[int]]] | None
 try:  # the loop in C: after a fork the zygote writes to almost none of its pages (each page
     from ._zygote import serve as c_serve  # written while the child shares it is copied,
 except ImportError:  # at a few microseconds a page on a small VM); see _zygote.c
@@ -44,13 +44,40 @@ def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int
     leaves the order loop, with the number of its spec and its fds."""
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
     if in_c and c_serve is not None:
-        which, fds = c_serve(sock.fileno())
+        which, fds = c_serve(sock.fileno(), natives(specs))
         forking.reseed_random()
     else:
         which, fds = serve(sock)
     sock.close()
     become(specs[which], fds)
     os._exit(0)
+
+
+def natives(specs: list[dict[str, Any]]) -> dict[int, tuple[int, ...]]:
+    """The specs whose children the C loop execs itself (see _zygote.c), with what it needs of
+    them: a spec marked `native` that needs no seccomp filter of its own (it inherits the
+    zygote's, or runs with none)."""
+    return {i: (-1 if s["uid"] is None else int(s["uid"]), *(int(v) for v in s["limits"]))
+            for i, s in enumerate(specs) if s.get("native") and not s.get("seccomp")}
+
+
+_NATIVE_HEAD = struct.Struct("=4sIqqiii")
+_NATIVE_MAX = 1 << 20
+
+
+def native_frame(argv: list[str], env: dict[str, str], cwd: str, *, memory_bytes: int,
+                 cpu_seconds: int, data_memory: bool) -> bytes:
+    """A native child's job (read by _zygote.c's become_native): exec `argv` in `cwd` with
+    `env` on top of the worker's environment, its memory limit RLIMIT_DATA (`data_memory`) or
+    RLIMIT_AS, and its CPU limit."""
+    parts = [cwd, *argv, *(f"{k}={v}" for k, v in env.items())]
+    if not argv or any("\0" in p for p in parts) or any("=" in k or not k for k in env):
+        raise ValueError("a native job's strings hold no NUL, keys no '=', argv a command")
+    body = b"".join(p.encode("utf-8", errors="surrogateescape") + b"\0" for p in parts)
+    if len(body) > _NATIVE_MAX:
+        raise ValueError(f"a native job over {_NATIVE_MAX} bytes")
+    return _NATIVE_HEAD.pack(b"ACN1", len(body), memory_bytes, cpu_seconds, int(data_memory),
+                             len(argv), len(env)) + body
 
 
 def serve(sock: socket.socket) -> tuple[int, list[int]]:
@@ -146,8 +173,10 @@ class Zygote:
         fixed at start (nothing of any request), `fds` what each spawn order hands over.
         `seccomp_shared`: install the pid-independent filter in the zygote itself, for every
         child to inherit (installing one costs about as much as a fork, on every child).
-        `in_c`: its loop in C where built (else the same loop in Python)."""
+        `in_c`: its loop in C where built (else the same loop in Python); then the children of
+        its native specs (see `natives`) exec their job's command from C."""
         self.specs = specs
+        self.native = natives(specs) if in_c and c_serve is not None else {}
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = forking.fork()
         if pid == 0:
@@ -184,6 +213,10 @@ class Zygote:
         if pid <= 0:
             raise OSError("the zygote could not fork")
         return pid
+
+    def runs_native(self, spec: dict[str, Any]) -> bool:
+        """Does a child of `spec` exec its job's command from C (it reads a native_frame)?"""
+        return any(s is spec for i, s in enumerate(self.specs) if i in self.native)
 
     def reap(self, specs: Collection[dict[str, Any]] | None = None) -> int:
         """Have the zygote collect its children that have exited (until then each counts

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import languages
 from . import checkers, program, wire
-from .procs import describe_status, kill_tree
+from .procs import describe_status, kill_tree, native_frame
 
 
 def run(w: Any, job: dict[str, Any], req: Any, verdicts: list[list[Any] | None],
@@ -96,7 +96,8 @@ class BuildCache:
     @staticmethod
     def key(lang: Any, source: str) -> str:
         tool = languages.toolchain(lang.name)
-        text = repr((lang.name, lang.compile, tool, lang.source)) + "\0" + source
+        flags = languages.compile_template(lang)
+        text = repr((lang.name, flags, tool, lang.source)) + "\0" + source
         return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
 
     def get(self, key: str) -> dict[str, tuple[bytes, int]] | None:
@@ -175,7 +176,8 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
         state["compile_seconds"] = time.monotonic() - started
         return True
     frame = {**w._job_frame(job, req.tmp), "files": {lang.source: job["program"]},
-             "argv": languages.command(lang, lang.compile, directory=req.tmp,
+             "argv": languages.command(lang, languages.compile_template(lang),
+                                       directory=req.tmp,
                                        memory_mb=job["compile_memory_bytes"] >> 20),
              "memory_bytes": int(job["compile_memory_bytes"]),
              "cpu_seconds": math.ceil(job["compile_timeout"]) + 1,
@@ -275,8 +277,10 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
             # The runtime's own heap limit (-Xmx, --max-old-space-size) is the limit; what it
             # maps besides (code, thread stacks, metadata) gets room up to this backstop.
             frame["memory_bytes"] = 2 * int(job["memory_bytes"]) + (1 << 30)
+    native = lang.name != "python" and w.prog_zygote.runs_native(w.native_spec)
     ran = _launch(w, job, req, state, frame, given.encode("utf-8", errors="surrogateescape"),
-                  timeout=timeout, limit=limit, merge=False)
+                  timeout=timeout, limit=limit, merge=False,
+                  spec=w.native_spec if native else None, native=native)
     elapsed, status, out = ran.elapsed, ran.status, ran.out
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     usage = [ran.cpu, ran.peak_kb, code]
@@ -325,11 +329,17 @@ def _heap_flag(lang: Any) -> bool:
 
 def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
             frame: dict[str, Any], stdin_data: bytes, *, timeout: float, limit: int,
-            merge: bool, spec: dict[str, Any] | None = None) -> _Ran:
+            merge: bool, spec: dict[str, Any] | None = None, native: bool = False) -> _Ran:
     """Spawn a confined program process with `frame` as its job, `stdin_data` as its input
     (a sealed file of its own) and a pipe of its own as its output (`merge`: its stderr too,
     else the request's stderr), and collect it: its output up to `limit`, its end, its usage.
-    It is killed at `timeout`, or when it writes past `limit`; nothing it started outlives it."""
+    It is killed at `timeout`, or when it writes past `limit`; nothing it started outlives it.
+    `native`: a child of a native spec, which execs `frame["argv"]` from the zygote's C loop
+    (the frame goes as procs.native_frame)."""
+    job_bytes = native_frame(
+        frame["argv"], frame["env"], frame["cwd"], memory_bytes=int(frame["memory_bytes"]),
+        cpu_seconds=int(frame["cpu_seconds"]), data_memory=bool(frame.get("data_memory")),
+    ) if native else None
     stdin = sealed_file(stdin_data)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     job_r, job_w = os.pipe2(os.O_CLOEXEC)
@@ -340,7 +350,10 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     for fd in (job_r, stdin, out_w):
         os.close(fd)
     try:
-        wire.send(job_w, frame)
+        if job_bytes is not None:
+            _write_all(job_w, job_bytes)
+        else:
+            wire.send(job_w, frame)
     except OSError:
         pass  # gone already: its exit status says why
     os.close(job_w)
@@ -393,6 +406,12 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     elapsed = time.monotonic() - started
     status, peak_kb, cpu = w.prog_zygote.ended(pid)
     return _Ran(outcome, elapsed, status, peak_kb, cpu, bytes(out))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sealed_file(data: bytes) -> int:

@@ -122,6 +122,8 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     run it whole on the input it was given (fd 0), its output going to its own pipe (fd 1)."""
     stdio = bool(spec.get("stdio"))
     try:
+        if spec.get("native"):  # its orders go to the C loop only (Zygote.runs_native)
+            raise RuntimeError("a native spec's child in Python")
         if stdio:
             job_r, stdin, out_w, err_w = fds
             placed = [stdin, out_w, err_w, job_r]
@@ -309,11 +311,14 @@ def child_specs(hello: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[
     # A custom checker runs under the tests' uid: no process of the program may signal it
     # (and none is left when it runs).
     checker_spec = {**stdio_spec, "uid": test_uid}
+    # A run of a compiled program (or of another language's runtime): the C zygote loop's
+    # child confines itself as confine.confine does and execs it (procs.natives).
+    native_spec = {**stdio_spec, "native": True}
     tester_spec = {"uid": test_uid, "limits": ceiling, "env": {"HOME": "/"},
                    "seccomp": own_filter}
     judge_spec = {**tester_spec, "uid": judge_uid, "judge": True,
                   "judge_memory": max(ceiling.memory_bytes, _TESTER_MEMORY)}
-    return [program_spec, stdio_spec, checker_spec], [tester_spec, judge_spec]
+    return [program_spec, stdio_spec, checker_spec, native_spec], [tester_spec, judge_spec]
 
 
 class Worker:
@@ -329,7 +334,8 @@ class Worker:
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
-        self.program_spec, self.stdio_spec, self.checker_spec = prog_zygote.specs
+        self.program_spec, self.stdio_spec, self.checker_spec, self.native_spec = (
+            prog_zygote.specs)
         self.tester_spec, self.judge_spec = test_zygote.specs
         self.prog_uid: int | None = self.program_spec["uid"]
         self.test_uid: int | None = self.tester_spec["uid"]

@@ -223,3 +223,18 @@ def test_a_compile_that_failed_for_its_moment_is_not_remembered(client: Executor
     for _ in range(2):
         r = client.execute(source, ADD, language="c")
         assert r.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED], r
+
+
+MAPPED_LIBRARIES = ("#include <stdio.h>\n#include <string.h>\nint main(void){char l[4096];int n=0;"
+                    "FILE*f=fopen(\"/proc/self/maps\",\"r\");if(!f)return 2;"
+                    "while(fgets(l,sizeof l,f))n+=strstr(l,\".so\")!=0;printf(\"%d\\n\",n);}\n")
+
+
+@pytest.mark.parametrize("language", ["c", "cpp"])
+def test_c_and_cpp_programs_are_linked_statically(client: ExecutorClient, language: str) -> None:
+    """Where the toolchain links statically (Debian's does: make test runs there), a C or C++
+    run maps no shared library: its start costs no dynamic loading (see Language.static)."""
+    assert languages.links_static(language)
+    assert "-static" in languages.compile_template(languages.LANGUAGES[language])
+    r = client.execute(MAPPED_LIBRARIES, [StdioTest("", "0")], language=language)
+    assert r.verdicts == [Verdict.PASSED], r

@@ -41,3 +41,32 @@ def test_a_language_without_its_toolchain_names_the_package(no_system_tools: Non
         languages.check(name, stdio=True)
     assert repr(languages.LANGUAGES[name].package) in str(err.value)
     assert "send one of: python" in str(err.value)
+
+
+def test_static_linking_is_tried_once_and_dropped_where_it_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C and C++ link statically where the toolchain can; a toolchain without libc.a (some
+    systems package it apart) builds as before, dynamically, instead of failing every
+    compile. Go, Rust, Java and Node take no such flag."""
+    cpp = languages.LANGUAGES["cpp"]
+    languages.links_static.cache_clear()
+    assert languages.links_static("cpp") and languages.links_static("c")
+    assert languages.compile_template(cpp) == cpp.compile + ("-static",)
+    assert not any(languages.links_static(n) for n in ("go", "rust", "java", "nodejs"))
+    # a linker that finds no static libraries: a wrapper that fails on -static
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -static ] && exit 1; done\n"
+                    "exec /usr/bin/g++ \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(languages, "SYSTEM_PATH", f"{tmp_path}:{languages.SYSTEM_PATH}")
+    languages.toolchain.cache_clear()
+    languages._which.cache_clear()
+    languages.links_static.cache_clear()
+    try:
+        assert not languages.links_static("cpp")
+        assert languages.compile_template(cpp) == cpp.compile
+    finally:
+        monkeypatch.undo()
+        languages.toolchain.cache_clear()
+        languages._which.cache_clear()
+        languages.links_static.cache_clear()

@@ -36,9 +36,9 @@ def minflt(pid):
 """
 
 
-def run(script: str, in_c: bool) -> dict:
+def run(script: str, in_c: bool, extra: str = "") -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + f"IN_C = {in_c}\n" + textwrap.dedent(script)],
+        [sys.executable, "-c", PRELUDE + extra + f"IN_C = {in_c}\n" + textwrap.dedent(script)],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -218,3 +218,165 @@ def test_a_child_is_confined_and_killed_with_its_zygote(in_c: bool) -> None:
     assert out["limits"] == [[1 << 32] * 2, [77] * 2, [1 << 21] * 2, [40] * 2, [50] * 2, [0, 0]]
     assert out["ids"] == [[61995] * 3, [61995] * 3, []]
     assert out["dumpable"] == 0 and out["cwd"] == "/" and out["home"] == "/"
+
+
+NATIVE = """
+from acecoder.executor.sandbox.confine import Limits
+from acecoder.executor.sandbox.stdio import sealed_file
+
+CEILING = Limits(memory_bytes=1 << 33, cpu_seconds=77, file_bytes=1 << 21, open_files=40,
+                 processes=50)
+SPEC = {"uid": 61995, "limits": CEILING, "seccomp": False, "native": True}
+
+def native(z, argv, *, stdin=b"", env=None, cwd="/", memory=1 << 31, cpu=5, data=False,
+           frame=None):
+    job_r, job_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin_fd = sealed_file(stdin)
+    pid = z.spawn(z.specs[0], [job_r, stdin_fd, out_w, err_w])
+    for fd in (job_r, stdin_fd, out_w, err_w):
+        os.close(fd)
+    if frame is None:
+        frame = procs.native_frame(argv, env or {}, cwd, memory_bytes=memory, cpu_seconds=cpu,
+                                   data_memory=data)
+    os.write(job_w, frame)
+    os.close(job_w)
+    out = b""
+    while chunk := os.read(out_r, 65536):
+        out += chunk
+    err = os.read(err_r, 65536)
+    status = z.ended(pid)[0]
+    return {"pid": pid, "out": out.decode(), "err": err.decode(), "code": os.WEXITSTATUS(status)}
+
+def never(spec, fds):
+    os._exit(99)  # a native spec's child never returns to Python
+"""
+
+_SHELL_REPORT = (
+    'echo "pid $$"; read line; echo "stdin $line"; echo "env $HOME $FOO"; echo "cwd $(pwd)"; '
+    'echo fds; ls /proc/$$/fd; echo endfds; cat /proc/$$/stat /proc/$$/status '
+    '/proc/$$/limits; echo "to stderr" >&2')
+
+
+def test_a_native_child_confines_itself_and_becomes_its_command() -> None:
+    """A native spec's child (the C loop's become_native) is what confine.confine makes, then
+    its job's command itself: the pid the zygote answered is the command's (no Python process
+    in between); its own session; fds 0-2 only (the input, its output, its errors); the uid
+    with no groups; the ceilings and the job's own memory and CPU limits; the job's
+    environment and directory."""
+    out = run("""
+        z = procs.Zygote(never, [SPEC], in_c=True)
+        assert z.runs_native(z.specs[0])
+        got = native(z, ["/bin/sh", "-c", SHELL], stdin=b"the input\\n",
+                     env={"HOME": "/tmp", "FOO": "bar"}, cwd="/usr")
+        print(json.dumps(got))
+    """.replace("SHELL", repr(_SHELL_REPORT)), True, NATIVE)
+    assert out["code"] == 0 and out["err"] == "to stderr\n", out
+    text = out["out"]
+    assert f"pid {out['pid']}\n" in text
+    assert "stdin the input\n" in text and "env /tmp bar\n" in text and "cwd /usr\n" in text
+    assert "\nfds\n0\n1\n2\nendfds\n" in text, text
+    stat = text.split(f"{out['pid']} (sh) ", 1)[1].split()
+    assert int(stat[3]) == out["pid"]  # the session's id: its own
+    assert "\nUid:\t61995\t61995\t61995\t61995\n" in text
+    assert "\nGid:\t61995\t61995\t61995\t61995\n" in text
+    assert text.split("\nGroups:", 1)[1].split("\n", 1)[0].strip() == ""
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in text.splitlines()
+              if line.startswith("Max ")}
+    assert limits["Max address space"] == [str(1 << 31)] * 2  # the job's, below the ceiling
+    assert limits["Max cpu time"] == ["5", "5"]
+    assert limits["Max file size"] == [str(1 << 21)] * 2
+    assert limits["Max open files"] == ["40", "40"]
+    assert limits["Max processes"] == ["50", "50"]
+    assert limits["Max core file size"] == ["0", "0"]
+    assert limits["Max data size"] == ["unlimited"] * 2
+
+
+def test_a_native_runtimes_memory_limit_is_its_data_not_its_address_space() -> None:
+    out = run("""
+        z = procs.Zygote(never, [SPEC], in_c=True)
+        got = native(z, ["/bin/cat", "/proc/self/limits"], memory=1 << 28, data=True)
+        print(json.dumps(got))
+    """, True, NATIVE)
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in out["out"].splitlines()
+              if line.startswith("Max ")}
+    assert limits["Max data size"] == [str(1 << 28)] * 2
+    assert limits["Max address space"] == [str(1 << 33)] * 2  # the ceiling only
+
+
+def test_a_native_child_that_cannot_start_says_why_and_exits_122() -> None:
+    """A command that does not exist, and a job that is not a native frame (a worker's
+    pickle, cut short, or a lying length), end the child with program.EXIT_LAUNCH and a line
+    on its stderr; the zygote serves on."""
+    out = run("""
+        z = procs.Zygote(never, [SPEC], in_c=True)
+        good = procs.native_frame(["/bin/true"], {}, "/", memory_bytes=1 << 30, cpu_seconds=5,
+                                  data_memory=False)
+        runs = [native(z, ["/nonexistent/program"]),
+                native(z, [], frame=b"\\x80\\x05" + good[2:]),
+                native(z, [], frame=good[:20]),
+                native(z, [], frame=good[:4] + (1 << 30).to_bytes(4, "little") + good[8:]),
+                native(z, ["/bin/true"])]
+        print(json.dumps(runs))
+    """, True, NATIVE)
+    from acecoder.executor.sandbox.program import EXIT_LAUNCH
+
+    assert [r["code"] for r in out] == [EXIT_LAUNCH] * 4 + [0]
+    assert "/nonexistent/program: No such file or directory" in out[0]["err"]
+    assert all("malformed job" in r["err"] or "reading the job" in r["err"] for r in out[1:4])
+
+
+def test_a_native_child_dies_with_its_zygote() -> None:
+    out = run("""
+        import signal
+        z = procs.Zygote(never, [SPEC], in_c=True)
+        job_r, job_w = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY)
+        pid = z.spawn(z.specs[0], [job_r, null, os.open(os.devnull, os.O_WRONLY),
+                                   os.open(os.devnull, os.O_WRONLY)])
+        os.write(job_w, procs.native_frame(["/bin/sleep", "60"], {}, "/",
+                                           memory_bytes=1 << 30, cpu_seconds=5,
+                                           data_memory=False))
+        os.close(job_w)
+        time.sleep(0.3)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            running = f.read().split(b"\\0")[0].decode()
+        os.kill(z.pid, signal.SIGKILL)
+        os.waitpid(z.pid, 0)
+        gone = False
+        for _ in range(200):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    gone = f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+            except FileNotFoundError:
+                gone = True
+            if gone:
+                break
+            time.sleep(0.01)
+        print(json.dumps({"running": running, "gone": gone}))
+    """, True, NATIVE)
+    assert out == {"running": "/bin/sleep", "gone": True}
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["c", "python"])
+def test_which_specs_are_native(in_c: bool) -> None:
+    """Only the C loop execs from a native spec, and only one that needs no seccomp filter of
+    its own (a child installs that itself, in Python)."""
+    out = run("""
+        specs = [SPEC, {**SPEC, "native": False}, {**SPEC, "seccomp": True}]
+        z = procs.Zygote(never, specs, in_c=IN_C)
+        print(json.dumps([z.runs_native(s) for s in specs] + [sorted(procs.natives(specs))]))
+    """, in_c, NATIVE)
+    assert out == [in_c, False, False, [0]]
+
+
+def test_a_native_job_holds_no_nul_and_a_command() -> None:
+    frame = procs.native_frame(["/bin/echo", "a b"], {"K": "v=w"}, "/tmp", memory_bytes=5,
+                               cpu_seconds=6, data_memory=True)
+    assert frame.endswith(b"/tmp\0/bin/echo\0a b\0K=v=w\0")
+    for argv, env, cwd in ([], {}, "/"), (["/bin/echo", "a\0b"], {}, "/"), \
+            (["/bin/echo"], {"K=": "v"}, "/"), (["/bin/echo"], {"": "v"}, "/"), \
+            (["/bin/echo"], {}, "/\0"):
+        with pytest.raises(ValueError):
+            procs.native_frame(argv, env, cwd, memory_bytes=1, cpu_seconds=1, data_memory=False)
