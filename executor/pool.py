@@ -20,6 +20,7 @@ from typing import Any
 from acecoder.errors import DeadlineExceeded, Unavailable
 
 from . import jail as jails
+from . import pch
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .sandbox import wire
@@ -167,6 +168,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         self.jail = await asyncio.to_thread(jails.choose, self.config.jail)
+        pch.build_in_background()  # C++ compiles use it once it is there (see pch.py)
         workers = [_Worker(slot, self.jail, self.config) for slot in range(self.config.workers)]
         started = await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
         failures = [r for r in started if isinstance(r, BaseException)]

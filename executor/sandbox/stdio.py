@@ -17,7 +17,7 @@ import stat
 import time
 from typing import Any
 
-from .. import languages
+from .. import languages, pch
 from . import checkers, program, wire
 from .procs import describe_status, kill_tree, native_frame
 
@@ -162,6 +162,16 @@ def _place(directory: str, files: dict[str, tuple[bytes, int]], uid: int | None)
             os.close(fd)
 
 
+def compile_argv(lang: Any, directory: str, memory_mb: int) -> list[str]:
+    """The compiler's command line for a program in `directory`: C++ gets the precompiled
+    <bits/stdc++.h> first on its include path where it is ready (see executor/pch.py)."""
+    argv = languages.command(lang, languages.compile_template(lang), directory=directory,
+                             memory_mb=memory_mb)
+    if lang.name == "cpp" and (headers := pch.ready(lang)) is not None:
+        argv += ["-I", headers]
+    return argv
+
+
 def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, Any]) -> bool:
     """Write the program's source in its directory and compile it (once per request), in a
     confined process under the compiler's own limits; or, when the same source was built
@@ -176,9 +186,7 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
         state["compile_seconds"] = time.monotonic() - started
         return True
     frame = {**w._job_frame(job, req.tmp), "files": {lang.source: job["program"]},
-             "argv": languages.command(lang, languages.compile_template(lang),
-                                       directory=req.tmp,
-                                       memory_mb=job["compile_memory_bytes"] >> 20),
+             "argv": compile_argv(lang, req.tmp, job["compile_memory_bytes"] >> 20),
              "memory_bytes": int(job["compile_memory_bytes"]),
              "cpu_seconds": math.ceil(job["compile_timeout"]) + 1,
              "data_memory": lang.compile[:1] == ("javac",)}

@@ -29,6 +29,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/acecoder /opt/acecoder
 ENV PATH=/opt/acecoder/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# C++'s <bits/stdc++.h>, precompiled by this image's g++ for the executor's flags (the image is
+# read-only at run time, so it is built here; see executor/pch.py)
+RUN python -m acecoder.executor.pch
 EXPOSE 50051 50061 8080 9090
 ENTRYPOINT ["acecoder"]
 CMD ["serve", "executor", "--host=0.0.0.0"]

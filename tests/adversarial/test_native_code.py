@@ -182,3 +182,56 @@ def test_memory_the_runtime_does_not_count_still_counts(client: ExecutorClient, 
     assert r.status is ProgramStatus.OK, (r.status, r.status_detail[:300])
     assert r.verdicts[0] in {Verdict.MEMORY, Verdict.ERROR, Verdict.CRASHED}, r.tests
     assert_no_leftovers(root=server.proc.pid)
+
+
+# Each line is one way to change what a later compile reads through the precompiled header
+# (executor/pch.py); each must fail. The program prints how many did not.
+_PCH_ATTACKS = r"""
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
+int main(void) {
+    char dir[4096], gch[4200], other[4300], bits[4200];
+    if (scanf("%4095s", dir) != 1) return 2;
+    snprintf(bits, sizeof bits, "%s/bits", dir);
+    snprintf(gch, sizeof gch, "%s/stdc++.h.gch", bits);
+    snprintf(other, sizeof other, "%s/other.gch", bits);
+    if (access(gch, R_OK) != 0) { puts("no header to attack"); return 0; }
+    int done = 0;
+    done += open(gch, O_WRONLY) >= 0;
+    done += open(gch, O_WRONLY | O_TRUNC) >= 0;
+    done += unlink(gch) == 0;
+    done += rename(gch, other) == 0;
+    done += chmod(gch, 0666) == 0;
+    done += open(other, O_WRONLY | O_CREAT, 0644) >= 0;
+    done += symlink("/dev/zero", other) == 0;
+    done += rmdir(bits) == 0;
+    done += rename(bits, other) == 0;
+    done += chmod(dir, 0777) == 0;
+    done += mkdir(other, 0777) == 0;
+    printf(done ? "changed %d ways\n" : "contained\n", done);
+    return 0;
+}
+"""
+
+
+def test_no_program_can_change_the_precompiled_header(client: ExecutorClient,  # type: ignore[no-untyped-def]
+                                                      server) -> None:
+    """The header every C++ compile of every request reads belongs to root and is writable by
+    no one else; a program (whose uid the compiler shares) that knows where it is changes
+    nothing, and a later compile that uses it builds the right program."""
+    from acecoder.executor import pch
+
+    assert pch.build()
+    where = pch.ready()
+    assert where is not None
+    r = client.execute(_PCH_ATTACKS, [StdioTest(where + "\n", "contained")], language="c")
+    assert r.verdicts == [Verdict.PASSED], (r.stdout, r)
+    r = client.execute("#include <bits/stdc++.h>\nint main(){std::set<int> s{5,3,9};"
+                       "std::cout<<*s.begin()<<*s.rbegin()<<'\\n';}\n",
+                       [StdioTest("", "39")], language="cpp")
+    assert r.verdicts == [Verdict.PASSED], r
+    assert pch.ready() == where
+    assert_no_leftovers(root=server.proc.pid)

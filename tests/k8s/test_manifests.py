@@ -304,3 +304,11 @@ def test_the_executor_image_builds_the_zygote_loop_in_c() -> None:
     install = build.split("apt-get install", 1)[1].split("&&", 1)[0]
     assert {"gcc", "libc6-dev"} <= {word.split("=")[0] for word in install.split()}
     assert build.index("apt-get install") < build.index("pip install")
+
+
+def test_the_executor_image_precompiles_the_cpp_header() -> None:
+    """The image is read-only at run time: its <bits/stdc++.h> is precompiled at build, by the
+    final stage's own g++ (the one every compile runs), after the package is in place."""
+    final = (K8S / "images" / "executor.Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    step = final.index("RUN python -m acecoder.executor.pch")
+    assert final.index("g++=") < step and final.index("COPY --from=build /opt/acecoder") < step
