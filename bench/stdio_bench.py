@@ -144,6 +144,15 @@ def programs(problems: Sequence[StdioProblem], language: str) -> list[Item]:
             + [Item(p, language, spoil(p.solutions[language]), False) for p in have])
 
 
+def tagged(items: list[Item], row: str) -> list[Item]:
+    """The same programs with a comment naming the row: every row compiles its own programs,
+    as fresh samples would be, instead of finding builds an earlier row left in the executor's
+    caches (within a row, verl's per-test calls reuse a build, as they would in training)."""
+    mark = {"python": "#", "cpp": "//"}
+    return [replace(i, source=f"{i.source}\n{mark[i.language]} bench row: {row}\n")
+            for i in items]
+
+
 def both_references(problems: Sequence[StdioProblem]) -> list[StdioProblem]:
     return [p for p in problems if "python" in p.solutions and "cpp" in p.solutions]
 
@@ -595,21 +604,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         jail = server.jail
         for lang, items in sets.items():
             log(f"acecoder gRPC {lang}")
-            ace["grpc", lang] = run_grpc(f"acecoder gRPC ({jail})", server, items)
+            ace["grpc", lang] = run_grpc(f"acecoder gRPC ({jail})", server,
+                                         tagged(items, "grpc"))
             log(f"acecoder /acecoder/v1/run_tests {lang}")
             ace["batched", lang] = run_batched(f"acecoder /acecoder/v1/run_tests ({jail})",
-                                               server, items, args.batch_concurrency)
+                                               server, tagged(items, "batched"),
+                                               args.batch_concurrency)
             log(f"acecoder /run_code {lang}")
             ace["run_code", lang] = run_verl(f"acecoder /run_code, verl's calls ({jail})",
-                                             server.url, items, verl)
+                                             server.url, tagged(items, "run_code"), verl)
         log("acecoder gRPC: all C++ problems, and stop_on_first_failure")
         grpc_cpp_all = run_grpc(f"acecoder gRPC ({jail}), all {len(cpp_all) // 2} C++ problems",
-                                server, cpp_all)
+                                server, tagged(cpp_all, "all"))
         runs += [*ace.values(), grpc_cpp_all]
         broken = {lang: [i for i in items if not i.expected]
                   for lang, items in (("python", py), ("cpp", cpp_all))}
-        stops = {lang: (run_grpc("all tests", server, b),
-                        run_grpc("stop on first failure", server, b, stop_on_first_failure=True))
+        stops = {lang: (run_grpc("all tests", server, tagged(b, "all tests")),
+                        run_grpc("stop on first failure", server, tagged(b, "stop"),
+                                 stop_on_first_failure=True))
                  for lang, b in broken.items()}
     finally:
         server.stop()

@@ -9,6 +9,7 @@ program uid, while a per-user install (rustup under a home directory) is hidden 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -104,6 +105,14 @@ def toolchain(name: str) -> tuple[str, str] | None:
         return None
     lines = (out.stdout + out.stderr).strip().splitlines()
     return path, (lines[0].strip() if lines else lang.tool)
+
+
+def build_key(lang: Language, source: str) -> str:
+    """What a build is a function of: the language, its toolchain, its compile flags and the
+    exact source (the worker's and the pool's caches of builds are keyed by it)."""
+    text = repr((lang.name, compile_template(lang), toolchain(lang.name), lang.source))
+    return hashlib.sha256((text + "\0" + source).encode("utf-8", errors="surrogateescape")
+                          ).hexdigest()
 
 
 def compile_template(lang: Language) -> tuple[str, ...]:

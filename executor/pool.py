@@ -20,10 +20,11 @@ from typing import Any
 from acecoder.errors import DeadlineExceeded, Unavailable
 
 from . import jail as jails
-from . import pch
+from . import languages, pch
 from .config import ExecutorConfig
 from .metrics import ExecutorMetrics
 from .sandbox import wire
+from .sandbox.stdio import BuildCache
 from .types import ExecutionRequest, ExecutionResult, ProgramStatus, TestResult, Verdict
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class _Worker:
         self.jail = jail
         self.config = config
         self.jobs = 0
+        self.builds: set[str] = set()
+        """Keys of the builds this worker made or was given (see SharedBuilds)."""
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
@@ -147,6 +150,54 @@ def answer_bound(job: dict[str, Any]) -> float:
     return (len(job["tests"]) + 1) * per_pair + compile_s + _ANSWER_SLACK
 
 
+class SharedBuilds:
+    """Builds of compiled programs, shared by the pool's workers: verl's SandboxFusion calls
+    send one test per request, so the same program reaches every worker, and without this
+    each would compile it again (a C++ compile costs hundreds of times a test's run). A worker
+    returns what its compiler made with the result; the pool hands it, with its key, to a
+    worker it has not given it yet, which places it as its own BuildCache would (see
+    stdio.BuildCache for why a build crosses no request boundary). Bounded in bytes, least
+    recently used dropped first."""
+
+    def __init__(self, max_bytes: int = 128 << 20) -> None:
+        self.cache = BuildCache(max_bytes)
+        self.shared = 0
+
+    @staticmethod
+    def key(req: ExecutionRequest) -> str | None:
+        lang = languages.LANGUAGES.get(req.language)
+        if req.kind != "stdio" or lang is None or not lang.compile:
+            return None
+        return languages.build_key(lang, req.program)
+
+    def offer(self, key: str | None, worker: _Worker) -> tuple[str, Any] | None:
+        """The build of `key` for `worker`, if the pool has it and has not given it that
+        worker (nor had it from that worker)."""
+        if key is None or key in worker.builds:
+            return None
+        files = self.cache.get(key)
+        if files is None:
+            return None
+        self._given(worker, key)
+        self.shared += 1
+        return key, files
+
+    def take(self, built: Any, worker: _Worker) -> None:
+        """What a worker's compiler made: (key, files), as stdio._build returns it."""
+        if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], str)
+                and isinstance(built[1], dict)):
+            return
+        key, files = built
+        self._given(worker, key)
+        self.cache.put(key, files)
+
+    @staticmethod
+    def _given(worker: _Worker, key: str) -> None:
+        if len(worker.builds) > 4096:  # a worker's own cache holds far fewer: forget, re-send
+            worker.builds.clear()
+        worker.builds.add(key)
+
+
 class WorkerPool:
     """Runs programs on `config.workers` jailed workers. Use `async with` or start()/close()."""
 
@@ -158,6 +209,7 @@ class WorkerPool:
         self._workers: dict[int, _Worker] = {}
         self._replacing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.builds = SharedBuilds()
 
     async def __aenter__(self) -> WorkerPool:
         await self.start()
@@ -221,11 +273,14 @@ class WorkerPool:
         """Run one program. `deadline` (time.monotonic) bounds the wait for a worker: work
         whose deadline has passed is never started."""
         job = self.job(req)
+        build_key = SharedBuilds.key(req)
         for _attempt in range(2):  # a second worker if the first dies under the program
             worker = await self._acquire(deadline)
             bound = answer_bound(job)
+            shared = self.builds.offer(build_key, worker)
             try:
-                raw = await asyncio.wait_for(worker.run(job), bound)
+                raw = await asyncio.wait_for(
+                    worker.run({**job, "build": shared} if shared else job), bound)
             except WorkerLost as exc:
                 logger.warning("%s; rerunning request %s elsewhere", exc, req.request_id)
                 self._replace(worker, "lost")
@@ -250,6 +305,8 @@ class WorkerPool:
                              raw["internal_error"])
                 self._replace(worker, "internal_error")
                 return self._lost_result(req, f"the sandbox failed: {raw['internal_error']}")
+            if "build" in raw:
+                self.builds.take(raw.pop("build"), worker)
             try:
                 result = self._result(req, raw)
             except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
-import hashlib
 import math
 import os
 import selectors
@@ -93,12 +92,7 @@ class BuildCache:
         self._entries: collections.OrderedDict[str, dict[str, tuple[bytes, int]]] = (
             collections.OrderedDict())
 
-    @staticmethod
-    def key(lang: Any, source: str) -> str:
-        tool = languages.toolchain(lang.name)
-        flags = languages.compile_template(lang)
-        text = repr((lang.name, flags, tool, lang.source)) + "\0" + source
-        return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
+    key = staticmethod(languages.build_key)
 
     def get(self, key: str) -> dict[str, tuple[bytes, int]] | None:
         files = self._entries.get(key)
@@ -145,6 +139,15 @@ def _harvest(directory: str, source: str, limit: int) -> dict[str, tuple[bytes, 
     return files
 
 
+def _plain_names(files: Any) -> bool:
+    """A build's files as _harvest makes them: plain names at the top of a directory, bytes
+    and permission bits."""
+    return isinstance(files, dict) and all(
+        isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+        and "\0" not in name and isinstance(v, tuple) and len(v) == 2
+        and isinstance(v[0], bytes) and isinstance(v[1], int) for name, v in files.items())
+
+
 def _place(directory: str, files: dict[str, tuple[bytes, int]], uid: int | None) -> None:
     """Write a build's files into a fresh job directory (nothing has run there yet), owned by
     the program's uid as the compiler would have left them."""
@@ -178,6 +181,10 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
     lately, place that build's files there (see BuildCache). False, with the status
     COMPILE_ERROR and the compiler's trimmed output, when the compile fails."""
     key = BuildCache.key(lang, job["program"])
+    shared = job.get("build")  # another worker's build of the same source, from the pool
+    if shared is not None and shared[0] == key and w.builds.get(key) is None \
+            and _plain_names(shared[1]):
+        w.builds.put(key, shared[1])
     cached = w.builds.get(key)
     if cached is not None:
         started = time.monotonic()
@@ -200,6 +207,7 @@ def _build(w: Any, job: dict[str, Any], req: Any, lang: Any, state: dict[str, An
         files = _harvest(req.tmp, lang.source, w.builds.max_bytes // 8)
         if files:
             w.builds.put(key, files)
+            state["build"] = (key, files)  # for the pool to hand to the other workers
         return True
     text = ran.out.decode("utf-8", errors="replace").replace(req.tmp + "/", "").strip()
     if ran.outcome == "timeout" or _cpu_killed(ran, frame):

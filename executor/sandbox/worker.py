@@ -389,7 +389,9 @@ class Worker:
             flags.add("EXITED_EARLY")
         if forged_output(state["out"]) or forged_output(state["err"]):
             flags.add("FORGED_OUTPUT")
+        built = {"build": state["build"]} if "build" in state else {}
         return {
+            **built,
             "status": state["status"], "detail": state["detail"], "verdicts": verdicts,
             "stdout": bytes(state["out"]), "stderr": bytes(state["err"]),
             "stdout_truncated": state["out_trunc"], "stderr_truncated": state["err_trunc"],

@@ -69,3 +69,42 @@ def test_place_writes_fresh_files_and_never_follows_a_link(tmp_path: Path) -> No
     with pytest.raises(FileExistsError):
         _place(str(other), {"main": (b"bin", 0o755)}, None)
     assert not target.exists()
+
+
+def test_the_pool_gives_each_worker_a_build_once_and_only_as_made() -> None:
+    """SharedBuilds: a build a worker made goes to every other worker once; what is not a
+    build as stdio._build returns it is dropped; the budget holds."""
+    from acecoder.executor.config import ExecutorConfig
+    from acecoder.executor.pool import SharedBuilds, _Worker
+    from acecoder.executor.types import ExecutionRequest
+
+    a, b = (_Worker(k, "none", ExecutorConfig()) for k in range(2))
+    builds = SharedBuilds(max_bytes=800)
+    req = ExecutionRequest(program="int main(void){return 0;}", tests=("",), kind="stdio",
+                           expected=("",), language="c", timeout=5.0, memory_mb=256)
+    key = SharedBuilds.key(req)
+    assert key == languages.build_key(C, req.program)
+    assert SharedBuilds.key(ExecutionRequest(program="print(1)", tests=("",), kind="stdio",
+                                             expected=("1",), timeout=5.0,
+                                             memory_mb=256)) is None  # Python: no build
+    assert builds.offer(key, b) is None  # nothing built yet
+    files = {"main": (b"\x7fELF", 0o755)}
+    builds.take((key, files), a)
+    assert builds.offer(key, a) is None  # a made it
+    assert builds.offer(key, b) == (key, files)
+    assert builds.offer(key, b) is None  # given once
+    builds.take(("k2", "not files"), a)
+    builds.take(["k3", files], a)
+    assert builds.offer("k2", b) is None and builds.offer("k3", b) is None
+    for k in range(10):
+        builds.take((f"k{k}x", {"main": (b"x" * 100, 0o755)}), a)
+    assert builds.cache.bytes <= 800 and builds.offer(key, _Worker(2, "none", ExecutorConfig())) is None
+
+
+def test_a_worker_takes_only_a_build_of_plain_names() -> None:
+    from acecoder.executor.sandbox.stdio import _plain_names
+
+    assert _plain_names({"main": (b"x", 0o755), "Main$1.class": (b"y", 0o644)})
+    for bad in ({"../main": (b"x", 0o755)}, {"a/b": (b"x", 0o755)}, {"": (b"x", 0o755)},
+                {"main": ("x", 0o755)}, {"main": (b"x",)}, ["main"]):
+        assert not _plain_names(bad)
