@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -719,6 +720,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"all {len(cpp_all) // 2}: {c_rate:.1f}; per test p50 C++ "
           f"{pct(grpc_cpp_all.test_latencies, 0.5):.1f} ms, Python "
           f"{pct(py_grpc.test_latencies, 0.5):.1f} ms")
+    per = {lang: {i.problem.task_id: t for i, t in zip(r.items, r.run_seconds) if i.expected}
+           for lang, r in (("python", py_grpc), ("cpp", grpc_cpp_all))}
+    each = sorted(per["python"][k] / per["cpp"][k] for k in same
+                  if per["cpp"].get(k) and k in per["python"])
+    if each:
+        print(f"  per problem (a reference's tests, Python's time over C++'s): median "
+              f"{statistics.median(each):.1f}x, from {each[0]:.2f}x to {each[-1]:.0f}x (the "
+              f"references' own algorithms differ: one C++ reference is slower than its "
+              f"Python one outside any sandbox)")
     print("\nstop_on_first_failure on the broken solutions (acecoder gRPC):")
     for lang, (full, stop) in stops.items():
         print(f"  {lang:6}  {len(full.items)} programs: tests run {full.tests_run} -> "
