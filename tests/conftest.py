@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,11 +17,21 @@ from typing import Any
 
 import pytest
 
+# The test process forks itself in a few tests (the seccomp filter's); gRPC's fork handlers
+# would restart an earlier test's channel machinery in such a child (a DNS resolver under the
+# filter aborted on a denied socket). No product path forks without exec outside the sandbox,
+# whose processes never import gRPC.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+# vLLM puts its engine's ZMQ sockets in this directory, and a test that kills an engine leaves
+# them there: a directory of this run's own, removed at its end.
+_VLLM_RPC = tempfile.mkdtemp(prefix="acecoder-tests-vllm-rpc-")
+os.environ["VLLM_RPC_BASE_PATH"] = _VLLM_RPC
+
 # setuptools first: it replaces distutils with its own copy only if nothing loaded the standard
 # library's before (some tests' imports do; vLLM's then imports setuptools and fails on it)
-import setuptools  # noqa: F401
+import setuptools  # noqa: E402, F401
 
-from acecoder.serving import spawn_server
+from acecoder.serving import spawn_server  # noqa: E402
 
 UID_BASE = 61000
 
@@ -182,6 +194,19 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: st
     return out
 
 
+def blocking_health() -> Any:
+    """grpc_health's synchronous HealthServicer for a test's in-process server, its Watch
+    served from the server's thread pool. In its default (callback) form it sends Watch's first
+    answer while holding its lock; a client cancelling the stream at that moment makes the
+    server's event thread wait for that lock in the close callback while the send waits for the
+    event thread: a deadlock, and the pool thread is joined when the interpreter exits (pytest
+    never ended). The product servers use the asyncio servicer, which has no such lock. (The
+    setting is the class's: every synchronous servicer in the tests is made here.)"""
+    from grpc_health.v1 import health
+
+    return health.HealthServicer(experimental_non_blocking=False)
+
+
 # -- the end of the run ------------------------------------------------------------------------
 
 _EXIT_GRACE_S = 180.0
@@ -212,6 +237,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     `_EXIT_GRACE_S` later (a thread or child process that something waits for at exit), say
     what still runs, then end with the tests' own status."""
     import threading
+
+    shutil.rmtree(_VLLM_RPC, ignore_errors=True)
 
     def guard() -> None:
         time.sleep(_EXIT_GRACE_S)

@@ -25,6 +25,7 @@ from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 from acecoder.v1 import synthesis_pb2 as spb
 from acecoder.v1 import synthesis_pb2_grpc as spb_grpc
+from tests.conftest import blocking_health
 
 EXECUTOR = "acecoder.v1.Executor"
 
@@ -83,11 +84,11 @@ class Replicas:
                                                  ("grpc.max_connection_age_grace_ms", 1000)]
         for k in range(n):
             host = f"127.0.0.{k + 2}"
-            pool = futures.ThreadPoolExecutor(4)
+            pool = futures.ThreadPoolExecutor(16)
             self.pools.append(pool)
             server = grpc.server(pool, options=options)
             pb_grpc.add_ExecutorServicer_to_server(Replica(host, self.hits), server)
-            checks = health.HealthServicer()
+            checks = blocking_health()
             health_pb2_grpc.add_HealthServicer_to_server(checks, server)
             checks.set(EXECUTOR, health_pb2.HealthCheckResponse.SERVING)
             port = server.add_insecure_port(f"{host}:{self.port}")

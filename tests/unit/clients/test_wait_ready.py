@@ -14,13 +14,14 @@ from concurrent import futures
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from acecoder import errors
 from acecoder.clients import AsyncExecutorClient, ExecutorClient, RetryPolicy
 from acecoder.remote_errors import RemoteNotReady, RemoteUnavailable
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
+from tests.conftest import blocking_health
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Executor"].full_name
 FAST = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.01)
@@ -37,9 +38,9 @@ class Loading:
     """A server up and NOT_SERVING, as acecoder's servers are while their model loads."""
 
     def __init__(self) -> None:
-        self.health = health.HealthServicer()
+        self.health = blocking_health()
         self.health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        self.server = grpc.server(futures.ThreadPoolExecutor(16))
         pb_grpc.add_ExecutorServicer_to_server(Passing(), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
