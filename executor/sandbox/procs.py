@@ -208,7 +208,9 @@ class Zygote:
 
     def spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
         """Fork a child holding `fds`, as `spec` says (one of this zygote's `specs`)."""
-        which = next(i for i, s in enumerate(self.specs) if s is spec)
+        which = next((i for i, s in enumerate(self.specs) if s is spec), None)
+        if which is None:
+            raise ValueError("a spawn names one of the zygote's own specs (the very object)")
         pid = int(self._order(_SPAWN, which, fds=fds)[1])
         if pid <= 0:
             raise OSError("the zygote could not fork")

@@ -285,15 +285,23 @@ class _Judge:
         self.sock.close()
 
 
+def seccomp_placement(hello: dict[str, Any]) -> tuple[bool, bool]:
+    """(the zygotes hold the seccomp filter, each child installs its own): with a uid per
+    child kind, the zygotes hold the filter (pid-independent) and every child inherits it;
+    without, each child installs the filter naming its own pid. Never both, and with seccomp
+    off or unsupported, neither."""
+    use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
+    separate = separate_uids(hello)
+    return use_seccomp and separate, use_seccomp and not separate
+
+
 def child_specs(hello: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What every spawn order of a worker can say, fixed at its start (nothing of any
     request): the program zygote's children (a program, a stdio run, a custom checker) and
     the test zygote's (a fresh test process, the judge). Children lower the memory and CPU
     limits to their request's once they have read it."""
     separate = separate_uids(hello)
-    use_seccomp = bool(hello.get("seccomp", True)) and seccomp.supported()
-    # With a uid per child kind, the zygotes hold the filter and children inherit it.
-    own_filter = use_seccomp and not separate
+    own_filter = seccomp_placement(hello)[1]
     uid_base = int(hello.get("uid_base", 61000))
     slot = int(hello["slot"])
     # Three uids per slot: programs, fresh test processes, the judge. None can signal or
@@ -903,7 +911,7 @@ def main() -> None:
     # Objects that exist now are never collected by children: they need not touch them.
     gc.collect()
     gc.freeze()
-    shared = bool(hello.get("seccomp", True)) and seccomp.supported() and separate_uids(hello)
+    shared = seccomp_placement(hello)[0]
     prog_specs, test_specs = child_specs(hello)
     prog_zygote = Zygote(_become_program, prog_specs, seccomp_shared=shared)
 

@@ -380,3 +380,24 @@ def test_a_native_job_holds_no_nul_and_a_command() -> None:
             (["/bin/echo"], {}, "/\0"):
         with pytest.raises(ValueError):
             procs.native_frame(argv, env, cwd, memory_bytes=1, cpu_seconds=1, data_memory=False)
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["c", "python"])
+def test_a_spawn_names_one_of_the_zygote_s_own_specs(in_c: bool) -> None:
+    """A spec the zygote was not made with (even an equal copy) is refused before any order
+    is sent; the zygote serves on."""
+    out = run("""
+        specs = [{"tag": "a", "code": 4}]
+        z = procs.Zygote(become, specs, in_c=IN_C)
+        try:
+            z.spawn(dict(specs[0]), [])
+            refused = False
+        except ValueError:
+            refused = True
+        r, w = os.pipe()
+        pid = z.spawn(specs[0], [w])
+        os.close(w)
+        read_all(r)
+        print(json.dumps([refused, os.WEXITSTATUS(z.ended(pid)[0])]))
+    """, in_c)
+    assert out == [True, 4]
