@@ -92,13 +92,9 @@ def _descendants(root: int) -> set[int]:
     return out
 
 
-def sandbox_processes(workers: int = 2, root: int | None = None) -> list[str]:
-    """Processes still running as a program uid of the first `workers` slots, but for the one
-    spare per slot the worker spawns ahead of the next request (named acecoder-spare until it
-    gets a job; it has run nothing). A leftover that names itself so makes two."""
-    uids = {UID_BASE + 3 * k for k in range(workers)}  # programs run as base+3k
-    out = []
-    spares: set[str] = set()
+def process_statuses(uids: set[int], root: int | None = None) -> Iterator[tuple[str, str]]:
+    """(pid, /proc/<pid>/status) of each process whose real uid is one of `uids` (below the
+    process `root`, if given)."""
     within = _descendants(root) if root is not None else None
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or (within is not None and int(pid) not in within):
@@ -109,10 +105,23 @@ def sandbox_processes(workers: int = 2, root: int | None = None) -> list[str]:
         except OSError:
             continue
         m = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if m and int(m.group(1)) in uids:
+            yield pid, status
+
+
+def sandbox_processes(workers: int = 2, root: int | None = None) -> list[str]:
+    """Processes still running as a program uid of the first `workers` slots, but for the one
+    spare per slot the worker spawns ahead of the next request (named acecoder-spare until it
+    gets a job; it has run nothing). A leftover that names itself so makes two."""
+    uids = {UID_BASE + 3 * k for k in range(workers)}  # programs run as base+3k
+    out = []
+    spares: set[str] = set()
+    for pid, status in process_statuses(uids, root):
+        m = re.search(r"^Uid:\s+(\d+)", status, re.M)
         # a zombie leader whose other threads run on is not gone
         zombie = re.search(r"^State:\s+Z", status, re.M) and \
             re.search(r"^Threads:\s+1$", status, re.M)
-        if m and int(m.group(1)) in uids and not zombie:
+        if m and not zombie:
             name = re.search(r"^Name:\s+(.*)$", status, re.M)
             label = name.group(1) if name else "?"
             if label == "acecoder-spare" and m.group(1) not in spares:

@@ -20,7 +20,7 @@ from acecoder.clients import ExecutorClient, StdioTest
 from acecoder.executor.sandbox import procs, seccomp
 from acecoder.executor.sandbox.worker import child_specs, seccomp_placement
 from acecoder.executor.types import Verdict
-from tests.conftest import UID_BASE, RunningServer, _descendants
+from tests.conftest import UID_BASE, RunningServer, process_statuses
 
 FILTERED = 2  # /proc/<pid>/status "Seccomp:": 2 is SECCOMP_MODE_FILTER
 
@@ -82,16 +82,9 @@ def test_the_judge_is_filtered(client: ExecutorClient, server: RunningServer) ->
     assert r.verdicts == [Verdict.PASSED], r
     judges = {UID_BASE + 3 * k + 2 for k in range(server.workers)}
     modes = []
-    for pid in _descendants(server.proc.pid):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                status = f.read()
-        except OSError:
-            continue
-        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
-        if uid and int(uid.group(1)) in judges:
-            mode = re.search(r"^Seccomp:\s+(\d+)", status, re.M)
-            assert mode is not None
-            modes.append(int(mode.group(1)))
+    for _, status in process_statuses(judges, server.proc.pid):
+        mode = re.search(r"^Seccomp:\s+(\d+)", status, re.M)
+        assert mode is not None
+        modes.append(int(mode.group(1)))
     assert modes and set(modes) == {FILTERED}, modes
     assert os.geteuid() == 0  # make test runs as root: the uid-per-kind placement
