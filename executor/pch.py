@@ -68,13 +68,21 @@ def _trusted(path: Path, root: Path) -> bool:
         path = path.parent
 
 
+# Beside the precompiled header, a header of the same name that includes the system's: GCC
+# resolves a second `#include <bits/stdc++.h>` to the directory the first one came from, where
+# the precompiled one no longer applies, and would find no header there.
+_NEXT = f"#include_next <{HEADER}>\n"
+
+
 def ready(lang: languages.Language | None = None) -> str | None:
     """The directory to put on a C++ compile's include path, where the header is built and
     trusted (see the module docstring); else None."""
     if os.geteuid() != 0:
         return None
     d = include_dir(lang)
-    return str(d) if _trusted(d / (HEADER + ".gch"), Path(sys.prefix)) else None
+    root = Path(sys.prefix)
+    ok = _trusted(d / (HEADER + ".gch"), root) and _trusted(d / HEADER, root)
+    return str(d) if ok else None
 
 
 def build(lang: languages.Language | None = None) -> bool:
@@ -104,6 +112,7 @@ def build(lang: languages.Language | None = None) -> bool:
                         errors="replace"))
                     return False
                 os.chmod(part, 0o644)
+                _write_atomically(d / HEADER, _NEXT)
                 os.replace(part, target)
             finally:
                 if os.path.exists(part):
@@ -112,6 +121,18 @@ def build(lang: languages.Language | None = None) -> bool:
         log.warning("no precompiled %s: %s", HEADER, exc)
         return False
     return ready(lang) is not None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=".building-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(part, 0o644)
+        os.replace(part, path)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
 
 
 def build_in_background() -> None:

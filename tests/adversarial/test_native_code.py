@@ -211,6 +211,9 @@ int main(void) {
     done += rename(bits, other) == 0;
     done += chmod(dir, 0777) == 0;
     done += mkdir(other, 0777) == 0;
+    snprintf(other, sizeof other, "%s/stdc++.h", bits);  /* the header beside it */
+    done += open(other, O_WRONLY | O_APPEND) >= 0;
+    done += unlink(other) == 0;
     printf(done ? "changed %d ways\n" : "contained\n", done);
     return 0;
 }
@@ -229,7 +232,8 @@ def test_no_program_can_change_the_precompiled_header(client: ExecutorClient,  #
     assert where is not None
     r = client.execute(_PCH_ATTACKS, [StdioTest(where + "\n", "contained")], language="c")
     assert r.verdicts == [Verdict.PASSED], (r.stdout, r)
-    r = client.execute("#include <bits/stdc++.h>\nint main(){std::set<int> s{5,3,9};"
+    r = client.execute("#include <bits/stdc++.h>\n#include <bits/stdc++.h>\n"  # twice
+                       "int main(){std::set<int> s{5,3,9};"
                        "std::cout<<*s.begin()<<*s.rbegin()<<'\\n';}\n",
                        [StdioTest("", "39")], language="cpp")
     assert r.verdicts == [Verdict.PASSED], r

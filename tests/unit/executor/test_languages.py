@@ -51,7 +51,7 @@ def test_static_linking_is_tried_once_and_dropped_where_it_fails(
     cpp = languages.LANGUAGES["cpp"]
     languages.links_static.cache_clear()
     assert languages.links_static("cpp") and languages.links_static("c")
-    assert languages.compile_template(cpp) == cpp.compile + ("-static",)
+    assert languages.compile_template(cpp) == cpp.compile + ("-static", "-fuse-ld=gold")
     assert not any(languages.links_static(n) for n in ("go", "rust", "java", "nodejs"))
     # a linker that finds no static libraries: a wrapper that fails on -static
     fake = tmp_path / "g++"
