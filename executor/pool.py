@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -161,35 +162,46 @@ class SharedBuilds:
 
     def __init__(self, max_bytes: int = 128 << 20) -> None:
         self.cache = BuildCache(max_bytes)
+        """Each build's files, by the request's key (language and source)."""
+        self.build_keys: dict[str, str] = {}
+        """The worker's key of each build (its toolchain and flags too), by the request's."""
         self.shared = 0
 
     @staticmethod
     def key(req: ExecutionRequest) -> str | None:
+        """The request's language and exact source (cheap: no toolchain is asked here, in
+        the event loop). The worker keys what it takes by its own build key (toolchain and
+        flags too) and takes a build only under the key it computes itself."""
         lang = languages.LANGUAGES.get(req.language)
         if req.kind != "stdio" or lang is None or not lang.compile:
             return None
-        return languages.build_key(lang, req.program)
+        text = f"{req.language}\0{req.program}".encode("utf-8", errors="surrogateescape")
+        return hashlib.sha256(text).hexdigest()
 
     def offer(self, key: str | None, worker: _Worker) -> tuple[str, Any] | None:
-        """The build of `key` for `worker`, if the pool has it and has not given it that
-        worker (nor had it from that worker)."""
+        """The build of the request keyed `key` for `worker` ((the worker's build key,
+        files)), if the pool has it and has not given it that worker (nor had it from it)."""
         if key is None or key in worker.builds:
             return None
         files = self.cache.get(key)
-        if files is None:
+        if files is None or key not in self.build_keys:
             return None
         self._given(worker, key)
         self.shared += 1
-        return key, files
+        return self.build_keys[key], files
 
-    def take(self, built: Any, worker: _Worker) -> None:
-        """What a worker's compiler made: (key, files), as stdio._build returns it."""
-        if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], str)
-                and isinstance(built[1], dict)):
+    def take(self, key: str | None, built: Any, worker: _Worker) -> None:
+        """What a worker's compiler made for the request keyed `key`: (its build key, files),
+        as stdio._build returns it."""
+        if key is None or not (isinstance(built, tuple) and len(built) == 2
+                               and isinstance(built[0], str) and isinstance(built[1], dict)):
             return
-        key, files = built
         self._given(worker, key)
-        self.cache.put(key, files)
+        self.cache.put(key, built[1])
+        self.build_keys[key] = built[0]
+        if len(self.build_keys) > 4096:  # forget the keys of builds the cache dropped
+            self.build_keys = {k: v for k, v in self.build_keys.items()
+                               if k in self.cache}
 
     @staticmethod
     def _given(worker: _Worker, key: str) -> None:
@@ -306,7 +318,7 @@ class WorkerPool:
                 self._replace(worker, "internal_error")
                 return self._lost_result(req, f"the sandbox failed: {raw['internal_error']}")
             if "build" in raw:
-                self.builds.take(raw.pop("build"), worker)
+                self.builds.take(build_key, raw.pop("build"), worker)
             try:
                 result = self._result(req, raw)
             except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -94,6 +94,9 @@ class BuildCache:
 
     key = staticmethod(languages.build_key)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
     def get(self, key: str) -> dict[str, tuple[bytes, int]] | None:
         files = self._entries.get(key)
         if files is not None:
@@ -155,9 +158,7 @@ def _place(directory: str, files: dict[str, tuple[bytes, int]], uid: int | None)
         fd = os.open(os.path.join(directory, name),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            wire.write_all(fd, data)
             if uid is not None:
                 os.fchown(fd, uid, uid)
             os.fchmod(fd, mode)
@@ -293,7 +294,7 @@ def _one(w: Any, job: dict[str, Any], req: Any, lang: Any, given: str,
             # The runtime's own heap limit (-Xmx, --max-old-space-size) is the limit; what it
             # maps besides (code, thread stacks, metadata) gets room up to this backstop.
             frame["memory_bytes"] = 2 * int(job["memory_bytes"]) + (1 << 30)
-    native = lang.name != "python" and w.prog_zygote.runs_native(w.native_spec)
+    native = lang.name != "python" and w.native_runs
     ran = _launch(w, job, req, state, frame, given.encode("utf-8", errors="surrogateescape"),
                   timeout=timeout, limit=limit, merge=False,
                   spec=w.native_spec if native else None, native=native)
@@ -367,7 +368,7 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
         os.close(fd)
     try:
         if job_bytes is not None:
-            _write_all(job_w, job_bytes)
+            wire.write_all(job_w, job_bytes)
         else:
             wire.send(job_w, frame)
     except OSError:
@@ -424,20 +425,12 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     return _Ran(outcome, elapsed, status, peak_kb, cpu, bytes(out))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def sealed_file(data: bytes) -> int:
     """A read-only descriptor of an in-memory file holding `data`, sealed against writes (a
     test's input: the program gets its own copy, and cannot change it for anyone)."""
     fd = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        wire.write_all(fd, data)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW
                     | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)

@@ -68,12 +68,15 @@ def send_report(fd: int, obj: Any) -> None:
     write_frame(fd, dumps_report(obj))
 
 
-def write_frame(fd: int, payload: bytes) -> None:
-    data = _HEADER.pack(len(payload)) + payload
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (a pipe or file), however many writes that takes."""
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[os.write(fd, view):]
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    write_all(fd, _HEADER.pack(len(payload)) + payload)
 
 
 def read_exact(fd: int, n: int) -> bytes:

@@ -344,6 +344,8 @@ class Worker:
         self.prog_zygote = prog_zygote
         self.program_spec, self.stdio_spec, self.checker_spec, self.native_spec = (
             prog_zygote.specs)
+        self.native_runs = prog_zygote.runs_native(self.native_spec)
+        """Runs of compiled programs exec from the C loop (else a Python child execs them)."""
         self.tester_spec, self.judge_spec = test_zygote.specs
         self.prog_uid: int | None = self.program_spec["uid"]
         self.test_uid: int | None = self.tester_spec["uid"]

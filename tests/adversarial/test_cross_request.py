@@ -467,3 +467,59 @@ def test_no_order_a_request_writes_reaches_a_zygote(shared) -> None:  # type: ig
         assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
         assert_no_leftovers(workers=1, root=server.proc.pid)
     assert _pool_processes(server.proc.pid) == before
+
+
+# A compiled program is exec'd by the program zygote's C loop itself (a native child): it
+# holds fds 0-2 only, so the zygote's order socket and its job pipe are out of its reach. It
+# tries anyway: orders (fork spec 0..3, reap, wait, an unknown letter) written, and sent with
+# fds, on every fd it can name, and a kill of its parent. It prints which fds above 2 it found
+# open and whether the kill went through.
+_NATIVE_ORDERS = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+int main(void) {
+    int open_fds = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        int orders[][2] = {{'S', 0}, {'S', 3}, {'R', -1}, {'W', 1}, {'X', 0}};
+        for (int k = 0; k < 5; k++) {
+            if (fd > 2 && write(fd, orders[k], sizeof orders[k]) >= 0) open_fds++;
+            struct iovec iov = {orders[k], sizeof orders[k]};
+            union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr a; } c;
+            struct msghdr m;
+            memset(&m, 0, sizeof m);
+            m.msg_iov = &iov; m.msg_iovlen = 1;
+            m.msg_control = c.buf; m.msg_controllen = sizeof c.buf;
+            struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+            h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS;
+            h->cmsg_len = CMSG_LEN(sizeof(int));
+            int one = 1; memcpy(CMSG_DATA(h), &one, sizeof one);
+            sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    }
+    int killed = kill(getppid(), SIGKILL) == 0;
+    printf(open_fds || killed ? "reached fds=%d killed=%d\n" : "contained\n", open_fds, killed);
+    return 0;
+}
+"""
+
+
+def test_a_native_child_reaches_no_zygote(shared) -> None:  # type: ignore[no-untyped-def]
+    """What the program zygote hands a compiled program: its input, output and error, nothing
+    else. Orders written and sent on every fd, and a kill of its parent, change nothing: the
+    worker, its zygotes and its jail are the same processes afterwards, nothing is left, and
+    the next request is answered as alone."""
+    from acecoder.clients import StdioTest
+
+    server, client = shared
+    client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0)
+    before = _pool_processes(server.proc.pid)
+    for _ in range(3):
+        hostile = client.execute(_NATIVE_ORDERS, [StdioTest("", "contained")] * 3,
+                                 language="c", timeout=5.0)
+        assert hostile.verdicts == [Verdict.PASSED] * 3, (hostile.stdout, hostile)
+        assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
+        assert_no_leftovers(workers=1, root=server.proc.pid)
+    assert _pool_processes(server.proc.pid) == before

@@ -239,3 +239,31 @@ def test_no_program_can_change_the_precompiled_header(client: ExecutorClient,  #
     assert r.verdicts == [Verdict.PASSED], r
     assert pch.ready() == where
     assert_no_leftovers(root=server.proc.pid)
+
+
+# Its first run replaces its own binary with a script that prints 0, then prints 5.
+_REWRITES_ITS_BINARY = (
+    "#include <stdio.h>\n#include <unistd.h>\n#include <sys/stat.h>\n"
+    "int main(void){unlink(\"main\");FILE*f=fopen(\"main\",\"w\");"
+    "fputs(\"#!/bin/sh\\necho 0\\n\",f);fclose(f);chmod(\"main\",0755);"
+    "puts(\"5\");return 0;} /* shared */\n")
+
+
+def test_a_build_shared_between_workers_is_the_compilers_not_a_runs(  # type: ignore[no-untyped-def]
+        client: ExecutorClient, server) -> None:
+    """The pool hands a build one worker made to the others (SharedBuilds): what it hands is
+    what the compiler left, read before any run. A program that rewrites its binary, sent
+    alone and then in bursts that keep every worker busy (so each gets the shared build):
+    every request's first run is the real program; only its own copy was changed."""
+    from acecoder.clients import Program
+
+    first = client.execute(_REWRITES_ITS_BINARY, [StdioTest("", "5"), StdioTest("", "5")],
+                           language="c")
+    assert [v.value for v in first.verdicts] == ["PASSED", "FAILED"], first
+    for _ in range(2):
+        batch = [Program(_REWRITES_ITS_BINARY, [StdioTest("", "5"), StdioTest("", "5")],
+                         language="c", request_id=str(k)) for k in range(6)]
+        for r in client.execute_batch(batch):
+            assert [v.value for v in r.verdicts] == ["PASSED", "FAILED"], r
+            assert r.compile_duration < first.compile_duration, r  # a copy, not a compile
+    assert_no_leftovers(root=server.proc.pid)

@@ -72,8 +72,9 @@ def test_place_writes_fresh_files_and_never_follows_a_link(tmp_path: Path) -> No
 
 
 def test_the_pool_gives_each_worker_a_build_once_and_only_as_made() -> None:
-    """SharedBuilds: a build a worker made goes to every other worker once; what is not a
-    build as stdio._build returns it is dropped; the budget holds."""
+    """SharedBuilds: a build a worker made goes to every other worker once, with the worker's
+    own key of it; what is not a build as stdio._build returns it is dropped; the budget
+    holds; the pool's key is the request's language and source alone."""
     from acecoder.executor.config import ExecutorConfig
     from acecoder.executor.pool import SharedBuilds, _Worker
     from acecoder.executor.types import ExecutionRequest
@@ -83,22 +84,27 @@ def test_the_pool_gives_each_worker_a_build_once_and_only_as_made() -> None:
     req = ExecutionRequest(program="int main(void){return 0;}", tests=("",), kind="stdio",
                            expected=("",), language="c", timeout=5.0, memory_mb=256)
     key = SharedBuilds.key(req)
-    assert key == languages.build_key(C, req.program)
+    assert key is not None and key != SharedBuilds.key(
+        ExecutionRequest(program=req.program, tests=("",), kind="stdio", expected=("",),
+                         language="cpp", timeout=5.0, memory_mb=256))
     assert SharedBuilds.key(ExecutionRequest(program="print(1)", tests=("",), kind="stdio",
                                              expected=("1",), timeout=5.0,
                                              memory_mb=256)) is None  # Python: no build
     assert builds.offer(key, b) is None  # nothing built yet
     files = {"main": (b"\x7fELF", 0o755)}
-    builds.take((key, files), a)
+    worker_key = languages.build_key(C, req.program)
+    builds.take(key, (worker_key, files), a)
     assert builds.offer(key, a) is None  # a made it
-    assert builds.offer(key, b) == (key, files)
+    assert builds.offer(key, b) == (worker_key, files)
     assert builds.offer(key, b) is None  # given once
-    builds.take(("k2", "not files"), a)
-    builds.take(["k3", files], a)
+    builds.take("k2", ("wk2", "not files"), a)
+    builds.take("k3", ["wk3", files], a)
+    builds.take(None, (worker_key, files), a)
     assert builds.offer("k2", b) is None and builds.offer("k3", b) is None
     for k in range(10):
-        builds.take((f"k{k}x", {"main": (b"x" * 100, 0o755)}), a)
-    assert builds.cache.bytes <= 800 and builds.offer(key, _Worker(2, "none", ExecutorConfig())) is None
+        builds.take(f"k{k}x", (f"w{k}", {"main": (b"x" * 100, 0o755)}), a)
+    c = _Worker(2, "none", ExecutorConfig())
+    assert builds.cache.bytes <= 800 and builds.offer(key, c) is None  # dropped: oldest
 
 
 def test_a_worker_takes_only_a_build_of_plain_names() -> None:
