@@ -73,7 +73,18 @@ def choose(preferred: str = "auto") -> str:
 
 
 def worker_command(jail: str) -> list[str]:
-    return [*_prefix(jail), sys.executable, "-I", "-m", WORKER_MODULE]
+    """The worker's command line: an interpreter without `site` (see sandbox/boot.py)."""
+    from .sandbox import boot
+
+    return [*_prefix(jail), sys.executable, "-I", "-S", boot.__file__, WORKER_MODULE,
+            _boot_arguments()]
+
+
+@functools.cache
+def _boot_arguments() -> str:
+    from .sandbox import boot
+
+    return boot.arguments()
 
 
 def worker_env() -> dict[str, str]:

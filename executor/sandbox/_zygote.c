@@ -11,13 +11,18 @@
      'S' n     fork a child with spec n and the fds sent along -> 'S' pid (-1: not forked)
      'R' mask  collect children that have exited -> 'R' how many children of the specs in
                `mask` (bit n: spec n) are not collected yet
+     'B' mask  wait for every child of the specs in `mask` to exit, and collect it -> 'B' 0
+               (for children that have been killed: the wait ends as each becomes a zombie,
+               where polling would sleep past it)
      'W' pid   wait for that child -> 'W' status, maxrss KiB, CPU seconds
    Anything else, or a closed socket, ends the zygote.
 
-   A spec may be native (see procs.native_frame): its child never returns to Python. It
-   confines itself as confine.confine does, reads its job (a command line, its environment,
-   directory and limits) from its own pipe, and becomes the command: a compiled program's run
-   costs one fork and one exec, not a Python process's start besides. */
+   A child of a spec the loop was given (procs.c_specs) confines itself here, as
+   confine.confine does, before it returns to Python (each Python step of that would write to
+   pages it shares with the zygote). A native spec's child never returns: it reads its job (a
+   command line, its environment, directory and limits) from its own pipe and becomes the
+   command (see procs.native_frame): a compiled program's run costs one fork and one exec, not
+   a Python process's start besides. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -81,6 +86,29 @@ static int32_t count_live(int32_t mask) {
     return n;
 }
 
+static void keep(int pid, int status, const struct rusage *ru) {
+    kept[next_kept % KEPT].pid = pid;
+    kept[next_kept % KEPT].e = describe(status, ru);
+    next_kept++;
+}
+
+/* Wait for each child of the specs in `mask` to exit, collecting it. */
+static void collect_all(int32_t mask) {
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        int pid = live[i].pid, spec = live[i].spec;
+        if (pid <= 0 || spec < 0 || spec >= 31 || !((mask >> spec) & 1))
+            continue;
+        int status, got;
+        struct rusage ru;
+        do
+            got = wait4(pid, &status, 0, &ru);
+        while (got < 0 && errno == EINTR);
+        live[i].pid = 0;
+        if (got == pid)
+            keep(pid, status, &ru);
+    }
+}
+
 static void reap_nowait(void) {
     for (;;) {
         int status;
@@ -89,9 +117,7 @@ static void reap_nowait(void) {
         if (pid <= 0)
             return;
         collected(pid);
-        kept[next_kept % KEPT].pid = pid;
-        kept[next_kept % KEPT].e = describe(status, &ru);
-        next_kept++;
+        keep(pid, status, &ru);
     }
 }
 
@@ -133,12 +159,14 @@ static struct ended wait_for(int pid) {
 #define EXIT_LAUNCH 122  /* program.EXIT_LAUNCH: the command could not be started */
 #define MAX_JOB (1 << 20)
 
-/* What a native spec fixes (nothing of any request): its uid (-1: keep) and ceilings. */
-static struct native {
-    int used;
+/* What a spec fixes (nothing of any request): how its child places the fds it is sent, its
+   working directory, uid (-1: keep) and ceilings, and whether it is native (execs a job). */
+static struct spec {
+    int used, native, root_cwd, nplace;
+    int place[MAX_FDS];  /* fd i of the child: the sent fd place[i], or /dev/null where -1 */
     long long uid;
     rlim_t memory, cpu, file, open_files, processes;
-} natives[MAX_SPECS];
+} specs[MAX_SPECS];
 
 extern char **environ;
 
@@ -174,6 +202,55 @@ static void read_exactly(int fd, char *buf, size_t n) {
     }
 }
 
+/* In a freshly forked child, holding the fds it was sent: what confine.confine does, in the
+   same order. Its own session; fd i is the sent fd place[i] (or /dev/null), no other fd is
+   open; the ceilings as rlimits, no core; its uid with no groups; not dumpable; killed with
+   the zygote (asked for after the change of uid, which clears it; if the zygote died before,
+   so does the child). A failure ends the child with EXIT_LAUNCH, never returns to the loop. */
+static void confine_child(const struct spec *s, const int *fds, int nfds, int sock) {
+    pid_t parent = getppid();
+    close(sock);
+    if (setsid() < 0)
+        fail("setsid");
+    int devnull = -1, high[MAX_FDS];
+    for (int i = 0; i < s->nplace; i++) {
+        int from = s->place[i];
+        if (from >= nfds) {
+            errno = EBADF;
+            fail("a child was sent fewer fds than its spec places");
+        }
+        if (from < 0 && devnull < 0 && (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            fail("opening /dev/null");
+        if ((high[i] = fcntl(from < 0 ? devnull : fds[from], F_DUPFD, 100)) < 0)
+            fail("placing fds");
+    }
+    for (int i = 0; i < s->nplace; i++)
+        if (dup2(high[i], i) < 0)
+            fail("placing fds");
+    if (syscall(SYS_close_range, (unsigned)s->nplace, ~0U, 0) != 0)
+        for (int fd = s->nplace; fd < 65536; fd++)
+            close(fd);
+    if (s->root_cwd && chdir("/") != 0)
+        fail("chdir");
+    limit(RLIMIT_AS, s->memory, "RLIMIT_AS");
+    limit(RLIMIT_CPU, s->cpu, "RLIMIT_CPU");
+    limit(RLIMIT_FSIZE, s->file, "RLIMIT_FSIZE");
+    limit(RLIMIT_NOFILE, s->open_files, "RLIMIT_NOFILE");
+    limit(RLIMIT_NPROC, s->processes, "RLIMIT_NPROC");
+    limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
+    if (s->uid >= 0) {
+        uid_t uid = (uid_t)s->uid;
+        if (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0
+            || setresuid(uid, uid, uid) != 0)
+            fail("dropping to the child's uid");
+    }
+    /* Not dumpable: no other process of the uid may read its memory or open its fds. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        fail("prctl");
+    if (getppid() != parent)
+        _exit(0);
+}
+
 /* The job (procs.native_frame): "ACN1", the body's length, then the memory limit, CPU seconds,
    whether the memory limit is RLIMIT_DATA (else RLIMIT_AS), argc, envc; the body is the
    working directory, argv and the environment's "KEY=value" entries, each ended by a NUL. */
@@ -184,46 +261,9 @@ struct job_head {
     int32_t data_memory, argc, envc;
 } __attribute__((packed));
 
-/* In a freshly forked child of a native spec, holding fds (job, stdin, stdout, stderr):
-   confine, read the job, exec. Never returns. */
-static void become_native(const struct native *n, int *fds, int nfds, int sock) {
-    pid_t parent = getppid();
-    if (nfds != 4) {
-        errno = EBADF;
-        fail("a native child takes four fds");
-    }
-    close(sock);
-    if (setsid() < 0)
-        fail("setsid");
-    int want[4] = {fds[1], fds[2], fds[3], fds[0]};  /* stdin, stdout, stderr, the job */
-    int high[4];
-    for (int i = 0; i < 4; i++)
-        if ((high[i] = fcntl(want[i], F_DUPFD, 100)) < 0)
-            fail("placing fds");
-    for (int i = 0; i < 4; i++)
-        if (dup2(high[i], i) < 0)
-            fail("placing fds");
-    if (syscall(SYS_close_range, 4, ~0U, 0) != 0)
-        for (int fd = 4; fd < 65536; fd++)
-            close(fd);
-    limit(RLIMIT_AS, n->memory, "RLIMIT_AS");
-    limit(RLIMIT_CPU, n->cpu, "RLIMIT_CPU");
-    limit(RLIMIT_FSIZE, n->file, "RLIMIT_FSIZE");
-    limit(RLIMIT_NOFILE, n->open_files, "RLIMIT_NOFILE");
-    limit(RLIMIT_NPROC, n->processes, "RLIMIT_NPROC");
-    limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
-    if (n->uid >= 0) {
-        uid_t uid = (uid_t)n->uid;
-        if (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0
-            || setresuid(uid, uid, uid) != 0)
-            fail("dropping to the program's uid");
-    }
-    /* Not dumpable: no other process of the uid may read its memory or open its fds. Killed
-       with the zygote; asked for after the change of uid, which clears it. */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-        fail("prctl");
-    if (getppid() != parent)
-        _exit(0);
+/* In a freshly forked child of a native spec, confined (its fds: stdin, stdout, stderr, the
+   job): read the job, exec. Never returns. */
+static void become_native(void) {
     struct job_head head;
     read_exactly(3, (char *)&head, sizeof head);
     if (memcmp(head.magic, "ACN1", 4) != 0 || head.size > MAX_JOB || head.argc < 1
@@ -263,41 +303,61 @@ static void become_native(const struct native *n, int *fds, int nfds, int sock) 
     _exit(EXIT_LAUNCH);
 }
 
-static int read_natives(PyObject *specs) {
-    if (specs == Py_None)
+static int read_specs(PyObject *given) {
+    if (given == Py_None)
         return 0;
-    if (!PyDict_Check(specs)) {
-        PyErr_SetString(PyExc_TypeError, "natives: a dict of spec number -> limits");
+    if (!PyDict_Check(given)) {
+        PyErr_SetString(PyExc_TypeError, "specs: a dict of spec number -> what it fixes");
         return -1;
     }
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(specs, &pos, &key, &value)) {
+    while (PyDict_Next(given, &pos, &key, &value)) {
         long which = PyLong_AsLong(key);
-        struct native n = {1, 0, 0, 0, 0, 0, 0};
+        struct spec s;
+        memset(&s, 0, sizeof s);
+        s.used = 1;
         if (which == -1 && PyErr_Occurred())
             return -1;
         if (which < 0 || which >= MAX_SPECS) {
-            PyErr_SetString(PyExc_ValueError, "natives: a spec number out of range");
+            PyErr_SetString(PyExc_ValueError, "specs: a spec number out of range");
             return -1;
         }
         unsigned long long memory, cpu, file, open_files, processes;
-        if (!PyArg_ParseTuple(value, "LKKKKK", &n.uid, &memory, &cpu, &file, &open_files,
-                              &processes))
+        PyObject *place;
+        if (!PyArg_ParseTuple(value, "pLKKKKKO!p", &s.native, &s.uid, &memory, &cpu, &file,
+                              &open_files, &processes, &PyTuple_Type, &place, &s.root_cwd))
             return -1;
-        n.memory = memory, n.cpu = cpu, n.file = file, n.open_files = open_files;
-        n.processes = processes;
-        natives[which] = n;
+        Py_ssize_t n = PyTuple_GET_SIZE(place);
+        if (n > MAX_FDS || (s.native && n != 4)) {
+            PyErr_SetString(PyExc_ValueError, "specs: too many fds placed (a native child: 4)");
+            return -1;
+        }
+        s.nplace = (int)n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            long from = PyLong_AsLong(PyTuple_GET_ITEM(place, i));
+            if (from == -1 && PyErr_Occurred())
+                return -1;
+            if (from < -1 || from >= MAX_FDS) {
+                PyErr_SetString(PyExc_ValueError, "specs: a placed fd out of range");
+                return -1;
+            }
+            s.place[i] = (int)from;
+        }
+        s.memory = memory, s.cpu = cpu, s.file = file, s.open_files = open_files;
+        s.processes = processes;
+        specs[which] = s;
     }
     return 0;
 }
 
-/* serve(sock, natives) -> (spec number, [fds]): returns only in a freshly forked child of a
-   spec that is not native. */
+/* serve(sock, specs) -> (spec number, fds): returns only in a freshly forked child of a spec
+   that is not native: confined here where `specs` has its spec (fds None: they are placed),
+   else holding the fds it was sent (a list). */
 static PyObject *serve(PyObject *self, PyObject *args) {
     int sock;
-    PyObject *specs = Py_None;
-    if (!PyArg_ParseTuple(args, "i|O", &sock, &specs) || read_natives(specs) != 0)
+    PyObject *given = Py_None;
+    if (!PyArg_ParseTuple(args, "i|O", &sock, &given) || read_specs(given) != 0)
         return NULL;
     for (;;) {
         int32_t order[2];
@@ -331,8 +391,16 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             int place = free_place(), pid = -1;
             if (place >= 0)  /* else no fork: every child is counted */
                 pid = fork();
-            if (pid == 0 && order[1] >= 0 && order[1] < MAX_SPECS && natives[order[1]].used)
-                become_native(&natives[order[1]], fds, nfds, sock);
+            const struct spec *spec = order[1] >= 0 && order[1] < MAX_SPECS
+                                      && specs[order[1]].used ? &specs[order[1]] : NULL;
+            if (pid == 0 && spec != NULL) {
+                confine_child(spec, fds, nfds, sock);
+                if (spec->native)
+                    become_native();
+                /* worker.SPARE_NAME: it holds nothing of any request until it reads its job */
+                prctl(PR_SET_NAME, "acecoder-spare", 0, 0, 0);
+                return Py_BuildValue("(iO)", (int)order[1], Py_None);
+            }
             if (pid == 0) {
                 PyObject *list = PyList_New(nfds);
                 if (list == NULL)
@@ -363,6 +431,10 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             reap_nowait();
             int32_t answer[2] = {'R', count_live(order[1])};
             reply(sock, answer, sizeof answer);
+        } else if (order[0] == 'B') {
+            collect_all(order[1]);
+            int32_t answer[2] = {'B', 0};
+            reply(sock, answer, sizeof answer);
         } else if (order[0] == 'W') {
             struct ended e = wait_for(order[1]);
             reply(sock, &e, sizeof e);
@@ -372,11 +444,32 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     }
 }
 
+/* set_name(name): the calling process's name (comm), as /proc and ps show it (at most 15
+   bytes are kept). A plain C call: through ctypes, a fresh child would first write to dozens
+   of the pages it shares with its zygote. */
+static PyObject *set_name(PyObject *self, PyObject *arg) {
+    char name[16];
+    char *data;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &data, &n) != 0)
+        return NULL;
+    if (n > 15)
+        n = 15;
+    memcpy(name, data, (size_t)n);
+    name[n] = '\0';
+    if (prctl(PR_SET_NAME, name, 0, 0, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"set_name", set_name, METH_O,
+     "set_name(name: bytes): the process's name (comm); at most 15 bytes are kept."},
     {"serve", serve, METH_VARARGS,
-     "serve(sock, natives=None) -> (spec, fds): fork children on the orders read from the "
-     "socket `sock`; returns only in a child of a spec not in `natives` ({spec: (uid, memory, "
-     "cpu, file, open_files, processes)}), whose children exec their job's command."},
+     "serve(sock, specs=None) -> (spec, fds): fork children on the orders read from the socket "
+     "`sock`; returns only in a child. A child of a spec in `specs` ({spec: (native, uid, "
+     "memory, cpu, file, open_files, processes, place, root_cwd)}) is confined first (fds "
+     "None); a native one never returns: it execs its job's command."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
-import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import seccomp
@@ -32,7 +32,17 @@ _PR_SET_NAME = 15
 
 def set_name(name: bytes) -> None:
     """The process's name (`comm`), as /proc and ps show it; at most 15 bytes."""
-    _prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    if _c_set_name is not None:  # no ctypes call: cheaper in a fresh child (see _zygote.c)
+        _c_set_name(name)
+    else:
+        _prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
+_c_set_name: Callable[[bytes], None] | None
+try:
+    from ._zygote import set_name as _c_set_name
+except ImportError:
+    _c_set_name = None
 
 
 def prctl(option: int, arg: int) -> None:
@@ -76,18 +86,14 @@ def confine(
     `fds[i]` becomes fd i; `env` is applied on top of the worker's (already scrubbed)
     environment; `cwd` None keeps the inherited working directory; with `uid`, the process
     drops to that uid (and gid) with no groups. It is killed with its parent: the signal is
-    asked for last, as a change of uid clears it.
+    asked for last, as a change of uid clears it. (The zygotes' C loop does the same up to
+    `finish`, in C: see _zygote.c's confine_child.)
     """
     parent = os.getppid()
     os.setsid()
     _place_fds(fds)
     if cwd is not None:
         os.chdir(cwd)
-    if env:
-        environ = os.environ
-        for key in env:
-            environ[key] = env[key]
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     setrlimit = resource.setrlimit
     setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
@@ -104,5 +110,28 @@ def confine(
     prctl(PR_SET_PDEATHSIG, 9)
     if os.getppid() != parent:  # the parent died before the line above: so do we
         os._exit(0)
+    finish(env=env, use_seccomp=use_seccomp)
+
+
+def finish(*, env: dict[str, str], use_seccomp: bool) -> None:
+    """The last steps of `confine`, in a process whose fds, limits and uid are set: its
+    environment and its own seccomp filter. (Python's sys.stdout and sys.stderr are the ones
+    on fds 1 and 2: its zygote set them so.)"""
+    set_env(env)
     if use_seccomp:
         seccomp.install(os.getpid())
+
+
+def set_env(env: dict[str, str]) -> None:
+    """Add `env` to the environment. (Not os.environ.update: its Mapping checks walk the ABC
+    caches, and in a fresh child each page they touch is copied.)"""
+    environ = os.environ
+    for key in env:
+        environ[key] = env[key]
+
+
+def placed(place: tuple[int, ...], fds: list[int]) -> list[int]:
+    """The fds a child holds at 0, 1, ...: the sent fd place[i], or /dev/null where -1 (as
+    the C loop places them)."""
+    devnull = os.open(os.devnull, os.O_RDWR) if -1 in place else -1
+    return [devnull if i < 0 else fds[i] for i in place]

@@ -9,6 +9,7 @@ matters, reseeding `random`, is done by hand.
 
 from __future__ import annotations
 
+import _random
 import ctypes
 import os
 import sys
@@ -17,6 +18,7 @@ import threading
 _libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call
 _fork = _libc.fork
 _fork.restype = ctypes.c_int
+_seed = _random.Random.seed
 
 
 def fork() -> int:
@@ -34,7 +36,11 @@ def fork() -> int:
 
 def reseed_random() -> None:
     """Seed `random` afresh (as its own at-fork hook does in a child), so that no two
-    children draw the same numbers."""
+    children draw the same numbers. (Its C seed from os.urandom, as `random.seed()` ends in,
+    without the Python method around it: in a fresh child, each page that method's steps touch
+    is copied.)"""
     rnd = sys.modules.get("random")
     if rnd is not None:
-        rnd.seed()
+        inst = rnd._inst
+        _seed(inst)
+        inst.gauss_next = None

@@ -120,6 +120,18 @@ def make_job_dir(path: str, uid: int | None, *, size: int, inodes: int = 20000) 
         return False
 
 
+def seal(path: str) -> bool:
+    """Make a job directory root's alone (0700): no request's uid can enter it any more, so it
+    can be removed later. Returns whether it is sealed."""
+    try:
+        os.chown(path, 0, 0, follow_symlinks=False)
+        os.chmod(path, 0o700, follow_symlinks=False)
+    except OSError:
+        return False
+    st = os.lstat(path)
+    return st.st_uid == 0 and st.st_mode & 0o7777 == 0o700
+
+
 def remove_job_dir(path: str, mounted: bool) -> None:
     """Remove a job directory whatever the program left in it. A mount is detached whole (what
     is left goes with the last reference to it); a plain directory is removed without

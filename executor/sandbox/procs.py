@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
@@ -22,43 +24,61 @@ from . import confine, forking, seccomp, wire
 # The zygote's orders and replies: fixed-size binary frames (see _zygote.c), so that neither
 # side pickles anything. An order is a letter and a number: "S" and the spec of the child to
 # fork (its fds alongside), "R" and a mask of specs to collect exited children, "W" and the pid
-# of one to wait for. "S" is answered with the child's pid (-1: not forked), "R" with how many
-# children of the specs in the mask are not collected yet, "W" with the child's exit status,
-# peak memory (KiB) and CPU seconds.
+# of one to wait for, "B" and a mask of specs whose every child to wait for (killed ones). "S" is
+# answered with the child's pid (-1: not forked), "R" with how many children of the specs in the
+# mask are not collected yet, "W" with the child's exit status, peak memory (KiB) and CPU
+# seconds, "B" with 0 once they are all collected.
 _ORDER = struct.Struct("=ii")
 _ENDED = struct.Struct("=iiqd")
-_SPAWN, _REAP, _WAIT = ord("S"), ord("R"), ord("W")
+_SPAWN, _REAP, _WAIT, _COLLECT = ord("S"), ord("R"), ord("W"), ord("B")
 _MAX_FDS = 8
 _MAX_CHILDREN = 256
 
-c_serve: Callable[..., tuple[int, list[int]]] | None
+c_serve: Callable[..., tuple[int, list[int] | None]] | None
 try:  # the loop in C: after a fork the zygote writes to almost none of its pages (each page
     from ._zygote import serve as c_serve  # written while the child shares it is copied,
 except ImportError:  # at a few microseconds a page on a small VM); see _zygote.c
     c_serve = None
 
 
-def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int]], None],
+def _zygote_loop(sock: socket.socket, become: Callable[[dict[str, Any], list[int] | None], None],
                  specs: list[dict[str, Any]], in_c: bool) -> None:
     """Fork confined children on request. Runs forever in its own process: only a child
-    leaves the order loop, with the number of its spec and its fds."""
+    leaves the order loop, with the number of its spec and its fds (None: the C loop confined
+    it, as `place` says)."""
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # Python's streams on fds 1 and 2, which each child holds its own of (the worker points
+    # sys.stdout at its stderr): set here once, not in every child.
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     if in_c and c_serve is not None:
-        which, fds = c_serve(sock.fileno(), natives(specs))
+        which, fds = c_serve(sock.fileno(), c_specs(specs))
         forking.reseed_random()
     else:
         which, fds = serve(sock)
-    sock.close()
+    if fds is None:
+        sock.detach()  # closed in C; its number may be a placed fd's now
+    else:
+        sock.close()
     become(specs[which], fds)
     os._exit(0)
 
 
-def natives(specs: list[dict[str, Any]]) -> dict[int, tuple[int, ...]]:
-    """The specs whose children the C loop execs itself (see _zygote.c), with what it needs of
-    them: a spec marked `native` that needs no seccomp filter of its own (it inherits the
-    zygote's, or runs with none)."""
-    return {i: (-1 if s["uid"] is None else int(s["uid"]), *(int(v) for v in s["limits"]))
-            for i, s in enumerate(specs) if s.get("native") and not s.get("seccomp")}
+def c_specs(specs: list[dict[str, Any]]) -> dict[int, tuple[Any, ...]]:
+    """What the C loop needs of the specs whose children it confines itself (those that say
+    how to `place` their fds; see _zygote.c): whether each is native (see `natives`), its uid,
+    ceilings, placement, and whether it works in "/"."""
+    native = natives(specs)
+    return {i: (i in native, -1 if s["uid"] is None else int(s["uid"]),
+                *(int(v) for v in s["limits"]), tuple(s["place"]), s.get("cwd") == "/")
+            for i, s in enumerate(specs) if "place" in s}
+
+
+def natives(specs: list[dict[str, Any]]) -> set[int]:
+    """The specs whose children the C loop execs itself (see _zygote.c): a spec marked `native`
+    whose fds are placed as stdin, stdout, stderr, the job, and that needs no seccomp filter
+    of its own (it inherits the zygote's, or runs with none)."""
+    return {i for i, s in enumerate(specs)
+            if s.get("native") and not s.get("seccomp") and len(s.get("place", ())) == 4}
 
 
 _NATIVE_HEAD = struct.Struct("=4sIqqiii")
@@ -110,6 +130,17 @@ def serve(sock: socket.socket) -> tuple[int, list[int]]:
             _reap_nowait(statuses, live)
             answer = _ORDER.pack(_REAP, sum(1 for s in live.values() if 0 <= s < 31
                                             and (arg >> s) & 1))
+        elif kind == _COLLECT:
+            for pid in [p for p, spec in live.items() if 0 <= spec < 31 and (arg >> spec) & 1]:
+                try:
+                    _, status, usage = os.wait4(pid, 0)
+                    statuses[pid] = _ended(status, usage)
+                except ChildProcessError:
+                    pass
+                live.pop(pid, None)
+            while len(statuses) > 64:
+                del statuses[next(iter(statuses))]
+            answer = _ORDER.pack(_COLLECT, 0)
         elif kind == _WAIT:
             _reap_nowait(statuses, live)
             ended = statuses.pop(arg, None)
@@ -166,17 +197,19 @@ def die(what: str, exc: BaseException) -> None:
 
 
 class Zygote:
-    def __init__(self, become: Callable[[dict[str, Any], list[int]], None],
+    def __init__(self, become: Callable[[dict[str, Any], list[int] | None], None],
                  specs: list[dict[str, Any]], *, seccomp_shared: bool = False,
                  in_c: bool = True) -> None:
         """A process that forks children running `become(spec, fds)`: `spec` one of `specs`,
-        fixed at start (nothing of any request), `fds` what each spawn order hands over.
+        fixed at start (nothing of any request), `fds` what each spawn order hands over, or
+        None where the C loop confined the child (a spec with `place`: see `c_specs`; fd i
+        is then the sent fd place[i], or /dev/null where -1).
         `seccomp_shared`: install the pid-independent filter in the zygote itself, for every
         child to inherit (installing one costs about as much as a fork, on every child).
         `in_c`: its loop in C where built (else the same loop in Python); then the children of
         its native specs (see `natives`) exec their job's command from C."""
         self.specs = specs
-        self.native = natives(specs) if in_c and c_serve is not None else {}
+        self.native = natives(specs) if in_c and c_serve is not None else set()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = forking.fork()
         if pid == 0:
@@ -194,12 +227,16 @@ class Zygote:
         self.pid = pid
 
     def _order(self, kind: int, arg: int = 0, fds: list[int] | None = None,
-               reply: struct.Struct = _ORDER) -> tuple[Any, ...]:
+               reply: struct.Struct = _ORDER, timeout: float | None = None) -> tuple[Any, ...]:
         order = _ORDER.pack(kind, arg)
         if fds:
             socket.send_fds(self.sock, [order], fds)
         else:
             self.sock.sendall(order)
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
+            if not ready:
+                raise TimeoutError("the zygote did not answer in time")
         data = wire.recv_exact(self.sock, reply.size)
         got = reply.unpack(data)
         if got[0] != kind:
@@ -227,6 +264,14 @@ class Zygote:
         mask = sum(1 << i for i, s in enumerate(self.specs)
                    if specs is None or any(s is t for t in specs))
         return int(self._order(_REAP, mask)[1])
+
+    def collect(self, specs: Collection[dict[str, Any]], timeout: float) -> None:
+        """Wait until every child of `specs` has exited, and have the zygote collect it: for
+        children that have been killed (the wait ends as each is gone, not a poll's sleep
+        later). Raises TimeoutError if that takes longer than `timeout` seconds; the zygote
+        is then out of step, and must not be given another order."""
+        mask = sum(1 << i for i, s in enumerate(self.specs) if any(s is t for t in specs))
+        self._order(_COLLECT, mask, timeout=timeout)
 
     def status(self, pid: int) -> int:
         """Exit status of a child (waits for it: kill it first)."""

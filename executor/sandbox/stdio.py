@@ -370,7 +370,7 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
         if job_bytes is not None:
             wire.write_all(job_w, job_bytes)
         else:
-            wire.send(job_w, frame)
+            wire.send_job(job_w, frame)
     except OSError:
         pass  # gone already: its exit status says why
     os.close(job_w)
@@ -383,6 +383,7 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
         sel.register(out_r, selectors.EVENT_READ)
         sel.register(req.err_r, selectors.EVENT_READ)
         sel.register(pidfd, selectors.EVENT_READ)
+        w.detach_old()  # while it starts
         deadline = started + timeout
         exited = eof = False
         while not (exited and eof) and outcome == "running":

@@ -34,7 +34,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import pickle
+import resource
 import signal
 import socket
 import sys
@@ -111,12 +111,22 @@ def forged_output(data: bytes) -> bool:
 
 
 def _lower(limit: int, value: int) -> None:
-    import resource
-
     resource.setrlimit(limit, (value, value))
 
 
-def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
+def _confine(spec: dict[str, Any], fds: list[int] | None) -> None:
+    """Confine a fresh child of a zygote as its spec says: in Python where the zygote's C loop
+    has not already (`fds` None: it placed them; see procs.Zygote)."""
+    if fds is not None:
+        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=spec.get("cwd"),
+                        fds=confine.placed(spec["place"], fds), env=spec.get("env", {}),
+                        use_seccomp=spec["seccomp"])
+        confine.set_name(SPARE_NAME)  # until it has a job: it holds nothing of any request
+    else:
+        confine.finish(env=spec.get("env", {}), use_seccomp=spec["seccomp"])
+
+
+def _become_program(spec: dict[str, Any], fds: list[int] | None) -> None:
     """In a fresh child of the program zygote: confine, read this child's job from its own
     pipe (the zygote never sees it), then load and serve the program; or, for a stdio test,
     run it whole on the input it was given (fd 0), its output going to its own pipe (fd 1)."""
@@ -124,26 +134,16 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
     try:
         if spec.get("native"):  # its orders go to the C loop only (Zygote.runs_native)
             raise RuntimeError("a native spec's child in Python")
-        if stdio:
-            job_r, stdin, out_w, err_w = fds
-            placed = [stdin, out_w, err_w, job_r]
-        else:
-            rpc_in, rpc_out, out_w, err_w = fds
-            placed = [os.open(os.devnull, os.O_RDONLY), out_w, err_w, rpc_in, rpc_out]
-        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd=None, fds=placed, env={},
-                        use_seccomp=spec["seccomp"])
-        confine.set_name(SPARE_NAME)  # until it has a job: it holds nothing of any request
-        job = pickle.loads(wire.read_frame(3))  # written by the worker before anyone else
+        _confine(spec, fds)
+        job = wire.read_job(3)  # written by the worker before anyone else
         confine.set_name(b"acecoder-prog")
-        import resource
-
         if job.get("data_memory"):  # a runtime that reserves far more than it uses (the JVM)
             _lower(resource.RLIMIT_DATA, job["memory_bytes"])
         else:
             _lower(resource.RLIMIT_AS, job["memory_bytes"])
         _lower(resource.RLIMIT_CPU, job["cpu_seconds"])
         os.chdir(job["cwd"])
-        os.environ.update(job["env"])
+        confine.set_env(job["env"])
     except BaseException as exc:  # never fall back into the zygote's loop
         die("confining the program", exc)
     try:
@@ -159,26 +159,15 @@ def _become_program(spec: dict[str, Any], fds: list[int]) -> None:
         os._exit(0)
 
 
-def _become_tester(spec: dict[str, Any], fds: list[int]) -> None:
+def _become_tester(spec: dict[str, Any], fds: list[int] | None) -> None:
     """In a fresh child of the test zygote: confine, then run the one job the worker sends (or,
     as the judge, the suites of plain checks of request after request)."""
-    judge = bool(spec.get("judge"))
     try:
-        if judge:
-            (jobs,) = fds
-            devnull = os.open(os.devnull, os.O_RDWR)
-            placed = [devnull, devnull, devnull, jobs]
-        else:
-            ctrl_w, out_w, err_w, jobs = fds
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            placed = [devnull, out_w, err_w, ctrl_w, jobs]
-        confine.confine(uid=spec["uid"], limits=spec["limits"], cwd="/", fds=placed,
-                        env=spec["env"], use_seccomp=spec["seccomp"])
-        confine.set_name(SPARE_NAME)
+        _confine(spec, fds)
     except BaseException as exc:
         die("starting the test process", exc)
     try:
-        if judge:
+        if spec.get("judge"):
             harness.judge(jobs=3, memory_bytes=spec["judge_memory"])
         else:
             harness.serve(ctrl=3, jobs=4)
@@ -314,17 +303,23 @@ def child_specs(hello: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[
         file_bytes=int(hello.get("file_bytes", 16 << 20)),
         open_files=int(hello.get("open_files", 64)),
         processes=int(hello.get("processes", 32)))
-    program_spec = {"uid": prog_uid, "limits": ceiling, "seccomp": own_filter}
-    stdio_spec = {**program_spec, "stdio": True}
+    # `place`: fd i of the child is the spawn's fd place[i], or /dev/null (-1). A program's:
+    # nothing on stdin, its output and errors, then the channel from and to its tests
+    # (spawned with those four); a stdio run's: its input, output, errors, then its job's pipe.
+    program_spec = {"uid": prog_uid, "limits": ceiling, "seccomp": own_filter,
+                    "place": (-1, 2, 3, 0, 1)}
+    stdio_spec = {**program_spec, "stdio": True, "place": (1, 2, 3, 0)}
     # A custom checker runs under the tests' uid: no process of the program may signal it
     # (and none is left when it runs).
     checker_spec = {**stdio_spec, "uid": test_uid}
     # A run of a compiled program (or of another language's runtime): the C zygote loop's
     # child confines itself as confine.confine does and execs it (procs.natives).
     native_spec = {**stdio_spec, "native": True}
+    # A fresh test process's fds: nothing on stdin, output and errors, its reports, its jobs;
+    # the judge's: its jobs' socket only.
     tester_spec = {"uid": test_uid, "limits": ceiling, "env": {"HOME": "/"},
-                   "seccomp": own_filter}
-    judge_spec = {**tester_spec, "uid": judge_uid, "judge": True,
+                   "seccomp": own_filter, "cwd": "/", "place": (-1, 1, 2, 0, 3)}
+    judge_spec = {**tester_spec, "uid": judge_uid, "judge": True, "place": (-1, -1, -1, 0),
                   "judge_memory": max(ceiling.memory_bytes, _TESTER_MEMORY)}
     return [program_spec, stdio_spec, checker_spec, native_spec], [tester_spec, judge_spec]
 
@@ -339,6 +334,8 @@ class Worker:
         self.tmp_bytes = int(hello.get("tmp_bytes", 256 << 20))
         self.seq = 0
         self.stale_dirs: list[tuple[str, bool]] = []
+        self.to_detach: list[str] = []
+        """Mounted directories of ended requests, sealed, to detach (see detach_old)."""
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
@@ -478,12 +475,29 @@ class Worker:
         if not self._reaped(deadline):
             open_fds.add(-1)
         self._check_zygotes()
-        try:
-            fs.remove_job_dir(req.tmp, req.mounted)
-        except Exception as exc:
-            os.write(2, f"acecoder: removing {req.tmp} failed: {exc!r}\n".encode())
-            self.stale_dirs.append((req.tmp, req.mounted))
+        if not open_fds and req.mounted and self.prog_uid is not None and fs.seal(req.tmp):
+            # Nothing of the request runs, and none of its uids can enter its directory any
+            # more: the mount is detached while the next request runs (see detach_old).
+            self.to_detach.append(req.tmp)
+        else:
+            self._remove_dir(req.tmp, req.mounted)
+        while len(self.to_detach) > 1:
+            self._remove_dir(self.to_detach.pop(0), True)
         return not open_fds
+
+    def detach_old(self) -> None:
+        """Detach the last request's directory (a tmpfs, sealed). Called once the next
+        request's processes run: a detach waits for an RCU grace period (tens of microseconds
+        under load, with nothing to do meanwhile on this slot's core before they start)."""
+        while self.to_detach:
+            self._remove_dir(self.to_detach.pop(0), True)
+
+    def _remove_dir(self, path: str, mounted: bool) -> None:
+        try:
+            fs.remove_job_dir(path, mounted)
+        except Exception as exc:
+            os.write(2, f"acecoder: removing {path} failed: {exc!r}\n".encode())
+            self.stale_dirs.append((path, mounted))
 
     def _reaped(self, deadline: float) -> bool:
         """Wait (until `deadline`) until no process of the slot's request uids is left at
@@ -499,6 +513,13 @@ class Worker:
             return True
         zygotes = {self.prog_zygote.pid, self.test_zygote.pid}
         me = os.getpid()
+        # The zygotes' own children of those uids (all killed): waited for, so the wait ends
+        # the moment the last is gone (a poll would sleep past it, the slot's core idle).
+        try:
+            self.prog_zygote.collect(self.prog_zygote.specs, deadline - time.monotonic())
+            self.test_zygote.collect([self.tester_spec], deadline - time.monotonic())
+        except TimeoutError:
+            return False  # a zygote is out of step now: this worker takes no more requests
         tries = 0
         while True:
             left = self.prog_zygote.reap() + self.test_zygote.reap([self.tester_spec])
@@ -587,7 +608,7 @@ class Worker:
         req.spare = None
         prog_pid = pair.prog_pid
         try:
-            wire.send(pair.t2p_w, self._job_frame(job, req.tmp))
+            wire.send_job(pair.t2p_w, self._job_frame(job, req.tmp))
         except OSError:
             pass  # the program process is gone already; the tests' side will say "lost"
         names = job["plain_names"]
@@ -679,6 +700,7 @@ class Worker:
         for fd in (req.out_r, req.err_r):
             sel.register(fd, selectors.EVENT_READ)
         sel.register(ctrl_r, selectors.EVENT_READ)
+        self.detach_old()  # while the program and its tests start
         timeout = float(job["timeout"])
         deadline = time.monotonic() + float(job["load_timeout"])
         current = -1  # -1 while loading

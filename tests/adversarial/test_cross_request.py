@@ -58,7 +58,7 @@ VICTIM_TESTS = [
 ZYGOTE_ORDERS = (
     "import os, socket, struct\n"
     "orders = [struct.pack('=ii', ord(k), n) for k, n in (('S', 0), ('S', 1), ('S', 2),\n"
-    "          ('R', -1), ('W', 1), ('W', -1), ('X', 0))]\n"
+    "          ('R', -1), ('W', 1), ('W', -1), ('B', -1), ('X', 0))]\n"
     "for fd in range(1024):\n"
     "    if fd in (3, 4):\n        continue\n"
     "    for order in orders:\n"
@@ -523,3 +523,57 @@ def test_a_native_child_reaches_no_zygote(shared) -> None:  # type: ignore[no-un
         assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
         assert_no_leftovers(workers=1, root=server.proc.pid)
     assert _pool_processes(server.proc.pid) == before
+
+
+_LEAVE_A_SECRET = (
+    "import os\n"
+    "open('secret', 'w').write('s3cret')\n"
+    "os.makedirs('open/door', exist_ok=True)\n"
+    "for d in ('.', 'open', 'open/door'):\n    os.chmod(d, 0o777)\n"
+    "print(os.getcwd(), file=__import__('sys').stderr)\n"
+    "def f(x):\n    return x\n"
+)
+_PROBE = (
+    "import os\n"
+    "def probe(paths):\n"
+    "    out = []\n"
+    "    for p in paths:\n"
+    "        for what in (lambda: os.listdir(p), lambda: open(p + '/secret').read(),\n"
+    "                     lambda: os.listdir(p + '/open/door'), lambda: os.chmod(p, 0o777),\n"
+    "                     lambda: os.rename(p, p + '-mine'), lambda: os.stat(p + '/secret'),\n"
+    "                     lambda: os.open(p + '/open', os.O_RDONLY | os.O_DIRECTORY)):\n"
+    "            try:\n                what()\n                out.append(p)\n"
+    "            except OSError:\n                pass\n"
+    "    return out\n"
+    "def job_mounts():\n"
+    "    with open('/proc/self/mountinfo') as f:\n"
+    "        return sum(1 for line in f if line.split()[4].startswith('/tmp/acecoder/'))\n"
+)
+
+
+def test_an_ended_request_s_directory_is_closed_to_every_later_one(shared) -> None:  # type: ignore[no-untyped-def]
+    """A request's directory (a tmpfs of its own) is detached a little after the request ends,
+    while the next one runs; from the moment it ends, no later request (the same program uid)
+    can enter it, read what it left, or take it over, whatever modes it set on its files and
+    directories; and directories of ended requests do not pile up."""
+    from acecoder.clients import StdioTest
+
+    server, client = shared
+    left: list[str] = []
+    for _ in range(3):
+        r = client.execute(_LEAVE_A_SECRET, ["assert f(1) == 1"])
+        assert r.verdicts == [Verdict.PASSED], r
+        left.append(r.stderr.strip())
+        r = client.execute(_LEAVE_A_SECRET + "print(input())\n", [StdioTest("x", "x")])
+        assert r.verdicts == [Verdict.PASSED], r
+        left.append(r.stderr.strip())
+    assert len(set(left)) == 6 and all(p.startswith("/tmp/acecoder/") for p in left), left
+    # At load (while the worker may still be detaching the last directory), then in a test.
+    probe = _PROBE + f"AT_LOAD = probe({left!r})\ndef at_load():\n    return AT_LOAD\n"
+    r = client.execute(probe, ["found = at_load()\nassert found == [], found",
+                               f"found = probe({left!r})\nassert found == [], found",
+                               "mounts = job_mounts()\nassert mounts <= 2, mounts"])
+    assert r.verdicts == [Verdict.PASSED] * 3, r
+    r = client.execute(probe + "print(AT_LOAD, job_mounts() <= 2)\n", [StdioTest("", "[] True")])
+    assert r.verdicts == [Verdict.PASSED], r
+    assert_no_leftovers(workers=1, root=server.proc.pid)

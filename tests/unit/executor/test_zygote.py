@@ -30,6 +30,15 @@ def read_all(fd):
     os.close(fd)
     return json.loads(data)
 
+def spawn_all(z, specs):  # a child of each spec, its report read (it lingers as told)
+    pids = []
+    for spec in specs:
+        r, w = os.pipe()
+        pids.append(z.spawn(spec, [w]))
+        os.close(w)
+        read_all(r)
+    return pids
+
 def minflt(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[7])
@@ -161,12 +170,7 @@ def test_a_zygote_counts_its_children_of_each_kind_until_it_collects_them(in_c: 
         import signal
         specs = [{"tag": "a", "code": 0, "linger": 60}, {"tag": "b", "code": 0, "linger": 60}]
         z = procs.Zygote(become, specs, in_c=IN_C)
-        pids = []
-        for spec in (specs[0], specs[0], specs[1]):
-            r, w = os.pipe()
-            pids.append(z.spawn(spec, [w]))
-            os.close(w)
-            read_all(r)
+        pids = spawn_all(z, (specs[0], specs[0], specs[1]))
         counts = [z.reap([specs[0]]), z.reap([specs[1]]), z.reap()]
         for pid in pids[:2]:
             os.kill(pid, signal.SIGKILL)
@@ -220,13 +224,148 @@ def test_a_child_is_confined_and_killed_with_its_zygote(in_c: bool) -> None:
     assert out["dumpable"] == 0 and out["cwd"] == "/" and out["home"] == "/"
 
 
+PLACED_REPORT = """
+import ctypes
+from acecoder.executor.sandbox.confine import Limits, confine, pdeathsig, placed
+prctl = ctypes.CDLL(None).prctl
+LIMITS = Limits(memory_bytes=1 << 32, cpu_seconds=77, file_bytes=1 << 21, open_files=40,
+                processes=50)
+
+def report(spec, fds):
+    confined_in_c = fds is None
+    if fds is not None:  # the Python loop: the same placement, by confine.confine
+        confine(uid=spec["uid"], limits=spec["limits"], cwd=spec.get("cwd"),
+                fds=placed(spec["place"], fds), env={}, use_seccomp=False)
+        from acecoder.executor.sandbox.confine import set_name
+        set_name(b"acecoder-spare")
+    def target(fd):
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+    fds_now = sorted(int(f) for f in os.listdir("/proc/self/fd"))[:-1]  # -1: listdir's
+    with open("/proc/self/comm") as f:
+        comm = f.read().strip()
+    state = {
+        "in_c": confined_in_c, "own_session": os.getsid(0) == os.getpid(),
+        "pdeathsig": pdeathsig(), "fds": fds_now,
+        "targets": [target(fd).split(":")[0] if target(fd).startswith(("pipe", "socket"))
+                    else target(fd) for fd in fds_now],
+        "limits": [resource.getrlimit(r) for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU,
+                   resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC,
+                   resource.RLIMIT_CORE)],
+        "ids": [os.getresuid(), os.getresgid(), os.getgroups()],
+        "dumpable": prctl(3, 0, 0, 0, 0), "cwd": os.getcwd(), "comm": comm,
+    }
+    os.write(0 if spec["place"][0] == 0 else 1, json.dumps(state).encode())
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("cwd", ["/", None], ids=["root-cwd", "kept-cwd"])
+def test_a_spec_places_its_child_s_fds_and_confines_it(in_c: bool, cwd: str | None) -> None:
+    """A spec with `place`: the C loop confines its child before it returns to Python (fds
+    None), as confine.confine does in the Python loop: fd i is the sent fd place[i] or
+    /dev/null, nothing else is open; its own session; the ceilings; its uid with no groups;
+    not dumpable; killed with its zygote; "/" as its directory where the spec says so; named
+    a spare until it has a job."""
+    out = run("""
+        spec = {"uid": 61994, "limits": LIMITS, "seccomp": False, "place": (-1, 1, 2, 0),
+                "cwd": CWD}
+        os.chdir("/usr")
+        z = procs.Zygote(report, [spec], in_c=IN_C)
+        sock_a, sock_b = __import__("socket").socketpair()
+        err_r, err_w = os.pipe()
+        r, w = os.pipe()
+        z.spawn(z.specs[0], [sock_b.fileno(), w, err_w])
+        for fd in (w, err_w):
+            os.close(fd)
+        sock_b.close()
+        print(json.dumps(read_all(r)))
+    """.replace("CWD", repr(cwd)), in_c, PLACED_REPORT)
+    assert out["in_c"] is in_c
+    assert out["own_session"] and out["pdeathsig"] == 9
+    assert out["fds"] == [0, 1, 2, 3]
+    assert out["targets"] == ["/dev/null", "pipe", "pipe", "socket"], out
+    assert out["limits"] == [[1 << 32] * 2, [77] * 2, [1 << 21] * 2, [40] * 2, [50] * 2, [0, 0]]
+    assert out["ids"] == [[61994] * 3, [61994] * 3, []]
+    assert out["dumpable"] == 0 and out["comm"] == "acecoder-spare"
+    assert out["cwd"] == (cwd or "/usr")
+
+
+def test_a_child_sent_fewer_fds_than_its_spec_places_exits_122() -> None:
+    """The C loop never places an fd it was not sent: the child says so and exits 122."""
+    out = run("""
+        spec = {"uid": None, "limits": LIMITS, "seccomp": False, "place": (0, 1)}
+        err_r, err_w = os.pipe()
+        saved = os.dup(2)
+        os.dup2(err_w, 2)  # the zygote's stderr, where a child that fails to confine says why
+        z = procs.Zygote(report, [spec], in_c=True)
+        os.dup2(saved, 2)
+        os.close(err_w)
+        r, w = os.pipe()
+        pid = z.spawn(z.specs[0], [w])
+        os.close(w)
+        status = z.ended(pid)[0]
+        z.sock.close()
+        os.waitpid(z.pid, 0)
+        print(json.dumps({"code": os.WEXITSTATUS(status), "said": os.read(err_r, 4096).decode(),
+                          "out": os.read(r, 4096).decode()}))
+    """, True, PLACED_REPORT)
+    assert out["code"] == 122 and out["out"] == "", out
+    assert "fewer fds than its spec places" in out["said"]
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["c", "python"])
+def test_collect_waits_for_each_killed_child_of_its_specs_only(in_c: bool) -> None:
+    """The end of a request: `collect` returns as soon as every child of the given specs has
+    exited (each collected, its status kept for a wait order), and never waits for a child of
+    another spec; one that does not exit makes it raise TimeoutError after the time given."""
+    out = run("""
+        import signal
+        specs = [{"tag": "a", "code": 0, "linger": 60}, {"tag": "b", "code": 0, "linger": 60}]
+        z = procs.Zygote(become, specs, in_c=IN_C)
+        pids = spawn_all(z, (specs[0], specs[0], specs[1]))
+        for pid in pids[:2]:
+            os.kill(pid, signal.SIGKILL)
+        t = time.monotonic()
+        z.collect([specs[0]], timeout=10)
+        took = time.monotonic() - t
+        left = [z.reap([specs[0]]), z.reap([specs[1]])]
+        signals = [z.ended(pid)[0] & 0x7f for pid in pids[:2]]
+        t = time.monotonic()
+        try:
+            z.collect([specs[1]], timeout=0.3)
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+        waited = time.monotonic() - t
+        os.kill(pids[2], signal.SIGKILL)
+        print(json.dumps({"took": took, "left": left, "signals": signals,
+                          "timed_out": timed_out, "waited": waited}))
+    """, in_c)
+    assert out["took"] < 5 and out["left"] == [0, 1] and out["signals"] == [9, 9], out
+    assert out["timed_out"] and 0.25 < out["waited"] < 5, out
+
+
+def test_set_name_is_the_process_s_comm() -> None:
+    out = run("""
+        from acecoder.executor.sandbox import confine
+        confine.set_name(b"a-name-longer-than-fifteen-bytes")
+        with open("/proc/self/comm") as f:
+            print(json.dumps({"comm": f.read().strip(), "in_c": confine._c_set_name is not None}))
+    """, True)
+    assert out == {"comm": "a-name-longer-t", "in_c": True}
+
+
 NATIVE = """
 from acecoder.executor.sandbox.confine import Limits
 from acecoder.executor.sandbox.stdio import sealed_file
 
 CEILING = Limits(memory_bytes=1 << 33, cpu_seconds=77, file_bytes=1 << 21, open_files=40,
                  processes=50)
-SPEC = {"uid": 61995, "limits": CEILING, "seccomp": False, "native": True}
+SPEC = {"uid": 61995, "limits": CEILING, "seccomp": False, "native": True, "place": (1, 2, 3, 0)}
 
 def native(z, argv, *, stdin=b"", env=None, cwd="/", memory=1 << 31, cpu=5, data=False,
            frame=None):
