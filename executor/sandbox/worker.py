@@ -520,20 +520,20 @@ class Worker:
             self.test_zygote.collect([self.tester_spec], deadline - time.monotonic())
         except TimeoutError:
             return False  # a zygote is out of step now: this worker takes no more requests
-        tries = 0
+        tries = left = 0
         while True:
-            left = self.prog_zygote.reap() + self.test_zygote.reap([self.tester_spec])
-            self._check_zygotes()
+            self._check_zygotes()  # reaps orphans of the request that have exited
             if not left:
                 mine = children(me)
                 if (not any_left(self.uids)) if mine is None else mine <= zygotes:
                     return True
             if time.monotonic() >= deadline:
                 return False
-            # A process closes its pipes a little before it is a zombie; on this slot's core,
-            # a short sleep is what lets it finish.
+            # An orphan (of the worker now) still exiting: on this slot's core, a short sleep
+            # is what lets it finish.
             tries += 1
             time.sleep(0.00005 if tries < 100 else 0.001)
+            left = self.prog_zygote.reap() + self.test_zygote.reap([self.tester_spec])
 
     def sweep(self) -> None:
         """Kill every process of the slot's request uids, whatever its group (procs.sweep):
