@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from acecoder.executor import jail
 from acecoder.executor.sandbox import procs
 
 PRELUDE = """
@@ -46,9 +47,12 @@ def minflt(pid):
 
 
 def run(script: str, in_c: bool, extra: str = "") -> dict:
+    """Run `script` in a fresh interpreter with a worker's environment (a zygote's children,
+    and the commands they exec, inherit it: nothing the test process picked up, such as the
+    LD_PRELOAD vLLM sets for itself, reaches them)."""
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + extra + f"IN_C = {in_c}\n" + textwrap.dedent(script)],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=60, env=jail.worker_env())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
