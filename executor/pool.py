@@ -218,6 +218,7 @@ class WorkerPool:
         self.metrics = metrics or ExecutorMetrics()
         self.jail = ""
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._waiting = 0  # requests waiting for a worker (first come, first served)
         self._workers: dict[int, _Worker] = {}
         self._replacing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -291,8 +292,8 @@ class WorkerPool:
             bound = answer_bound(job)
             shared = self.builds.offer(build_key, worker)
             try:
-                raw = await asyncio.wait_for(
-                    worker.run({**job, "build": shared} if shared else job), bound)
+                async with asyncio.timeout(bound):  # (no task of its own, as wait_for makes)
+                    raw = await worker.run({**job, "build": shared} if shared else job)
             except WorkerLost as exc:
                 logger.warning("%s; rerunning request %s elsewhere", exc, req.request_id)
                 self._replace(worker, "lost")
@@ -338,8 +339,11 @@ class WorkerPool:
         timeout = None if deadline is None else deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded("deadline passed before a worker was free; nothing was run")
+        if not self._waiting and not self._idle.empty():  # free, and no one is before us
+            return self._idle.get_nowait()
         getter = asyncio.ensure_future(self._idle.get())
         self.metrics.queue_depth.inc()
+        self._waiting += 1
         try:
             done, _ = await asyncio.wait({getter}, timeout=timeout)
         except asyncio.CancelledError:
@@ -349,6 +353,7 @@ class WorkerPool:
             raise
         finally:
             self.metrics.queue_depth.dec()
+            self._waiting -= 1
         if getter in done:
             return getter.result()
         getter.cancel()
