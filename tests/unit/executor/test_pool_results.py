@@ -52,3 +52,32 @@ def test_a_request_s_capture_size_replaces_the_server_s() -> None:
     assert pool.job(REQ)["output_bytes"] == CONFIG.output_bytes
     big = validate(CONFIG, program="print(1)", tests=[], stdio=[("", "")], capture_bytes=1 << 24)
     assert pool.job(big)["output_bytes"] == 1 << 24
+
+
+def test_workers_go_to_waiting_requests_first_come_first_served() -> None:
+    """A request that finds a worker free takes it at once only when no one is waiting: a
+    worker handed back while requests wait goes to the first of them, never to one that
+    arrives at that moment."""
+    import asyncio
+
+    async def scenario() -> list[str]:
+        pool = WorkerPool(CONFIG)
+        got: list[str] = []
+
+        async def take(name: str) -> None:
+            worker = await pool._acquire(None)
+            got.append(name)
+            pool._idle.put_nowait(worker)  # done with it at once
+
+        first = asyncio.create_task(take("waiting-1"))
+        second = asyncio.create_task(take("waiting-2"))
+        await asyncio.sleep(0)  # both wait: no worker yet
+        pool._idle.put_nowait(object())  # type: ignore[arg-type]
+        await take("arrived-now")  # comes after both, though a worker is in the queue
+        await asyncio.gather(first, second)
+        alone = WorkerPool(CONFIG)
+        alone._idle.put_nowait("w")  # type: ignore[arg-type]
+        assert await alone._acquire(None) == "w" and alone._waiting == 0
+        return got
+
+    assert asyncio.run(scenario()) == ["waiting-1", "waiting-2", "arrived-now"]
