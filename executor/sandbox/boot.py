@@ -5,8 +5,9 @@
 `site` would run every `.pth` file of the environment at start, and a development install's
 import hook imports pathlib, urllib, ipaddress and more to find this package: megabytes of heap
 that every program process, forked from the worker's zygote, maps and tears down again. Here
-the package is found from where the server found it, the environment's site directories are
-searched as `site` adds them (with the directories their `.pth` files name, but no `.pth` line
+the package is found from where the server found it, `sys.prefix` is the server's (a virtual
+environment's is set by `site`), the environment's site directories are searched as `site` adds
+them (with the directories their `.pth` files name, but no `.pth` line
 is run: an `import` line is an import hook, for the server's process, not for programs), and
 the builtins `site` adds that programs use (`exit`, `quit`, `help`, ...) are added. Then
 MODULE's `main()` runs. This file is run by path: it imports nothing of acecoder first.
@@ -28,7 +29,8 @@ def arguments() -> str:
     import acecoder.executor
 
     packages = [(m.__name__, m.__file__) for m in (acecoder, acecoder.executor)]
-    return json.dumps({"packages": packages, "site": site.getsitepackages()})
+    return json.dumps({"packages": packages, "site": site.getsitepackages(),
+                       "prefix": sys.prefix, "exec_prefix": sys.exec_prefix})
 
 
 def _site_dirs(dirs: list[str]) -> list[str]:
@@ -77,6 +79,9 @@ def main() -> None:
     site.setquit()
     site.setcopyright()
     site.sethelper()
+    # A virtual environment's prefix is set by `site` (not by the interpreter's start): the
+    # server's, where the installation's own files are (the precompiled headers, see pch.py).
+    sys.prefix, sys.exec_prefix = given["prefix"], given["exec_prefix"]
     sys.path.extend(_site_dirs(given["site"]))
     for name, init in given["packages"]:
         _register(name, init)

@@ -28,6 +28,7 @@ def test_site_directories_and_the_paths_their_pth_files_name_but_no_import_line(
 
 def test_the_server_names_where_its_packages_are() -> None:
     import json
+    import sys
 
     import acecoder
 
@@ -35,6 +36,19 @@ def test_the_server_names_where_its_packages_are() -> None:
     assert given["packages"][0] == ["acecoder", acecoder.__file__]
     assert [name for name, _ in given["packages"]] == ["acecoder", "acecoder.executor"]
     assert all(os.path.isdir(d) for d in given["site"])
+    assert (given["prefix"], given["exec_prefix"]) == (sys.prefix, sys.exec_prefix)
+
+
+def test_a_worker_s_interpreter_sees_the_installation_as_the_server_does(
+        client: ExecutorClient) -> None:
+    """`sys.prefix` (a virtual environment's, which `site` sets) is the server's: the
+    installation's own files are found from it (the precompiled C++ headers: without them a
+    compile took four times as long)."""
+    import sys
+
+    program = "import sys\nprint(sys.prefix)\nprint(sys.exec_prefix)\n"
+    r = client.execute(program, [StdioTest("", f"{sys.prefix}\n{sys.exec_prefix}")])
+    assert r.verdicts == [Verdict.PASSED], r
 
 
 def test_a_program_has_what_site_gives_a_python_and_none_of_its_hooks(
