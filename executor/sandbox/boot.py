@@ -7,10 +7,11 @@ import hook imports pathlib, urllib, ipaddress and more to find this package: me
 that every program process, forked from the worker's zygote, maps and tears down again. Here
 the package is found from where the server found it, `sys.prefix` is the server's (a virtual
 environment's is set by `site`), the environment's site directories are searched as `site` adds
-them (with the directories their `.pth` files name, but no `.pth` line
-is run: an `import` line is an import hook, for the server's process, not for programs), and
-the builtins `site` adds that programs use (`exit`, `quit`, `help`, ...) are added. Then
-MODULE's `main()` runs. This file is run by path: it imports nothing of acecoder first.
+them (with the directories their `.pth` files name, but no `.pth` line is run: an `import` line
+is an import hook, for the server's process, not for programs; a package installed through one
+is not importable by programs), and the builtins `site` adds that programs use (`exit`, `quit`,
+`help`, ...) are added. Then MODULE's `main()` runs. This file is run by path: it imports
+nothing of acecoder first.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import sys
 
 
 def arguments() -> str:
-    """What the server passes: where each of acecoder's packages is, and the site
-    directories."""
+    """What the server passes: where each of acecoder's packages is, its site directories and
+    its prefixes."""
     import site
 
     import acecoder
