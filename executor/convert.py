@@ -19,12 +19,52 @@ from .types import (
 )
 
 
+def _numbers(enum: Any, wire_enum: Any) -> dict[Any, Any]:
+    """Each member's number in the proto enum of the same names (members it lacks are left
+    out: converting one raises, as the proto's own lookup does)."""
+    out = {}
+    for member in enum:
+        try:
+            out[member] = wire_enum.Value(member.value)
+        except ValueError:
+            pass
+    return out
+
+
+# Looked up per result on both sides of every ExecuteBatch stream: dicts, where the proto
+# enums' Name/Value are Python-level searches.
+_STATUS_NUMBER = _numbers(ProgramStatus, pb.ProgramStatus)
+_VERDICT_NUMBER = _numbers(Verdict, pb.Verdict)
+_STATUS_OF = {n: s for s, n in _STATUS_NUMBER.items()}
+_VERDICT_OF = {n: v for v, n in _VERDICT_NUMBER.items()}
+
+
+def _status_number(s: ProgramStatus) -> pb.ProgramStatus:
+    n = _STATUS_NUMBER.get(s)
+    return pb.ProgramStatus.Value(s.value) if n is None else n
+
+
+def _verdict_number(v: Verdict) -> pb.Verdict:
+    n = _VERDICT_NUMBER.get(v)
+    return pb.Verdict.Value(v.value) if n is None else n
+
+
+def _status_of(n: int) -> ProgramStatus:
+    s = _STATUS_OF.get(n)
+    return ProgramStatus(pb.ProgramStatus.Name(n)) if s is None else s
+
+
+def _verdict_of(n: int) -> Verdict:
+    v = _VERDICT_OF.get(n)
+    return Verdict(pb.Verdict.Name(n)) if v is None else v
+
+
 def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
     return pb.ExecuteResponse(
-        request_id=r.request_id, index=r.index, status=pb.ProgramStatus.Value(r.status.value),
+        request_id=r.request_id, index=r.index, status=_status_number(r.status),
         status_detail=r.status_detail,
         results=[
-            pb.TestResult(verdict=pb.Verdict.Value(t.verdict.value), duration_seconds=t.duration,
+            pb.TestResult(verdict=_verdict_number(t.verdict), duration_seconds=t.duration,
                           error_type=t.error_type, error_message=t.error_message,
                           cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb,
                           exit_code=t.exit_code)
@@ -40,10 +80,10 @@ def result_to_proto(r: ExecutionResult) -> pb.ExecuteResponse:
 def result_from_proto(m: pb.ExecuteResponse) -> ExecutionResult:
     return ExecutionResult(
         request_id=m.request_id, index=m.index,
-        status=ProgramStatus(pb.ProgramStatus.Name(m.status)),
+        status=_status_of(m.status),
         status_detail=m.status_detail,
         tests=tuple(
-            TestResult(verdict=Verdict(pb.Verdict.Name(t.verdict)), duration=t.duration_seconds,
+            TestResult(verdict=_verdict_of(t.verdict), duration=t.duration_seconds,
                        error_type=t.error_type, error_message=t.error_message,
                        cpu_seconds=t.cpu_seconds, peak_memory_kb=t.peak_memory_kb,
                        exit_code=t.exit_code)

@@ -56,7 +56,7 @@ class ProgramError(Exception):
 class _Conn:
     def __init__(self, to_prog: int, from_prog: int) -> None:
         self.to_prog = to_prog
-        self.from_prog = from_prog
+        self.from_prog = wire.FrameStream(from_prog, REPLY_LIMIT)
         # Set once the program process is gone, so a test's bare `except:` cannot hide it.
         self.lost = False
         # Set once a reply was malformed: the stream is out of step, every later call fails.
@@ -84,7 +84,7 @@ class _Conn:
         except OSError:
             raise self.gone() from None
         try:
-            reply = wire.recv_plain(self.from_prog, REPLY_LIMIT)
+            reply = self.from_prog.read_plain()
         except wire.FrameError as exc:
             if "closed" in str(exc):
                 raise self.gone() from None
@@ -707,7 +707,7 @@ def _run_job(ctrl: int, conn: _Conn, suite: _Suite, start: int, stop_on_first_fa
     try:
         if resumed:
             wire.write_frame(conn.to_prog, conn.dumps(("names",)))
-        first = wire.recv_plain(conn.from_prog, REPLY_LIMIT)
+        first = conn.from_prog.read_plain()
     except (wire.FrameError, OSError):
         wire.send_report(ctrl, ("lost", -1))
         return "lost"

@@ -93,6 +93,12 @@ def _namedtuple_fields(x: tuple[Any, ...]) -> tuple[str, ...] | None:
 def to_plain(value: Any) -> Any:
     """A plain copy of `value`; NotPlain if it is not plain data, TooLarge if it is but cannot
     cross whole."""
+    t = type(value)
+    if t in _ATOMS:  # what conv below does with an atom, without its set-up
+        return value
+    if (t is list or t is tuple) and len(value) < MAX_NODES and all(
+            type(v) in _ATOMS for v in value):  # a flat list or tuple of atoms, likewise
+        return list(value) if t is list else value
     budget = [MAX_NODES]
     active: set[int] = set()
 

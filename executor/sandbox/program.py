@@ -193,11 +193,12 @@ class _Host:
         wire.write_frame(self.rpc_out, data)
 
     def serve(self) -> None:
+        requests = wire.FrameStream(self.rpc_in)
         while True:
             if os.getpid() != self.pid:
                 os._exit(0)
             try:
-                req = self._load_request(wire.read_frame(self.rpc_in))
+                req = self._load_request(requests.read())
             except wire.FrameError:
                 return
             try:

@@ -71,9 +71,11 @@ def send_report(fd: int, obj: Any) -> None:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write all of `data` to `fd` (a pipe or file), however many writes that takes."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    done = os.write(fd, data)
+    if done < len(data):
+        view = memoryview(data)[done:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def write_frame(fd: int, payload: bytes) -> None:
@@ -96,6 +98,59 @@ def read_frame(fd: int, limit: int = MAX_FRAME) -> bytes:
     if size > limit:
         raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}")
     return read_exact(fd, size)
+
+
+_CHUNK = 1 << 16
+
+
+class FrameStream:
+    """Frames from a blocking fd (a pipe), taken in as few reads as they arrive in: a frame
+    written whole (header and body in one write, as `write_frame` does) is taken by one read,
+    where `read_frame` makes two. Bytes that follow a frame wait here for the next `read`; they
+    are never another stream's (each pipe has its own)."""
+
+    __slots__ = ("fd", "limit", "buf")
+
+    def __init__(self, fd: int, limit: int = MAX_FRAME) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.buf = b""
+
+    def read(self) -> bytes:
+        """The next frame's body. FrameError if the peer closed the channel first, or announced
+        a frame over the limit (the channel is out of step from then on)."""
+        buf = self.buf
+        while len(buf) < _HEADER.size:
+            chunk = os.read(self.fd, _CHUNK)
+            if not chunk:
+                raise FrameError("channel closed")
+            buf += chunk
+        (size,) = _HEADER.unpack_from(buf)
+        if size > self.limit:
+            self.buf = buf
+            raise FrameError(f"frame of {size} bytes exceeds the limit of {self.limit}")
+        end = _HEADER.size + size
+        if len(buf) < end:
+            parts = [buf]
+            have = len(buf)
+            while have < end:  # never past the frame's end, once its rest is over a chunk
+                chunk = os.read(self.fd, min(max(end - have, _CHUNK), 1 << 20))
+                if not chunk:
+                    self.buf = b"".join(parts)
+                    raise FrameError("channel closed")
+                parts.append(chunk)
+                have += len(chunk)
+            buf = b"".join(parts)
+        self.buf = buf[end:]
+        return buf[_HEADER.size:end]
+
+    def read_plain(self) -> Any:
+        """The next frame, decoded as plain data (as `recv_plain` does)."""
+        data = self.read()
+        try:
+            return loads_plain(data)
+        except Exception as exc:  # any decoding failure is the peer's fault
+            raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
 
 
 def send(fd: int, obj: Any) -> None:

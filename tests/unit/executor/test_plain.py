@@ -90,6 +90,46 @@ def test_cycles_depth_and_size_are_errors_not_handles() -> None:
     assert cross(shallow) == shallow
 
 
+@pytest.mark.parametrize("value", [
+    0, True, None, 2.5, "s", b"b", 10**30, complex(1, 2), decimal.Decimal("1.5"),
+    [], (), [1, "a", None, 2.5, True], (1, b"x"), list(range(1000)),
+])
+def test_atoms_and_flat_sequences_of_atoms_cross_as_themselves(value: object) -> None:
+    """The short cut for scalars and flat lists or tuples of them gives what the general
+    path gives: an equal value of the exact same type (a list: a copy)."""
+    got = to_plain(value)
+    assert type(got) is type(value) and got == value
+    if type(value) is list:
+        assert got is not value
+    assert type(cross(value)) is type(value)
+
+
+def test_a_flat_list_is_held_to_the_same_size_limit() -> None:
+    from acecoder.executor.sandbox.plain import MAX_NODES
+
+    assert len(to_plain([0] * (MAX_NODES - 1))) == MAX_NODES - 1  # the list and its items
+    with pytest.raises(TooLarge, match="parts"):
+        to_plain([0] * MAX_NODES)
+    with pytest.raises(TooLarge, match="parts"):
+        to_plain((0,) * MAX_NODES)
+
+
+def test_sequences_that_are_not_exactly_lists_of_atoms_take_the_general_path() -> None:
+    class Mine(list):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return iter([666])
+
+    class Flag(enum.IntEnum):
+        A = 1
+
+    assert type(to_plain(Mine([1, 2]))) is list and to_plain(Mine([1, 2])) == [1, 2]
+    assert to_plain([Flag.A]) == [1] and type(to_plain([Flag.A])[0]) is int
+    point = collections.namedtuple("Point", "x y")(1, 2)
+    assert cross(point) == point and cross(point)._fields == ("x", "y")  # type: ignore[attr-defined]
+    with pytest.raises(NotPlain):
+        to_plain([1, object()])
+
+
 def test_namedtuple_fields_are_checked_on_the_trusted_side() -> None:
     from acecoder.executor.sandbox.plain import namedtuple_value
 

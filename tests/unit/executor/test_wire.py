@@ -50,6 +50,46 @@ def test_frames() -> None:
     os.close(r)
 
 
+def test_frame_stream_takes_each_frame_whole_whatever_the_writes() -> None:
+    """The blocking reader of the program's channel (and of the test side's): frames written
+    together come back one by one, in order, nothing lost between them; a frame written in
+    pieces, or far larger than one read, comes back whole; a frame over the limit, a channel
+    closed mid-frame and an undecodable frame are errors."""
+    r, w = os.pipe()
+    stream = wire.FrameStream(r, limit=8 << 20)
+    frames = [wire.dumps(("a", i)) for i in range(5)]
+    os.write(w, b"".join(struct.pack(">I", len(f)) + f for f in frames))
+    assert [stream.read_plain() for _ in frames] == [("a", i) for i in range(5)]
+
+    big = os.urandom(3 << 20)  # larger than a pipe holds: written while the stream reads
+    pieces = [struct.pack(">I", len(big))[:2], struct.pack(">I", len(big))[2:] + big[:10],
+              big[10:], struct.pack(">I", 3) + b"end"]
+    writer = threading.Thread(target=lambda: [wire.write_all(w, p) for p in pieces])
+    writer.start()
+    assert stream.read() == big
+    assert stream.read() == b"end"  # read after the big frame's last bytes, not lost
+    writer.join()
+
+    os.write(w, struct.pack(">I", 3) + b"abc")
+    with pytest.raises(wire.FrameError, match="undecodable"):
+        stream.read_plain()
+    os.write(w, struct.pack(">I", 9 << 20) + b"x" * 100)
+    with pytest.raises(wire.FrameError, match="exceeds the limit"):
+        stream.read()
+    os.close(r)
+    os.close(w)
+
+    r, w = os.pipe()
+    stream = wire.FrameStream(r)
+    os.write(w, struct.pack(">I", 10) + b"half")
+    os.close(w)
+    with pytest.raises(wire.FrameError, match="closed"):
+        stream.read()
+    with pytest.raises(wire.FrameError, match="closed"):
+        wire.FrameStream(r).read()  # nothing at all
+    os.close(r)
+
+
 def test_frame_reader_never_blocks_on_half_a_frame() -> None:
     """A hostile test can write a frame header and stop: the worker's reader must return
     what is complete and not wait for the rest."""
