@@ -523,6 +523,9 @@ class CallCheck:
         return True
 
 
+_BUILTINS = {name: getattr(builtins, name) for name in dir(builtins)}
+
+
 def _bind_program_names(ns: _TestGlobals, conn: _Conn, names: Any, sources: list[str]) -> None:
     if type(names) is not dict:
         raise ProtocolError("malformed name table")
@@ -554,9 +557,10 @@ def _bind_program_names(ns: _TestGlobals, conn: _Conn, names: Any, sources: list
             ns[name] = conn.decode(entry)
         except (ProtocolError, Exception):
             continue
-    for name in dir(builtins):  # found here first: no __missing__ call per builtin read
-        if name not in ns.live and name not in ns.refused and not dict.__contains__(ns, name):
-            ns[name] = getattr(builtins, name)
+    # Found here first: no __missing__ call per builtin read. (The real builtins, as this
+    # process imported them, whatever a test process's tests later do to the module.)
+    skip = ns.live | ns.refused.keys() | dict.keys(ns)
+    dict.update(ns, {name: value for name, value in _BUILTINS.items() if name not in skip})
 
 
 # -- running the tests -------------------------------------------------------------------------

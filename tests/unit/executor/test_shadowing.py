@@ -65,3 +65,29 @@ def test_no_program_can_own_a_checker_of_another_function(extra: tuple[str, ...]
 def test_reads_follow_python_scoping() -> None:
     reads, dynamic = global_reads(["def g(f, y=2):\n    return f(y) + z\nw = 1\nprint(w, g)"])
     assert reads == {"z", "print"} and not dynamic
+
+
+def test_the_tests_namespace_holds_the_real_builtins_beside_the_program_s_names() -> None:
+    import builtins
+    import os
+
+    from acecoder.executor.sandbox import harness
+
+    r, w = os.pipe()
+    try:
+        conn = harness._Conn(w, r)
+        ns = harness._TestGlobals(conn)
+        names = {"f": ("handle", 0, "function", True, False), "sum": ("handle", 1, "function",
+                 True, False), "abs": ("handle", 2, "function", True, False),
+                 "N": ("live",), "math": ("module", "math")}
+        harness._bind_program_names(ns, conn, names, ["assert abs(f(1)) == sum([1])"])
+        assert type(dict.__getitem__(ns, "f")) is harness.Remote
+        assert "N" not in dict.keys(ns) and "N" in ns.live  # fetched live, never stored
+        for name in dir(builtins):
+            if name in ("__name__", "__builtins__"):
+                continue
+            assert dict.__getitem__(ns, name) is getattr(builtins, name), name
+        assert dict.__getitem__(ns, "__name__") == "__tests__"
+    finally:
+        os.close(r)
+        os.close(w)
