@@ -161,6 +161,7 @@ class BlockingClient:
     stub_class: Any
     service: str
     """Full gRPC name of the service, whose health decides which replicas get calls."""
+    extra_options: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, target: str, *, timeout: float, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,
@@ -173,7 +174,7 @@ class BlockingClient:
         self.wait_ready = wait_ready
         """Calls wait, within their deadline, for a replica that serves."""
         self.channel = channel or (security or ClientSecurity.from_env()).channel(
-            target, channel_options(self.service))
+            target, [*channel_options(self.service), *self.extra_options])
         self.stub = self.stub_class(self.channel)
 
     def wait_until_ready(self, timeout: float | None = None) -> None:

@@ -78,6 +78,7 @@ class ExecutorClient(BlockingClient):
 
     stub_class = pb_grpc.ExecutorStub
     service = pb.DESCRIPTOR.services_by_name["Executor"].full_name
+    extra_options = (("SingleThreadedUnaryStream", 1),)
 
     def __init__(self, target: str, *, timeout: float = 60.0, retry: RetryPolicy | None = None,
                  channel: grpc.Channel | None = None,

@@ -136,6 +136,29 @@ def test_batch_streams_results_as_they_finish(client) -> None:  # type: ignore[n
     assert order[-1] == 0  # the slow one came back last, the others did not wait for it
 
 
+def _programs_run(server) -> float:  # type: ignore[no-untyped-def]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("acecoder_executor_programs_total{"))
+
+
+def test_a_batch_its_client_stops_reading_is_cancelled(server, client) -> None:  # type: ignore[no-untyped-def]
+    """The client's stream is read on the calling thread (a single-threaded unary-stream
+    call): dropping it must still cancel the RPC, and the server the programs left."""
+    slow = [Program("import time\ndef f(x):\n    time.sleep(1)\n    return x\n",
+                    ["assert f(1) == 1"], request_id=f"slow-{i}") for i in range(10)]
+    before = _programs_run(server)
+    results = client.execute_batch(slow)
+    first = next(results)
+    assert first.all_passed
+    results.close()  # the consumer walks away after one of ten
+    time.sleep(3.0)
+    ran = _programs_run(server) - before
+    assert 1 <= ran <= 4, ran  # the ones in flight finish; the rest never start
+    assert client.execute(GOOD, ["assert f(1) == 2"]).all_passed  # the workers serve on
+
+
 def test_info_health_and_reflection(server, client) -> None:  # type: ignore[no-untyped-def]
     info = client.info()
     assert info.workers == 2 and info.max_tests == 1000 and info.max_program_bytes == 1 << 20
