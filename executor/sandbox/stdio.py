@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import math
 import os
-import selectors
+import select
 import signal
 import stat
 import time
@@ -377,12 +377,11 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     os.set_blocking(out_r, False)
     out = bytearray()
     outcome = "running"
-    sel = selectors.DefaultSelector()
+    poller = select.poll()  # (no selector: a poll set costs no fd and no syscall to make)
     pidfd = os.pidfd_open(pid)
     try:
-        sel.register(out_r, selectors.EVENT_READ)
-        sel.register(req.err_r, selectors.EVENT_READ)
-        sel.register(pidfd, selectors.EVENT_READ)
+        for fd in (out_r, req.err_r, pidfd):
+            poller.register(fd, select.POLLIN)
         w.detach_old()  # while it starts
         deadline = started + timeout
         exited = eof = False
@@ -391,22 +390,22 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
             if wait <= 0:
                 outcome = "timeout"
                 break
-            for key, _ in sel.select(wait):
-                if key.fd == pidfd:
+            for fd, _ in poller.poll(wait * 1000):
+                if fd == pidfd:
                     exited = True
-                    sel.unregister(pidfd)
-                elif key.fd == out_r:
+                    poller.unregister(pidfd)
+                elif fd == out_r:
                     chunk = os.read(out_r, 1 << 16)
                     if not chunk:
                         eof = True
-                        sel.unregister(out_r)
+                        poller.unregister(out_r)
                     elif len(out) + len(chunk) > limit:
                         outcome = "output"
                         break
                     else:
                         out += chunk
                 else:
-                    w._drain(key.fd, req.out_r, job, state)  # the request's stderr
+                    w._drain(fd, req.out_r, job, state)  # the request's stderr
             if exited and not eof:  # a process it left holds its output: not waited for
                 kill_tree(pid)
                 with contextlib.suppress(BlockingIOError, OSError):
@@ -418,7 +417,6 @@ def _launch(w: Any, job: dict[str, Any], req: Any, state: dict[str, Any],
     finally:
         kill_tree(pid)
         w.sweep()  # nothing of this run outlives it, even what left its group
-        sel.close()
         os.close(pidfd)
         os.close(out_r)
     elapsed = time.monotonic() - started

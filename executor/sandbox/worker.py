@@ -35,6 +35,7 @@ import gc
 import importlib
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -56,7 +57,6 @@ from .procs import (
 
 # Imported only after the program zygote is forked (see main), so that it stays small: every
 # page a zygote holds is copied into each child's page tables, and torn down again at its exit.
-selectors: Any = None
 program: Any = None
 harness: Any = None
 fs: Any = None
@@ -456,20 +456,17 @@ class Worker:
         os.close(req.err_w)
         open_fds = {req.out_r, req.err_r}
         deadline = time.monotonic() + _EXIT_WAIT
-        sel = selectors.DefaultSelector()
+        poller = select.poll()  # (no selector: a poll set costs no fd and no syscall to make)
         for fd in open_fds:
-            sel.register(fd, selectors.EVENT_READ)
-        try:
-            while open_fds:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                for key, _ in sel.select(wait):
-                    if _discard(key.fd):
-                        open_fds.discard(key.fd)
-                        sel.unregister(key.fd)
-        finally:
-            sel.close()
+            poller.register(fd, select.POLLIN)
+        while open_fds:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            for fd, _ in poller.poll(wait * 1000):
+                if _discard(fd):
+                    open_fds.discard(fd)
+                    poller.unregister(fd)
         os.close(req.out_r)
         os.close(req.err_r)
         if not self._reaped(deadline):
@@ -696,10 +693,9 @@ class Worker:
         n = len(job["tests"])
         os.set_blocking(ctrl_r, False)
         reader = wire.FrameReader(ctrl_r, _CTRL_LIMIT, wire.loads_report)
-        sel = selectors.DefaultSelector()
-        for fd in (req.out_r, req.err_r):
-            sel.register(fd, selectors.EVENT_READ)
-        sel.register(ctrl_r, selectors.EVENT_READ)
+        poller = select.poll()
+        for fd in (req.out_r, req.err_r, ctrl_r):
+            poller.register(fd, select.POLLIN)
         self.detach_old()  # while the program and its tests start
         timeout = float(job["timeout"])
         deadline = time.monotonic() + float(job["load_timeout"])
@@ -707,64 +703,60 @@ class Worker:
         t_start = time.monotonic()
         outcome = "running"
         broken = ""
-        try:
-            while outcome == "running":
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    outcome = "timeout"
+        while outcome == "running":
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                outcome = "timeout"
+                break
+            for fd, _ in poller.poll(wait * 1000):
+                if fd != ctrl_r:
+                    if self._drain(fd, req.out_r, job, state):
+                        poller.unregister(fd)  # cannot happen while we hold a write end
+                    continue
+                try:
+                    frames = reader.read()
+                except wire.FrameError as exc:
+                    if "closed" in str(exc):
+                        outcome = "tester_died"
+                    else:
+                        outcome, broken = "protocol", str(exc)
                     break
-                for key, _ in sel.select(wait):
-                    fd = key.fd
-                    if fd != ctrl_r:
-                        if self._drain(fd, req.out_r, job, state):
-                            sel.unregister(fd)  # cannot happen while we hold a write end
-                        continue
+                for raw in frames:
                     try:
-                        frames = reader.read()
-                    except wire.FrameError as exc:
-                        if "closed" in str(exc):
-                            outcome = "tester_died"
-                        else:
-                            outcome, broken = "protocol", str(exc)
+                        msg = check_report(raw, current, n)
+                    except Malformed as exc:
+                        outcome, broken = "protocol", str(exc)
                         break
-                    for raw in frames:
-                        try:
-                            msg = check_report(raw, current, n)
-                        except Malformed as exc:
-                            outcome, broken = "protocol", str(exc)
-                            break
-                        kind = msg[0]
-                        # Tests run back to back: the next one starts when the last is done
-                        # (or the program has loaded), so there is no "start" message.
-                        if kind == "loaded":
-                            current = start
-                            t_start = time.monotonic()
-                            deadline = t_start + timeout
-                        elif kind == "done":
-                            now = time.monotonic()
-                            verdicts[msg[1]] = [msg[2], now - t_start, msg[3], msg[4]]
-                            current = msg[1] + 1
-                            t_start = now
-                            deadline = now + timeout
-                        elif kind == "flag":
-                            state["flags"].add(msg[1])
-                        elif kind in ("end", "lost", "fallback"):
-                            outcome = kind
-                        elif kind == "load_failed":
-                            outcome = "load_failed"
-                            self._load_failed(msg, verdicts, state)
-                        elif kind == "setup_failed":
-                            outcome = "setup_failed"
-                            state["status"] = "SETUP_ERROR"
-                            state["detail"] = f"{msg[1]}: {msg[2]}"
-                            for i in range(len(verdicts)):
-                                verdicts[i] = ["ERROR", 0.0, msg[1], msg[2]]
-                        if outcome != "running":
-                            break
+                    kind = msg[0]
+                    # Tests run back to back: the next one starts when the last is done
+                    # (or the program has loaded), so there is no "start" message.
+                    if kind == "loaded":
+                        current = start
+                        t_start = time.monotonic()
+                        deadline = t_start + timeout
+                    elif kind == "done":
+                        now = time.monotonic()
+                        verdicts[msg[1]] = [msg[2], now - t_start, msg[3], msg[4]]
+                        current = msg[1] + 1
+                        t_start = now
+                        deadline = now + timeout
+                    elif kind == "flag":
+                        state["flags"].add(msg[1])
+                    elif kind in ("end", "lost", "fallback"):
+                        outcome = kind
+                    elif kind == "load_failed":
+                        outcome = "load_failed"
+                        self._load_failed(msg, verdicts, state)
+                    elif kind == "setup_failed":
+                        outcome = "setup_failed"
+                        state["status"] = "SETUP_ERROR"
+                        state["detail"] = f"{msg[1]}: {msg[2]}"
+                        for i in range(len(verdicts)):
+                            verdicts[i] = ["ERROR", 0.0, msg[1], msg[2]]
                     if outcome != "running":
                         break
-        finally:
-            sel.close()
+                if outcome != "running":
+                    break
         return outcome, current, t_start, broken
 
     def _conclude(self, job: dict[str, Any], outcome: str, current: int, t_start: float,
@@ -924,7 +916,7 @@ def main() -> None:
     # The program zygote first, from the smallest heap that serves programs: its own module and
     # what programs commonly import, nothing of the worker's or the test harness's. A program
     # process is forked for every job, so each page here is paid for on every job.
-    global selectors, program, harness, fs, literal, stdio
+    global program, harness, fs, literal, stdio
     from . import program
 
     for name in _PREIMPORT + list(hello.get("preimport", [])):
@@ -945,8 +937,6 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     test_zygote = Zygote(_become_tester, test_specs, seccomp_shared=shared)
-
-    import selectors
 
     from . import fs, literal, stdio
 
