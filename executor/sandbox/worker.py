@@ -347,6 +347,8 @@ class Worker:
         self.prog_uid: int | None = self.program_spec["uid"]
         self.test_uid: int | None = self.tester_spec["uid"]
         self.judge: _Judge | None = None
+        self.testers_out = False
+        """Whether a fresh test process was spawned since the test zygote last collected."""
         self.use_judge = bool(hello.get("judge", True))
         self.plain_suite = literal.decisions()
         self.builds = stdio.BuildCache()
@@ -514,7 +516,9 @@ class Worker:
         # the moment the last is gone (a poll would sleep past it, the slot's core idle).
         try:
             self.prog_zygote.collect(self.prog_zygote.specs, deadline - time.monotonic())
-            self.test_zygote.collect([self.tester_spec], deadline - time.monotonic())
+            if self.testers_out:  # (none spawned since the last collect: none to wait for)
+                self.test_zygote.collect([self.tester_spec], deadline - time.monotonic())
+                self.testers_out = False
         except TimeoutError:
             return False  # a zygote is out of step now: this worker takes no more requests
         tries = left = 0
@@ -564,6 +568,7 @@ class Worker:
         """A fresh test process for this request: (pid, its report pipe, its job socket)."""
         ctrl_r, ctrl_w = os.pipe2(os.O_CLOEXEC)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.testers_out = True  # before the order: a fork it asks for may happen regardless
         tester_pid = self.test_zygote.spawn(self.tester_spec,
                                             [ctrl_w, req.out_w, req.err_w, theirs.fileno()])
         req.pids.append(tester_pid)
