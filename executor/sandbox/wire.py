@@ -130,19 +130,21 @@ class FrameStream:
             self.buf = buf
             raise FrameError(f"frame of {size} bytes exceeds the limit of {self.limit}")
         end = _HEADER.size + size
-        if len(buf) < end:
-            parts = [buf]
-            have = len(buf)
-            while have < end:  # never past the frame's end, once its rest is over a chunk
-                chunk = os.read(self.fd, min(max(end - have, _CHUNK), 1 << 20))
-                if not chunk:
-                    self.buf = b"".join(parts)
-                    raise FrameError("channel closed")
-                parts.append(chunk)
-                have += len(chunk)
-            buf = b"".join(parts)
-        self.buf = buf[end:]
-        return buf[_HEADER.size:end]
+        if len(buf) >= end:
+            self.buf = buf[end:]
+            return buf[_HEADER.size:end]
+        # The rest of a frame that did not come whole: read to its end exactly (as read_frame
+        # does, one copy of the body in all), no byte of the next.
+        self.buf = b""
+        parts = [buf[_HEADER.size:]]
+        need = end - len(buf)
+        while need:
+            chunk = os.read(self.fd, min(need, 1 << 20))
+            if not chunk:
+                raise FrameError("channel closed")
+            parts.append(chunk)
+            need -= len(chunk)
+        return b"".join(parts)
 
     def read_plain(self) -> Any:
         """The next frame, decoded as plain data (as `recv_plain` does)."""
