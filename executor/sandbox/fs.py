@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 
 _MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
@@ -122,11 +123,14 @@ def make_job_dir(path: str, uid: int | None, *, size: int, inodes: int = 20000) 
 
 def seal(path: str) -> bool:
     """Make a job directory root's alone (0700): no request's uid can enter it any more, so it
-    can be removed later. Returns whether it is sealed."""
+    can be removed later. Returns whether it is sealed: never for what is not a directory (a
+    symlink is not followed, whatever it points to)."""
     try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
         os.chown(path, 0, 0, follow_symlinks=False)
         os.chmod(path, 0o700, follow_symlinks=False)
-    except OSError:
+    except (OSError, NotImplementedError):  # (the latter: a symlink swapped in meanwhile)
         return False
     st = os.lstat(path)
     return st.st_uid == 0 and st.st_mode & 0o7777 == 0o700

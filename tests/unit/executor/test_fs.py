@@ -83,3 +83,13 @@ def test_a_sealed_job_directory_is_closed_to_its_owner(tmp_path: Path) -> None:
 
 def test_seal_refuses_what_is_not_a_directory_it_can_own(tmp_path: Path) -> None:
     assert not fs.seal(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("x")
+    os.chmod(tmp_path / "file", 0o666)
+    assert not fs.seal(str(tmp_path / "file"))
+    assert (tmp_path / "file").stat().st_mode & 0o777 == 0o666
+    target = tmp_path / "target"
+    target.mkdir()
+    os.chmod(target, 0o777)
+    (tmp_path / "link").symlink_to(target)
+    assert not fs.seal(str(tmp_path / "link"))  # neither the link nor what it points to
+    assert target.stat().st_mode & 0o777 == 0o777
