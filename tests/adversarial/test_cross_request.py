@@ -21,9 +21,11 @@ import pytest
 from acecoder.clients import ExecutorClient
 from acecoder.executor.types import ProgramStatus, Verdict
 from tests.conftest import (
+    UID_BASE,
     RunningServer,
     _descendants,
     assert_no_leftovers,
+    process_statuses,
     start_server,
     stop_server,
 )
@@ -41,6 +43,15 @@ PURE_VICTIM_TESTS = [
     "assert f([1]) == [2]",  # FAILED, whatever an attacker did to the classifier
     f"import random\nassert random.random() != {AFTER_SEED!r}",
     "assert len(f([1, 2])) == 2 and abs(-2) == 2",
+]
+# A suite of plain checks (literal.py): the judge runs it, the process that outlives requests.
+# It reads builtins (len, abs, max) from the judge's table of the real ones.
+JUDGED_VICTIM_TESTS = [
+    "assert f([2, 1]) == [1, 2]",
+    "assert len(f([1, 2])) == 2 and abs(-2) == 2 and max([1, 3]) == 3",
+    "assert f([1]) == [2]",  # FAILED, whatever an attacker did
+    "def check(candidate):\n    assert candidate([3, 1, 2]) == [1, 2, 3]\n"
+    "    assert candidate([5]) == [5]\ncheck(f)",
 ]
 VICTIM_TESTS = [
     "assert f([2, 1]) == [1, 2]",
@@ -227,6 +238,42 @@ ATTACKS = {
     # A program that makes itself the reaper of its orphans, then forks chains that orphan
     # themselves to it and to the worker: the end of a request counts the zygotes' children
     # and the worker's, and must still wait for every one of them.
+    # The program's own reply channel (fd 4), read by a test process or by the judge, which
+    # takes each frame in as few reads as it arrives in: forged frames beyond the reply, a
+    # frame trickled a byte at a time, a header announcing a frame that never comes. Each is
+    # the attacker's own request's problem; the reader is per pipe, the pipe per request.
+    "extra-reply-frames": (
+        "import os, pickle, struct\n"
+        "def frame(v):\n"
+        "    d = pickle.dumps(v)\n    return struct.pack('>I', len(d)) + d\n"
+        "def f(x):\n"
+        "    os.write(4, frame(('value', [1, 2])) * 3 + frame(('result', ('value', [1, 2]), ())))\n"
+        "    return x\n",
+        ["assert f([2, 1]) == [1, 2]"]),
+    "trickled-reply-frames": (
+        "import os, pickle, struct, time\n"
+        "def f(x):\n"
+        "    d = pickle.dumps(('result', ('value', [1, 2]), ()))\n"
+        "    for b in struct.pack('>I', len(d)) + d:\n"
+        "        os.write(4, bytes([b]))\n        time.sleep(0.001)\n"
+        "    return x\n",
+        ["assert f([2, 1]) == [1, 2]"]),
+    "reply-header-of-a-frame-that-never-comes": (
+        "import os, struct\n"
+        "def f(x):\n    os.write(4, struct.pack('>I', 60 << 20) + b'x' * 1000)\n    return x\n",
+        ["assert f([2, 1]) == [1, 2]"]),
+    # A fresh test process's own daemons (the test uid): gone before the next request, even
+    # one the judge serves (it spawns no test process, and collects none).
+    "tests-leave-daemons": (
+        "def f(x):\n    return x\n",
+        ["import os, time\n"
+         "for _ in range(3):\n"
+         "    if os.fork() == 0:\n"
+         "        os.setsid()\n"
+         "        for fd in range(5):\n"
+         "            try:\n                os.close(fd)\n            except OSError:\n                pass\n"
+         "        time.sleep(1000)\n"
+         "assert True"]),
     "subreaper-program-with-orphans": (
         "import ctypes, os, time\n"
         "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
@@ -270,11 +317,19 @@ def _essentials(r):  # type: ignore[no-untyped-def]
             r.flags, r.stdout_truncated)
 
 
+def test_the_judged_victim_is_a_suite_of_plain_checks() -> None:
+    from acecoder.executor.sandbox import literal
+
+    assert literal.plain_suite(JUDGED_VICTIM_TESTS, "") == {"f", "len", "abs", "max"}
+    assert literal.plain_suite(VICTIM_TESTS, "") is None  # the others: fresh test processes
+    assert literal.plain_suite(PURE_VICTIM_TESTS, "") is None
+
+
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_victim_after_attacker_is_answered_as_alone(alone, shared, attack: str) -> None:  # type: ignore[no-untyped-def]
     _, client = shared
     program, tests = ATTACKS[attack]
-    for victim_tests in (PURE_VICTIM_TESTS, VICTIM_TESTS):
+    for victim_tests in (PURE_VICTIM_TESTS, VICTIM_TESTS, JUDGED_VICTIM_TESTS):
         reference = alone.execute(VICTIM, victim_tests, timeout=5.0)
         assert reference.verdicts.count(Verdict.PASSED) == len(victim_tests) - 1, reference
         for _ in range(2):
@@ -298,6 +353,22 @@ def test_nothing_of_a_request_runs_once_the_next_has_started(shared, attack: str
         assert len(client.execute(program, tests, timeout=1.0).verdicts) == 1
         assert client.execute(VICTIM, PURE_VICTIM_TESTS, timeout=5.0).verdicts[0] is Verdict.PASSED
         assert_no_leftovers(workers=1, root=server.proc.pid)
+
+
+def test_a_test_process_is_gone_before_a_judged_request_runs(shared) -> None:  # type: ignore[no-untyped-def]
+    """A fresh test process and the daemons its tests fork (the slot's test uid) are gone,
+    zombies included, once the next request, which the judge serves, has started: the worker
+    collects test processes after each request that spawned one, and only then skips it."""
+    server, client = shared
+    program, tests = ATTACKS["tests-leave-daemons"]
+    for _ in range(3):
+        assert client.execute(program, tests, timeout=2.0).verdicts == [Verdict.PASSED]
+        victim = client.execute(VICTIM, JUDGED_VICTIM_TESTS, timeout=5.0)
+        assert victim.verdicts == [Verdict.PASSED, Verdict.PASSED, Verdict.FAILED,
+                                   Verdict.PASSED]
+        left = [status.split("\n", 1)[0] for _, status in
+                process_statuses({UID_BASE + 1}, server.proc.pid)]  # slot 0's test uid
+        assert left == [], left
 
 
 # Needs most of its uid's process limit (ExecutorConfig.processes, 32): 24 threads at once.
