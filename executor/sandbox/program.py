@@ -2,7 +2,7 @@
 
 Everything in this process is untrusted once the program has run: it may have rewritten this
 very module. That is fine by design. The only thing it can send is plain data, decoded by
-the test process with `wire.recv_plain`, and it never sees the tests or any expected value,
+the test process with `wire.decode_plain`, and it never sees the tests or any expected value,
 so it cannot know what answer would pass them: requests carry only the arguments a test passes,
 and comparisons are made in the test process on plain copies (there is no request that asks the
 program to compare anything).

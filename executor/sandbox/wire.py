@@ -148,11 +148,7 @@ class FrameStream:
 
     def read_plain(self) -> Any:
         """The next frame, decoded as plain data (as `recv_plain` does)."""
-        data = self.read()
-        try:
-            return loads_plain(data)
-        except Exception as exc:  # any decoding failure is the peer's fault
-            raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+        return decode_plain(self.read())
 
 
 def send(fd: int, obj: Any) -> None:
@@ -171,10 +167,13 @@ def read_job(fd: int) -> Any:
 
 
 def recv_plain(fd: int, limit: int = MAX_FRAME) -> Any:
+    return decode_plain(read_frame(fd, limit))
+
+
+def decode_plain(data: bytes) -> Any:
+    """A frame's body as plain data; FrameError if it is not (the peer's fault)."""
     try:
-        return loads_plain(read_frame(fd, limit))
-    except FrameError:
-        raise
+        return loads_plain(data)
     except Exception as exc:  # any decoding failure is the peer's fault
         raise FrameError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
 
