@@ -8,11 +8,10 @@ Server side (`ServerSecurity`, built from `acecoder serve ...` flags):
   UNAUTHENTICATED; the health service stays open (probes carry no token);
 - a per-client rate limit counted in items (`--rate-limit R` items/s, `--rate-burst B`, also
   the most one call may carry): a call costs what it carries (a ScoreRequest its items, an
-  ExecuteBatch its programs, a stream each message as it arrives, a gateway request its
-  queries), one bucket per client
-  shared by the gRPC port and the HTTP gateway. Over it, a call gets RESOURCE_EXHAUSTED (HTTP
-  429 with Retry-After) at once. A client is its token's name, else its certificate's
-  subject, else its address;
+  ExecuteBatch (or ExecuteBatchChunked) its programs, a stream each message as it arrives, a
+  gateway request its queries), one bucket per client shared by the gRPC port and the HTTP
+  gateway. Over it, a call gets RESOURCE_EXHAUSTED (HTTP 429 with Retry-After) at once. A
+  client is its token's name, else its certificate's subject, else its address;
 - failed authentications are limited per peer address (`--auth-failures` a minute): past
   them a call from that address without a valid token gets RESOURCE_EXHAUSTED (with a retry
   delay) until the budget refills. Calls with a valid token are still served: clients behind

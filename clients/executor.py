@@ -11,6 +11,7 @@ retried, with jittered exponential backoff, and never past the call's deadline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,12 @@ import grpc
 
 from acecoder.executor import convert
 from acecoder.executor.types import CallTest, CallTests, ExecutionResult, StdioTest
+from acecoder.remote_errors import RemoteError
 from acecoder.security import ClientSecurity
 from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 
-from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, astream, stream
+from .base import RETRYABLE, AsyncClient, BlockingClient, RetryPolicy, _left, astream, stream
 
 __all__ = ["RETRYABLE", "AsyncExecutorClient", "CallTest", "CallTests", "ExecutorClient",
            "Program", "RetryPolicy", "StdioTest"]
@@ -73,6 +75,19 @@ def _request(program: str, tests: Sequence[Any] | CallTests, **kw: Any) -> pb.Ex
     return Program(program, tests, **kw).to_proto()
 
 
+def _older_server(exc: RemoteError, received: int) -> bool:
+    """Whether a batch asked with ExecuteBatchChunked is to be asked with ExecuteBatch: the
+    server does not know the method (an unknown method runs nothing) and nothing came back."""
+    return not received and exc.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _batch_request(programs: Sequence[Program], linger: float | None) -> pb.ExecuteBatchRequest:
+    req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
+    if linger is not None:
+        req.linger_seconds = linger
+    return req
+
+
 class ExecutorClient(BlockingClient):
     """Blocking client. Thread-safe; reuse one per process."""
 
@@ -85,6 +100,8 @@ class ExecutorClient(BlockingClient):
                  security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
         super().__init__(target, timeout=timeout, retry=retry, channel=channel,
                          security=security, wait_ready=wait_ready)
+        self._chunked = True
+        """Ask for batches with ExecuteBatchChunked (until a server answers UNIMPLEMENTED)."""
 
     def execute(self, program: str, tests: Sequence[Any] | CallTests, *, setup: str = "",
                 timeout: float | None = None, memory_mb: int | None = None,
@@ -102,13 +119,29 @@ class ExecutorClient(BlockingClient):
                        fn_name=fn_name)
         return convert.result_from_proto(self._call(self.stub.Execute, req, deadline))
 
-    def execute_batch(self, programs: Sequence[Program], *,
-                      deadline: float | None = None) -> Iterator[ExecutionResult]:
-        """Run many; yields results as they finish (`result.index` says which). Retries only
-        when nothing has been received yet."""
-        req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
-        for m in stream(self.stub.ExecuteBatch, req, seconds=deadline or self.timeout,
-                        retry=self.retry, wait_ready=self.wait_ready):
+    def execute_batch(self, programs: Sequence[Program], *, deadline: float | None = None,
+                      linger: float | None = None) -> Iterator[ExecutionResult]:
+        """Run many; yields results as they finish (`result.index` says which). The server
+        sends those that finish within `linger` seconds of each other in one message (None:
+        its default, 5 ms; see ExecuteBatchChunked), or, where it has no ExecuteBatchChunked
+        (an older server), each alone. Retries only when nothing has been received yet."""
+        req = _batch_request(programs, linger)
+        end = time.monotonic() + (deadline or self.timeout)
+        if self._chunked:
+            received = 0
+            try:
+                for chunk in stream(self.stub.ExecuteBatchChunked, req, seconds=_left(end),
+                                    retry=self.retry, wait_ready=self.wait_ready):
+                    received += 1
+                    for m in chunk.results:
+                        yield convert.result_from_proto(m)
+                return
+            except RemoteError as exc:
+                if not _older_server(exc, received):
+                    raise
+                self._chunked = False
+        for m in stream(self.stub.ExecuteBatch, req, seconds=_left(end), retry=self.retry,
+                        wait_ready=self.wait_ready):
             yield convert.result_from_proto(m)
 
     def info(self, *, deadline: float | None = None) -> pb.InfoResponse:
@@ -126,6 +159,7 @@ class AsyncExecutorClient(AsyncClient):
                  security: ClientSecurity | None = None, wait_ready: bool = False) -> None:
         super().__init__(target, timeout=timeout, retry=retry, security=security,
                          wait_ready=wait_ready)
+        self._chunked = True
 
     async def execute(self, program: str, tests: Sequence[Any] | CallTests, *,
                       setup: str = "", timeout: float | None = None,
@@ -142,9 +176,26 @@ class AsyncExecutorClient(AsyncClient):
         return convert.result_from_proto(await self._call(self.stub.Execute, req, deadline))
 
     async def execute_batch(self, programs: Sequence[Program], *,
-                            deadline: float | None = None) -> AsyncIterator[ExecutionResult]:
-        req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
-        async for m in astream(self.stub.ExecuteBatch, req, seconds=deadline or self.timeout,
+                            deadline: float | None = None,
+                            linger: float | None = None) -> AsyncIterator[ExecutionResult]:
+        """As ExecutorClient.execute_batch."""
+        req = _batch_request(programs, linger)
+        end = time.monotonic() + (deadline or self.timeout)
+        if self._chunked:
+            received = 0
+            try:
+                async for chunk in astream(self.stub.ExecuteBatchChunked, req,
+                                           seconds=_left(end), retry=self.retry,
+                                           wait_ready=self.wait_ready):
+                    received += 1
+                    for m in chunk.results:
+                        yield convert.result_from_proto(m)
+                return
+            except RemoteError as exc:
+                if not _older_server(exc, received):
+                    raise
+                self._chunked = False
+        async for m in astream(self.stub.ExecuteBatch, req, seconds=_left(end),
                                retry=self.retry, wait_ready=self.wait_ready):
             yield convert.result_from_proto(m)
 

@@ -28,7 +28,8 @@ class ExecutorServer(GrpcServer):
 
     service_name = SERVICE_NAME
     what = "executor"
-    costs = {"ExecuteBatch": lambda r: len(r.requests)}
+    costs = {"ExecuteBatch": lambda r: len(r.requests),
+             "ExecuteBatchChunked": lambda r: len(r.requests)}
 
     def __init__(self, config: ExecutorConfig, server_config: ServerConfig) -> None:
         self.config = config

@@ -24,6 +24,11 @@ from .pool import WorkerPool
 from .sandbox import checkers
 from .types import ExecutionRequest, ExecutionResult
 
+DEFAULT_LINGER = 0.005
+"""How long a finished result of a batch waits for others to share its message, by default
+(seconds; see ExecutorService.execute_batch_groups)."""
+MAX_LINGER = 1.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -317,6 +322,28 @@ class ExecutorService:
     async def execute_batch(self, reqs: Sequence[ExecutionRequest], *,
                             deadline: float | None = None) -> AsyncIterator[ExecutionResult]:
         """Run many; yield each result (with `index` set) as soon as it is ready."""
+        async for group in self._groups(reqs, deadline, linger=None):
+            for result in group:
+                yield result
+
+    async def execute_batch_groups(
+            self, reqs: Sequence[ExecutionRequest], *, deadline: float | None = None,
+            linger: float = DEFAULT_LINGER) -> AsyncIterator[list[ExecutionResult]]:
+        """Run many; yield the results (with `index` set) in groups, in the order they
+        finished: a group holds every result that finished within `linger` seconds of its
+        first (never past `deadline`), so that a stream sends one message where it would
+        send several. The same results as `execute_batch`, each once."""
+        if not 0.0 <= linger <= MAX_LINGER:  # (NaN too)
+            raise InvalidArgument(
+                f"linger_seconds must be between 0 and {MAX_LINGER:g}, got {linger}")
+        async for group in self._groups(reqs, deadline, linger):
+            yield group
+
+    async def _groups(self, reqs: Sequence[ExecutionRequest], deadline: float | None,
+                      linger: float | None) -> AsyncIterator[list[ExecutionResult]]:
+        """The results of `reqs` as they finish: one at a time (`linger` None), or with every
+        other result that finished within `linger` seconds. A request that raised ends the
+        stream with its error, after the results that finished before it."""
         self._admit()
         try:
             limit = asyncio.Semaphore(self.config.workers)
@@ -326,17 +353,52 @@ class ExecutorService:
                     result = await self._run_one(req, deadline)
                 return _with_index(result, index)
 
+            finished: list[asyncio.Task[ExecutionResult]] = []  # in the order they finished
+            arrived = asyncio.Event()
+            every = asyncio.get_running_loop().create_future()  # done once all have finished
+            count = [0]
+
+            def done(task: asyncio.Task[ExecutionResult]) -> None:
+                finished.append(task)
+                arrived.set()
+                count[0] += 1
+                if count[0] == len(tasks) and not every.done():
+                    every.set_result(None)
+
             tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(reqs)]
+            for task in tasks:
+                task.add_done_callback(done)
+            left = len(tasks)
             try:
-                for fut in asyncio.as_completed(tasks):
-                    yield await fut
+                while left:
+                    if not finished:
+                        arrived.clear()
+                        await arrived.wait()
+                    if linger is None:
+                        take = finished[:1]
+                    else:
+                        wait = linger if deadline is None else min(
+                            linger, deadline - time.monotonic())
+                        if wait > 0 and len(finished) < left:  # (not past the last one)
+                            await asyncio.wait([every], timeout=wait)
+                        take = finished[:]
+                    del finished[:len(take)]
+                    left -= len(take)
+                    group: list[ExecutionResult] = []
+                    for task in take:
+                        try:
+                            group.append(task.result())
+                        except BaseException:
+                            if group:
+                                yield group
+                            raise
+                    yield group
             finally:
-                for t in tasks:
-                    t.cancel()
+                for task in tasks:
+                    task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._release()
-
 
 def _with_index(result: ExecutionResult, index: int) -> ExecutionResult:
     return replace(result, index=index)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import grpc
 
@@ -13,7 +13,28 @@ from acecoder.v1 import executor_pb2 as pb
 from acecoder.v1 import executor_pb2_grpc as pb_grpc
 
 from . import convert, languages
-from .service import ExecutorService
+from .service import DEFAULT_LINGER, ExecutorService
+from .types import ExecutionRequest
+
+CHUNK_BYTES = 4 << 20
+"""What one message of ExecuteBatchChunked holds at most (a single larger result goes alone)."""
+
+
+def packed(messages: Iterable[pb.ExecuteResponse],
+           budget: int = CHUNK_BYTES) -> Iterator[list[pb.ExecuteResponse]]:
+    """`messages` in order, in runs whose encoded sizes add up to at most `budget` bytes (one
+    larger message makes a run of its own)."""
+    run: list[pb.ExecuteResponse] = []
+    size = 0
+    for m in messages:
+        n = m.ByteSize()
+        if run and size + n > budget:
+            yield run
+            run, size = [], 0
+        run.append(m)
+        size += n
+    if run:
+        yield run
 
 
 class ExecutorServicer(pb_grpc.ExecutorServicer):
@@ -26,18 +47,32 @@ class ExecutorServicer(pb_grpc.ExecutorServicer):
         result = await self.service.execute(req, deadline=deadline_of(context))
         return convert.result_to_proto(result)
 
-    async def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
-                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecuteResponse]:
+    def _batch(self, request: pb.ExecuteBatchRequest) -> list[ExecutionRequest]:
         cfg = self.service.config
         if not request.requests:
             raise InvalidArgument("requests is empty: send at least one program")
         if len(request.requests) > cfg.max_batch:
             raise InvalidArgument(
                 f"{len(request.requests)} programs sent; the limit is {cfg.max_batch} (max_batch)")
-        reqs = [self.service.validate(**convert.request_fields(m), where=f"requests[{i}]")
+        return [self.service.validate(**convert.request_fields(m), where=f"requests[{i}]")
                 for i, m in enumerate(request.requests)]
+
+    async def ExecuteBatch(self, request: pb.ExecuteBatchRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecuteResponse]:
+        reqs = self._batch(request)
         async for result in self.service.execute_batch(reqs, deadline=deadline_of(context)):
             yield convert.result_to_proto(result)
+
+    async def ExecuteBatchChunked(
+            self, request: pb.ExecuteBatchRequest,
+            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExecuteBatchChunk]:
+        linger = request.linger_seconds if request.HasField("linger_seconds") else DEFAULT_LINGER
+        reqs = self._batch(request)
+        groups = self.service.execute_batch_groups(reqs, deadline=deadline_of(context),
+                                                   linger=linger)
+        async for group in groups:
+            for run in packed(convert.result_to_proto(r) for r in group):
+                yield pb.ExecuteBatchChunk(results=run)
 
     async def Info(self, request: pb.InfoRequest,
                    context: grpc.aio.ServicerContext) -> pb.InfoResponse:

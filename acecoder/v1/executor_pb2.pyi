@@ -100,10 +100,18 @@ class StdioTest(_message.Message):
     def __init__(self, input: _Optional[bytes] = ..., output: _Optional[bytes] = ...) -> None: ...
 
 class ExecuteBatchRequest(_message.Message):
-    __slots__ = ("requests",)
+    __slots__ = ("requests", "linger_seconds")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    LINGER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     requests: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
-    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
+    linger_seconds: float
+    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ..., linger_seconds: _Optional[float] = ...) -> None: ...
+
+class ExecuteBatchChunk(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ExecuteResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[ExecuteResponse, _Mapping]]] = ...) -> None: ...
 
 class TestResult(_message.Message):
     __slots__ = ("verdict", "duration_seconds", "error_type", "error_message", "cpu_seconds", "peak_memory_kb", "exit_code")

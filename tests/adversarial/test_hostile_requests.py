@@ -68,6 +68,7 @@ def test_refused_requests_run_nothing_and_change_nothing_after(front: tuple[str,
     one = request.SerializeToString()
     batch = executor_pb2.ExecuteBatchRequest(requests=[request] * 5).SerializeToString()
     execute, execute_batch = "/acecoder.v1.Executor/Execute", "/acecoder.v1.Executor/ExecuteBatch"
+    chunked = "/acecoder.v1.Executor/ExecuteBatchChunked"
     refused = [
         raw(target, execute, one, None),  # no token: the message is never even read
         raw(target, execute, one, "x" * 30),  # a token not listed
@@ -75,9 +76,12 @@ def test_refused_requests_run_nothing_and_change_nothing_after(front: tuple[str,
         raw(target, execute, one[:-3] + b"\xff\xff\xff", TOKEN),  # does not parse
         raw(target, execute, one + b"\x0a\x02\xff\xfe", TOKEN),  # request_id not UTF-8
         raw(target, execute_batch, batch, TOKEN),  # 5 programs, over the burst of 4
+        raw(target, chunked, batch, None),
+        raw(target, chunked, batch, TOKEN),  # charged by its programs too
     ]
     assert refused == ["UNAUTHENTICATED", "UNAUTHENTICATED", "UNAUTHENTICATED",
-                       "INVALID_ARGUMENT", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"]
+                       "INVALID_ARGUMENT", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED",
+                       "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"]
     assert programs_run(metrics) == before, "a refused request ran a program"
     # the honest request after them (its bucket still holds 3): answered exactly as alone
     with ExecutorClient(target, timeout=60, retry=RetryPolicy(attempts=1),

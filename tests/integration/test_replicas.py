@@ -298,7 +298,7 @@ def test_the_trainers_rewards_reach_every_replica(cluster: Cluster,
 
     for name, value in cluster.mode.client_env.items():
         monkeypatch.setenv(name, value)
-    executed = counts(cluster.executors, "ExecuteBatch")
+    executed = counts(cluster.executors, "ExecuteBatchChunked")
     scored = counts(cluster.rms, "Score")
     scorer = RewardScorer(RewardSpec(kind="mix", executor=cluster.executor_target,
                                      rm=cluster.rm_target, per_call=1))
@@ -310,7 +310,7 @@ def test_the_trainers_rewards_reach_every_replica(cluster: Cluster,
         scorer.close()
     assert [r.pass_rate for r in rewards] == [1.0, 0.5] * 6
     assert all(r.value is not None and r.rm_score is not None for r in rewards)
-    by_executor = since(executed, cluster.executors, "ExecuteBatch")
+    by_executor = since(executed, cluster.executors, "ExecuteBatchChunked")
     by_rm = since(scored, cluster.rms, "Score")
     assert sum(by_executor) == sum(by_rm) == 12  # one call per sample (per_call=1)
     assert min(by_executor) > 0 and min(by_rm) > 0, (by_executor, by_rm)
@@ -325,7 +325,7 @@ def test_rerank_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> None:
         json.dumps({"id": f"q{i}", "question": QUESTION, "candidates": [WRONG, ADD],
                     "tests": TESTS}) + "\n" for i in range(12)))
     reranked = counts(cluster.rms, "Rerank")
-    executed = counts(cluster.executors, "ExecuteBatch")
+    executed = counts(cluster.executors, "ExecuteBatchChunked")
     done = subprocess.run(
         [sys.executable, "-m", "acecoder.cli", "rerank", "--input", str(questions), "--output",
          str(tmp_path / "ranked.jsonl"), "--server", cluster.rm_target, "--concurrency", "2",
@@ -335,7 +335,7 @@ def test_rerank_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> None:
     ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
     assert len(ranked) == 12 and all(r["best"] == 1 for r in ranked)
     by_rm = since(reranked, cluster.rms, "Rerank")
-    by_executor = since(executed, cluster.executors, "ExecuteBatch")
+    by_executor = since(executed, cluster.executors, "ExecuteBatchChunked")
     assert sum(by_rm) == 12 and min(by_rm) > 0, by_rm
     assert sum(by_executor) == 12 and min(by_executor) > 0, by_executor
 
@@ -346,7 +346,7 @@ def test_rerank_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> None:
 def test_an_rl_run_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> None:
     """`acecoder train rl` (one process, two steps of the tiny CPU preset) with mix rewards
     from the lists of executors and RM servers, over mutual TLS with a token."""
-    executed = counts(cluster.executors, "ExecuteBatch")
+    executed = counts(cluster.executors, "ExecuteBatchChunked")
     scored = counts(cluster.rms, "Score")
     out = tmp_path / "run"
     done = subprocess.run(
@@ -360,6 +360,6 @@ def test_an_rl_run_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> No
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["reward/dropped"] == 0 for r in rows)
-    by_executor = since(executed, cluster.executors, "ExecuteBatch")
+    by_executor = since(executed, cluster.executors, "ExecuteBatchChunked")
     by_rm = since(scored, cluster.rms, "Score")
     assert min(by_executor) > 0 and min(by_rm) > 0, (by_executor, by_rm)

@@ -122,10 +122,11 @@ def test_bad_input_is_invalid_argument(server, fields, message) -> None:  # type
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in err.value.details()
         batch = pb.ExecuteBatchRequest(requests=[pb.ExecuteRequest(program=b"x=1", tests=[b"assert x"]), req])
-        with pytest.raises(grpc.RpcError) as err:
-            list(stub.ExecuteBatch(batch, timeout=30))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "requests[1]" in err.value.details()
+        for method in (stub.ExecuteBatch, stub.ExecuteBatchChunked):
+            with pytest.raises(grpc.RpcError) as err:
+                list(method(batch, timeout=30))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "requests[1]" in err.value.details()
 
 
 def test_batch_streams_results_as_they_finish(client) -> None:  # type: ignore[no-untyped-def]
@@ -134,6 +135,72 @@ def test_batch_streams_results_as_they_finish(client) -> None:  # type: ignore[n
     order = [r.index for r in client.execute_batch([slow, *fast])]
     assert sorted(order) == list(range(7))
     assert order[-1] == 0  # the slow one came back last, the others did not wait for it
+
+
+MIXED = [
+    Program(GOOD, ["assert f(1) == 2", "assert f(2) == 4"]),
+    Program(GOOD, ["assert f(1) == 3"]),
+    Program("def f(:\n", ["assert f(1) == 2"]),
+    Program("def f(x):\n    raise KeyError(x)\n", ["assert f(1) == 2"]),
+    Program("import sys\nsys.exit(0)\n", ["assert f(1) == 2"]),
+    Program("def f(x):\n    return [x] * 3\n", ["assert f(1) == [1, 1, 1]", "assert f(2) == []"]),
+    Program(GOOD, ["assert f(3) == 6"]),
+    Program("def f(x):\n    print('all tests passed')\n    return x\n", ["assert f(1) == 2"]),
+]
+
+
+def _chunked(server, programs: list[Program], linger: float | None = None) -> list[list[pb.ExecuteResponse]]:  # type: ignore[no-untyped-def]
+    """ExecuteBatchChunked's messages, each as its list of results."""
+    req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in programs])
+    if linger is not None:
+        req.linger_seconds = linger
+    with grpc.insecure_channel(server.target) as ch:
+        return [list(m.results) for m in pb_grpc.ExecutorStub(ch).ExecuteBatchChunked(req, timeout=60)]
+
+
+def _answer(m: pb.ExecuteResponse) -> tuple[object, ...]:
+    return (m.status, m.status_detail, [(t.verdict, t.error_type) for t in m.results],
+            m.pass_rate, m.all_passed, sorted(m.flags))
+
+
+@pytest.mark.parametrize("linger", [0.5, 0.0, None])
+def test_a_chunked_batch_answers_every_request_once_as_execute_batch_does(server, linger) -> None:  # type: ignore[no-untyped-def]
+    """The same results as ExecuteBatch's, each request's once, several to a message where
+    they finish within the linger of each other (0: only those that finished together)."""
+    req = pb.ExecuteBatchRequest(requests=[p.to_proto() for p in MIXED])
+    with grpc.insecure_channel(server.target) as ch:
+        alone = {m.index: _answer(m) for m in pb_grpc.ExecutorStub(ch).ExecuteBatch(req, timeout=60)}
+    messages = _chunked(server, MIXED, linger)
+    got = [m.index for chunk in messages for m in chunk]
+    assert sorted(got) == list(range(len(MIXED)))  # every one, once
+    assert {m.index: _answer(m) for chunk in messages for m in chunk} == alone
+    assert all(chunk for chunk in messages)  # no empty message
+    if linger == 0.5:  # eight programs of milliseconds on two workers: well within 0.5 s
+        assert len(messages) < len(MIXED), [len(c) for c in messages]
+
+
+def test_a_chunk_holds_no_result_back_for_a_slow_one(server) -> None:  # type: ignore[no-untyped-def]
+    """A finished result waits for others at most the linger: the fast programs' results do
+    not wait for the slow one, and the last one does not wait out a linger alone."""
+    slow = Program("import time\ndef f(x):\n    time.sleep(1.5)\n    return x\n", ["assert f(1) == 1"])
+    fast = [Program(GOOD, [f"assert f({i}) == {2 * i}"]) for i in range(6)]
+    messages = _chunked(server, [slow, *fast], linger=0.2)
+    assert [m.index for m in messages[-1]] == [0]  # alone, last
+    assert sorted(m.index for chunk in messages[:-1] for m in chunk) == list(range(1, 7))
+    started = time.monotonic()
+    messages = _chunked(server, fast[:3], linger=1.0)
+    assert time.monotonic() - started < 1.0  # all three finished: nothing left to wait for
+    assert sorted(m.index for chunk in messages for m in chunk) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("linger", [-0.001, 1.5, float("nan"), float("inf")])
+def test_a_linger_out_of_range_is_invalid_argument(server, linger) -> None:  # type: ignore[no-untyped-def]
+    before = _programs_run(server)
+    with pytest.raises(grpc.RpcError) as err:
+        _chunked(server, [Program(GOOD, ["assert f(1) == 2"])], linger)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "linger_seconds must be between 0 and 1" in err.value.details()
+    assert _programs_run(server) == before
 
 
 def _programs_run(server) -> float:  # type: ignore[no-untyped-def]
