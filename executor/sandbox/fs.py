@@ -121,6 +121,36 @@ def make_job_dir(path: str, uid: int | None, *, size: int, inodes: int = 20000) 
         return False
 
 
+def make_holder(path: str, jobs: int) -> bool:
+    """Create a directory that holds up to `jobs` job directories, to be detached together
+    (`remove_job_dir`): one detach waits for one RCU grace period however many mounts it
+    takes with it. A fresh tmpfs of its own, root's, 0711: every uid may pass through it to
+    its own job directory, none may list it. (Where mounting is not possible, a plain
+    directory.) Returns whether it is a mount."""
+    os.mkdir(path, 0o711)
+    try:
+        _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+               f"mode=0711,size=64k,nr_inodes={4 * jobs + 64}")
+        return True
+    except OSError:
+        return False
+
+
+def blank(path: str) -> bool:
+    """Whether a sealed job directory (a tmpfs of its own) holds nothing of its request and
+    shows nothing of it: no file, directory, link or extended attribute, no byte in use
+    (statvfs counts them all, open unlinked files included), and its own times reset. Only
+    such a directory may wait, sealed, to be detached with others (`make_holder`)."""
+    try:
+        st = os.statvfs(path)
+        if st.f_blocks != st.f_bfree or st.f_files - st.f_ffree > 1:  # (1: its root)
+            return False
+        os.utime(path, (0, 0), follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 def seal(path: str) -> bool:
     """Make a job directory root's alone (0700): no request's uid can enter it any more, so it
     can be removed later. Returns whether it is sealed: never for what is not a directory (a

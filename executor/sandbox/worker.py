@@ -71,6 +71,8 @@ _PREIMPORT = (
     "bisect collections copy functools heapq itertools math operator random re string typing"
 ).split()
 _TMP_ROOT = "/tmp/acecoder"
+# Sealed, blank job directories a holder keeps before it is detached with them (fs.make_holder).
+_DETACH_TOGETHER = 16
 # The name a pre-spawned child has until it gets its job (see Worker.prepare).
 SPARE_NAME = b"acecoder-spare"
 # Flags the test process may report (the others the worker decides itself).
@@ -335,8 +337,15 @@ class Worker:
         self.seq = 0
         self.stale_dirs: list[tuple[str, bool]] = []
         self.to_detach: list[str] = []
-        """Mounted directories of ended requests, sealed, to detach (see detach_old)."""
+        """Mounted directories of ended requests, sealed, or full holders, to detach (see
+        detach_old)."""
         os.makedirs(_TMP_ROOT, mode=0o755, exist_ok=True)
+        self.holder: str | None = None
+        """Where the next requests' directories go (fs.make_holder); None: a new one."""
+        self.holder_mounted = False
+        self.holders = 0
+        self.blanks = 0
+        """Sealed, blank directories of ended requests that wait in the holder."""
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
         self.program_spec, self.stdio_spec, self.checker_spec, self.native_spec = (
@@ -476,8 +485,18 @@ class Worker:
         self._check_zygotes()
         if not open_fds and req.mounted and self.prog_uid is not None and fs.seal(req.tmp):
             # Nothing of the request runs, and none of its uids can enter its directory any
-            # more: the mount is detached while the next request runs (see detach_old).
-            self.to_detach.append(req.tmp)
+            # more. One it left blank waits in its holder, which is detached with every one
+            # in it (one detach, one RCU grace period, for many requests); any other is
+            # detached while the next request runs (see detach_old).
+            holder = self.holder
+            if holder is not None and self.holder_mounted \
+                    and req.tmp.startswith(f"{holder}/") and fs.blank(req.tmp):
+                self.blanks += 1
+                if self.blanks >= _DETACH_TOGETHER:
+                    self.to_detach.append(holder)  # the next request gets a new one
+                    self.holder = None
+            else:
+                self.to_detach.append(req.tmp)
         else:
             self._remove_dir(req.tmp, req.mounted)
         while len(self.to_detach) > 1:
@@ -485,7 +504,8 @@ class Worker:
         return not open_fds
 
     def detach_old(self) -> None:
-        """Detach the last request's directory (a tmpfs, sealed). Called once the next
+        """Detach what the last request left to detach: its directory (a tmpfs, sealed), or
+        a holder with the blank directories of many (see settle). Called once the next
         request's processes run: a detach waits for an RCU grace period (tens of microseconds
         under load, with nothing to do meanwhile on this slot's core before they start)."""
         while self.to_detach:
@@ -547,13 +567,22 @@ class Worker:
         processes, spawned now so that the request does not wait for them."""
         self._remove_stale()
         self.seq += 1
-        tmp = f"{_TMP_ROOT}/{self.slot}-{self.seq}"
+        tmp = f"{self._holder()}/{self.seq}"
         req = _Request(tmp, fs.make_job_dir(tmp, self.prog_uid, size=self.tmp_bytes))
         if spare:
             req.spare = self._spawn_program(req)
             if self.use_judge and self.judge is None:
                 self.judge = self._spawn_judge()
         return req
+
+    def _holder(self) -> str:
+        """The directory the next request's directory goes in (see fs.make_holder)."""
+        if self.holder is None:
+            self.holders += 1
+            path = f"{_TMP_ROOT}/{self.slot}.{self.holders}"
+            self.holder_mounted = fs.make_holder(path, _DETACH_TOGETHER)
+            self.holder, self.blanks = path, 0
+        return self.holder
 
     def _spawn_program(self, req: _Request) -> _Pair:
         t2p_r, t2p_w = os.pipe2(os.O_CLOEXEC)

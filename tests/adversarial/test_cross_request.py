@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from acecoder.clients import ExecutorClient
+from acecoder.executor.sandbox.worker import _DETACH_TOGETHER
 from acecoder.executor.types import ProgramStatus, Verdict
 from tests.conftest import (
     UID_BASE,
@@ -626,7 +627,8 @@ def test_an_ended_request_s_directory_is_closed_to_every_later_one(shared) -> No
     """A request's directory (a tmpfs of its own) is detached a little after the request ends,
     while the next one runs; from the moment it ends, no later request (the same program uid)
     can enter it, read what it left, or take it over, whatever modes it set on its files and
-    directories; and directories of ended requests do not pile up."""
+    directories; and directories of ended requests do not pile up (blank ones wait in their
+    holder for the rest of its batch: see the next test)."""
     from acecoder.clients import StdioTest
 
     server, client = shared
@@ -643,8 +645,58 @@ def test_an_ended_request_s_directory_is_closed_to_every_later_one(shared) -> No
     probe = _PROBE + f"AT_LOAD = probe({left!r})\ndef at_load():\n    return AT_LOAD\n"
     r = client.execute(probe, ["found = at_load()\nassert found == [], found",
                                f"found = probe({left!r})\nassert found == [], found",
-                               "mounts = job_mounts()\nassert mounts <= 2, mounts"])
-    assert r.verdicts == [Verdict.PASSED] * 3, r
-    r = client.execute(probe + "print(AT_LOAD, job_mounts() <= 2)\n", [StdioTest("", "[] True")])
+                               f"mounts = job_mounts()\nassert mounts <= {MOUNTS}, mounts"])
+    assert r.verdicts == [Verdict.PASSED] * 3, [t.error_message for t in r.tests]
+    r = client.execute(probe + f"print(AT_LOAD, job_mounts() <= {MOUNTS})\n",
+                       [StdioTest("", "[] True")])
     assert r.verdicts == [Verdict.PASSED], r
+    assert_no_leftovers(workers=1, root=server.proc.pid)
+
+
+# Mounts under /tmp/acecoder a program may see at most: the holder, the blank directories
+# waiting in it, its own, and the last request's (detached while this one starts).
+MOUNTS = 1 + _DETACH_TOGETHER + 2
+_LEAVE_NOTHING_BUT_TIMES = (
+    "import os, sys\n"
+    "open('gone', 'w').write('x' * 5000)\n"
+    "os.unlink('gone')\n"
+    "os.chmod('.', 0o777)\n"
+    "os.utime('.', (123456789, 123456789))\n"
+    "print(os.getcwd(), file=sys.stderr)\n"
+    "def f(x):\n    return x\n"
+)
+
+
+def test_blank_directories_wait_sealed_and_go_together(shared) -> None:  # type: ignore[no-untyped-def]
+    """A request that leaves its directory empty has it wait, sealed, in a holder that is
+    detached with every directory in it (one detach for many requests): until then no later
+    request can list the holder, enter such a directory, or read from it anything its request
+    did (its mode and times are reset; what it wrote and deleted shows in no count); and the
+    holders do come and go."""
+    server, client = shared
+    left = []
+    for _ in range(2 * _DETACH_TOGETHER + 3):
+        r = client.execute(_LEAVE_NOTHING_BUT_TIMES, ["assert f(1) == 1"])
+        assert r.verdicts == [Verdict.PASSED], r
+        left.append(r.stderr.strip())
+    holders = sorted({os.path.dirname(p) for p in left})
+    assert len(holders) >= 3, holders  # a new holder after each batch
+    probe = _PROBE + (
+        "def seen(paths, holders):\n"
+        "    out = []\n"
+        "    for h in holders:\n"
+        "        try:\n            os.listdir(h)\n            out.append(('listed', h))\n"
+        "        except OSError:\n            pass\n"
+        "    for p in paths:\n"
+        "        try:\n            st = os.stat(p)\n"
+        "        except OSError:\n            continue\n"
+        "        if (st.st_uid, st.st_mode & 0o7777, st.st_mtime, st.st_atime, st.st_nlink,\n"
+        "                st.st_size) != (0, 0o700, 0, 0, 2, 40):\n"
+        "            out.append(('shows', p, st))\n"
+        "    return out\n"
+    )
+    r = client.execute(probe, [f"found = probe({left!r})\nassert found == [], found",
+                               f"found = seen({left!r}, {holders!r})\nassert found == [], found",
+                               f"mounts = job_mounts()\nassert mounts <= {MOUNTS}, mounts"])
+    assert r.verdicts == [Verdict.PASSED] * 3, [t.error_message for t in r.tests]
     assert_no_leftovers(workers=1, root=server.proc.pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -93,3 +94,73 @@ def test_seal_refuses_what_is_not_a_directory_it_can_own(tmp_path: Path) -> None
     (tmp_path / "link").symlink_to(target)
     assert not fs.seal(str(tmp_path / "link"))  # neither the link nor what it points to
     assert target.stat().st_mode & 0o777 == 0o777
+
+
+def _in_own_mount_namespace(body) -> str:  # type: ignore[no-untyped-def]
+    """Run `body()` (returns a str) in a child with a private mount namespace; its answer."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.unshare(0x00020000) == 0  # CLONE_NEWNS
+            assert libc.mount(None, b"/", None, 0x4000 | 0x40000, None) == 0  # rec, private
+            answer = body()
+        except BaseException as exc:  # noqa: BLE001
+            answer = f"raised {exc!r}"
+        os.write(w, answer.encode())
+        os._exit(0)
+    os.close(w)
+    answer = os.read(r, 1 << 16).decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_a_blank_job_directory_is_told_from_any_that_holds_something(tmp_path: Path) -> None:
+    """blank: a sealed job tmpfs that holds nothing (no file, directory, link, extended
+    attribute or byte in use, open unlinked files included), its times reset; and a holder
+    is a tmpfs root may list and others may only pass through."""
+    def body() -> str:
+        holder = str(tmp_path / "h")
+        assert fs.make_holder(holder, 16)
+        st = os.stat(holder)
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o711)
+        job = f"{holder}/1"
+        assert fs.make_job_dir(job, 61990, size=1 << 20)
+        seen = []
+
+        def check(what: str) -> None:
+            assert fs.seal(job)
+            seen.append(f"{what}={fs.blank(job)}")
+
+        os.utime(job, (123, 123))
+        check("fresh")
+        assert os.stat(job).st_mtime == 0
+        with open(f"{job}/f", "w") as f:
+            f.write("x")
+        check("file")
+        os.unlink(f"{job}/f")
+        check("deleted")
+        os.mkdir(f"{job}/d")
+        check("dir")
+        os.rmdir(f"{job}/d")
+        os.symlink("target", f"{job}/l")
+        check("link")
+        os.unlink(f"{job}/l")
+        os.setxattr(job, "user.k", b"v")
+        check("xattr")
+        os.removexattr(job, "user.k")
+        fd = os.open(f"{job}/u", os.O_CREAT | os.O_WRONLY)
+        os.unlink(f"{job}/u")
+        os.write(fd, b"y" * 5000)
+        check("unlinked-open")
+        os.close(fd)
+        check("closed")
+        fs.remove_job_dir(holder, True)  # with the job directory in it
+        assert not os.path.exists(holder)
+        return " ".join(seen)
+
+    assert _in_own_mount_namespace(body) == (
+        "fresh=True file=False deleted=True dir=False link=False xattr=False "
+        "unlinked-open=False closed=True")
