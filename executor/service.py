@@ -400,5 +400,6 @@ class ExecutorService:
         finally:
             self._release()
 
+
 def _with_index(result: ExecutionResult, index: int) -> ExecutionResult:
     return replace(result, index=index)
