@@ -20,6 +20,7 @@ _MS_NODEV = 0x4
 _MS_NOEXEC = 0x8
 _MS_REMOUNT = 0x20
 _MS_BIND = 0x1000
+_MS_MOVE = 0x2000
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 
@@ -121,34 +122,56 @@ def make_job_dir(path: str, uid: int | None, *, size: int, inodes: int = 20000) 
         return False
 
 
-def make_holder(path: str, jobs: int) -> bool:
+def make_holder(path: str, jobs: int, parked: str) -> bool:
     """Create a directory that holds up to `jobs` job directories, to be detached together
     (`remove_job_dir`): one detach waits for one RCU grace period however many mounts it
     takes with it. A fresh tmpfs of its own, root's, 0711: every uid may pass through it to
-    its own job directory, none may list it. (Where mounting is not possible, a plain
-    directory.) Returns whether it is a mount."""
+    its own job directory, none may list it; in it `parked`, root's alone (0700), where ended
+    requests' directories wait (`park`). (Where mounting is not possible, a plain directory,
+    and nothing is parked.) Returns whether it is a mount."""
     os.mkdir(path, 0o711)
     try:
         _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
                f"mode=0711,size=64k,nr_inodes={4 * jobs + 64}")
-        return True
     except OSError:
         return False
+    os.mkdir(os.path.join(path, parked), 0o700)
+    return True
+
+
+def park(path: str, room: str) -> str | None:
+    """Move the mount at `path` (an ended request's directory) into `room` (a directory root's
+    alone), under the same name, and remove the mount point it leaves. From then on no path a
+    request's uid can walk leads to it, whatever its request wrote on it or in it (extended
+    attributes and ACLs included): nothing of it needs to be looked at to keep it from later
+    requests. Returns its new path; None if it could not be moved (it is still at `path`)."""
+    dest = os.path.join(room, os.path.basename(path))
+    try:
+        os.mkdir(dest, 0o700)
+    except OSError:
+        return None
+    try:
+        _mount(path, dest, None, _MS_MOVE)
+    except OSError:
+        os.rmdir(dest)
+        return None
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # an empty directory of root's: it goes with the holder
+    return dest
 
 
 def blank(path: str) -> bool:
-    """Whether a sealed job directory (a tmpfs of its own) holds nothing of its request and
-    shows nothing of it: no file, directory, link or extended attribute, no byte in use
-    (statvfs counts them all, open unlinked files included), and its own times reset. Only
-    such a directory may wait, sealed, to be detached with others (`make_holder`)."""
+    """Whether a job directory (a tmpfs of its own) holds nothing that takes memory: no file,
+    directory, link or user attribute, no byte in use (statvfs counts them all, open
+    unlinked files included). Only such a parked directory may wait to be detached with
+    others (`make_holder`): many waiting ones must not hold many requests' files."""
     try:
         st = os.statvfs(path)
-        if st.f_blocks != st.f_bfree or st.f_files - st.f_ffree > 1:  # (1: its root)
-            return False
-        os.utime(path, (0, 0), follow_symlinks=False)
     except OSError:
         return False
-    return True
+    return st.f_blocks == st.f_bfree and st.f_files - st.f_ffree <= 1  # (1: its root)
 
 
 def seal(path: str) -> bool:

@@ -73,6 +73,8 @@ _PREIMPORT = (
 _TMP_ROOT = "/tmp/acecoder"
 # Sealed, blank job directories a holder keeps before it is detached with them (fs.make_holder).
 _DETACH_TOGETHER = 16
+# Where, in a holder, ended requests' directories wait to be detached (fs.park).
+_PARKED = "parked"
 # The name a pre-spawned child has until it gets its job (see Worker.prepare).
 SPARE_NAME = b"acecoder-spare"
 # Flags the test process may report (the others the worker decides itself).
@@ -483,29 +485,36 @@ class Worker:
         if not self._reaped(deadline):
             open_fds.add(-1)
         self._check_zygotes()
-        if not open_fds and req.mounted and self.prog_uid is not None and fs.seal(req.tmp):
-            # Nothing of the request runs, and none of its uids can enter its directory any
-            # more. One it left blank waits in its holder, which is detached with every one
-            # in it (one detach, one RCU grace period, for many requests); any other is
-            # detached while the next request runs (see detach_old).
-            holder = self.holder
-            if holder is not None and self.holder_mounted \
-                    and req.tmp.startswith(f"{holder}/") and fs.blank(req.tmp):
-                self.blanks += 1
-                if self.blanks >= _DETACH_TOGETHER:
-                    self.to_detach.append(holder)  # the next request gets a new one
-                    self.holder = None
-            else:
-                self.to_detach.append(req.tmp)
+        parked = None if open_fds else self._park(req)
+        if parked is None:
+            self._remove_dir(req.tmp, req.mounted)  # before the next request starts
+        elif fs.blank(parked):
+            # Empty: it waits for the holder, detached with every one in it (one detach, one
+            # RCU grace period, for many requests).
+            self.blanks += 1
+            if self.blanks >= _DETACH_TOGETHER and self.holder is not None:
+                self.to_detach.append(self.holder)  # the next request gets a new one
+                self.holder = None
         else:
-            self._remove_dir(req.tmp, req.mounted)
+            self.to_detach.append(parked)  # detached alone, while the next request runs
         while len(self.to_detach) > 1:
             self._remove_dir(self.to_detach.pop(0), True)
         return not open_fds
 
+    def _park(self, req: _Request) -> str | None:
+        """Seal an ended request's directory and park it (fs.park): nothing of the request
+        runs, none of its uids can enter the directory, and no later request can even find
+        it, only root can walk where it waits. Its new path, or None where it stays put."""
+        holder = self.holder
+        if (req.mounted and self.prog_uid is not None and holder is not None
+                and self.holder_mounted and req.tmp.startswith(f"{holder}/")
+                and fs.seal(req.tmp)):
+            return fs.park(req.tmp, f"{holder}/{_PARKED}")
+        return None
+
     def detach_old(self) -> None:
-        """Detach what the last request left to detach: its directory (a tmpfs, sealed), or
-        a holder with the blank directories of many (see settle). Called once the next
+        """Detach what the last request left to detach: its directory (a tmpfs, sealed and
+        parked), or a holder with the empty directories of many (see settle). Called once the next
         request's processes run: a detach waits for an RCU grace period (tens of microseconds
         under load, with nothing to do meanwhile on this slot's core before they start)."""
         while self.to_detach:
@@ -580,7 +589,7 @@ class Worker:
         if self.holder is None:
             self.holders += 1
             path = f"{_TMP_ROOT}/{self.slot}.{self.holders}"
-            self.holder_mounted = fs.make_holder(path, _DETACH_TOGETHER)
+            self.holder_mounted = fs.make_holder(path, _DETACH_TOGETHER, _PARKED)
             self.holder, self.blanks = path, 0
         return self.holder
 

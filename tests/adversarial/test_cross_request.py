@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from acecoder.clients import ExecutorClient
-from acecoder.executor.sandbox.worker import _DETACH_TOGETHER
+from acecoder.executor.sandbox.worker import _DETACH_TOGETHER, _PARKED
 from acecoder.executor.types import ProgramStatus, Verdict
 from tests.conftest import (
     UID_BASE,
@@ -656,47 +656,76 @@ def test_an_ended_request_s_directory_is_closed_to_every_later_one(shared) -> No
 # Mounts under /tmp/acecoder a program may see at most: the holder, the blank directories
 # waiting in it, its own, and the last request's (detached while this one starts).
 MOUNTS = 1 + _DETACH_TOGETHER + 2
-_LEAVE_NOTHING_BUT_TIMES = (
-    "import os, sys\n"
-    "open('gone', 'w').write('x' * 5000)\n"
-    "os.unlink('gone')\n"
-    "os.chmod('.', 0o777)\n"
-    "os.utime('.', (123456789, 123456789))\n"
-    "print(os.getcwd(), file=sys.stderr)\n"
-    "def f(x):\n    return x\n"
+# A POSIX ACL the program sets on its own directory: its named-user entry carries 32 bits of
+# its choosing (0x5EC2E7), and an ACL counts in no statvfs figure.
+_ACL = "struct.pack('<I', 2) + b''.join(struct.pack('<HHI', *e) for e in [(1, 7, 2**32 - 1), " \
+       "(2, 7, 0x5EC2E7), (4, 5, 2**32 - 1), (0x10, 7, 2**32 - 1), (0x20, 0, 2**32 - 1)])"
+
+
+def _mark_its_directory(leave: bool) -> str:
+    """A program that writes what it can on its own directory: an ACL, a mode, times; with
+    `leave`, a file and a user attribute too (else it writes a file and deletes it)."""
+    return (
+        "import os, struct, sys\n"
+        "marks = []\n"
+        f"for name, value in [('system.posix_acl_access', {_ACL})]"
+        + (" + [('user.secret', b's3cret')]" if leave else "") + ":\n"
+        "    try:\n        os.setxattr('.', name, value)\n        marks.append(name)\n"
+        "    except OSError:\n        pass\n"
+        "open('left', 'w').write('x' * 5000)\n"
+        + ("" if leave else "os.unlink('left')\n") +
+        "os.chmod('.', 0o777)\n"
+        "os.utime('.', (123456789, 123456789))\n"
+        "print(os.getcwd(), ','.join(marks), file=sys.stderr)\n"
+        "def f(x):\n    return x\n"
+    )
+
+
+_REACH = (
+    "import os\n"
+    "def reach(paths):\n"
+    "    out = []\n"
+    "    for p in paths:\n"
+    "        for name, call in (('stat', os.stat), ('listxattr', os.listxattr),\n"
+    "                           ('listdir', os.listdir)):\n"
+    "            try:\n                call(p)\n                out.append((name, p))\n"
+    "            except OSError:\n                pass\n"
+    "        for attr in ('system.posix_acl_access', 'user.secret'):\n"
+    "            try:\n                out.append((attr, p, os.getxattr(p, attr).hex()))\n"
+    "            except OSError:\n                pass\n"
+    "    return out\n"
+    "def listable(dirs):\n"
+    "    out = []\n"
+    "    for d in dirs:\n"
+    "        try:\n            out.append((d, os.listdir(d)))\n"
+    "        except OSError:\n            pass\n"
+    "    return out\n"
 )
 
 
-def test_blank_directories_wait_sealed_and_go_together(shared) -> None:  # type: ignore[no-untyped-def]
-    """A request that leaves its directory empty has it wait, sealed, in a holder that is
-    detached with every directory in it (one detach for many requests): until then no later
-    request can list the holder, enter such a directory, or read from it anything its request
-    did (its mode and times are reset; what it wrote and deleted shows in no count); and the
-    holders do come and go."""
+def test_nothing_an_ended_request_wrote_on_its_directory_reaches_a_later_one(shared) -> None:  # type: ignore[no-untyped-def]
+    """Whatever a request writes on its directory itself (an ACL whose entries carry data of
+    its choosing and that no statvfs figure counts, a user attribute, a mode, times), no
+    later request reaches that directory by any path once the request has ended: not at its
+    own load, while the worker may still be detaching the last one, nor later; whether the
+    directory was left empty (it waits for its holder's batch) or not (detached alone).
+    Parked directories wait where no request's uid can walk; the holders come and go."""
     server, client = shared
     left = []
-    for _ in range(2 * _DETACH_TOGETHER + 3):
-        r = client.execute(_LEAVE_NOTHING_BUT_TIMES, ["assert f(1) == 1"])
+    for i in range(2 * _DETACH_TOGETHER + 8):  # (35 left empty: two batches and more)
+        r = client.execute(_mark_its_directory(leave=i % 8 == 7), ["assert f(1) == 1"])
         assert r.verdicts == [Verdict.PASSED], r
-        left.append(r.stderr.strip())
+        cwd, marks = r.stderr.split()
+        assert "system.posix_acl_access" in marks.split(","), r.stderr  # (else nothing to find)
+        left.append(cwd)
     holders = sorted({os.path.dirname(p) for p in left})
     assert len(holders) >= 3, holders  # a new holder after each batch
-    probe = _PROBE + (
-        "def seen(paths, holders):\n"
-        "    out = []\n"
-        "    for h in holders:\n"
-        "        try:\n            os.listdir(h)\n            out.append(('listed', h))\n"
-        "        except OSError:\n            pass\n"
-        "    for p in paths:\n"
-        "        try:\n            st = os.stat(p)\n"
-        "        except OSError:\n            continue\n"
-        "        if (st.st_uid, st.st_mode & 0o7777, st.st_mtime, st.st_atime, st.st_nlink,\n"
-        "                st.st_size) != (0, 0o700, 0, 0, 2, 40):\n"
-        "            out.append(('shows', p, st))\n"
-        "    return out\n"
-    )
-    r = client.execute(probe, [f"found = probe({left!r})\nassert found == [], found",
-                               f"found = seen({left!r}, {holders!r})\nassert found == [], found",
-                               f"mounts = job_mounts()\nassert mounts <= {MOUNTS}, mounts"])
+    rooms = [f"{h}/{_PARKED}" for h in holders]
+    paths = left + [f"{os.path.dirname(p)}/{_PARKED}/{os.path.basename(p)}" for p in left]
+    probe = _REACH + _PROBE + f"AT_LOAD = reach({paths!r}) + listable({holders + rooms!r})\n"
+    r = client.execute(probe + "def f():\n    return AT_LOAD\n", [
+        "found = f()\nassert found == [], found",
+        f"found = reach({paths!r}) + listable({holders + rooms!r})\nassert found == [], found",
+        f"mounts = job_mounts()\nassert mounts <= {MOUNTS}, mounts"])
     assert r.verdicts == [Verdict.PASSED] * 3, [t.error_message for t in r.tests]
     assert_no_leftovers(workers=1, root=server.proc.pid)

@@ -193,6 +193,28 @@ def test_a_chunk_holds_no_result_back_for_a_slow_one(server) -> None:  # type: i
     assert sorted(m.index for chunk in messages for m in chunk) == [0, 1, 2]
 
 
+def test_programs_that_bloat_their_results_cannot_bloat_a_message(server) -> None:  # type: ignore[no-untyped-def]
+    """Programs whose results are as large as they can make them (a thousand tests, each an
+    error with a long message, and output to the cap), finishing together under a long
+    linger: every result arrives, whole; no message holds more than 4 MiB but a single
+    result."""
+    from acecoder.executor.servicer import CHUNK_BYTES
+
+    bloat = Program("import sys\nsys.stdout.write('o' * 200000)\n"
+                    "def f(x):\n    raise ValueError('m' * 20000)\n",
+                    [f"assert f({i}) == 0" for i in range(1000)])
+    messages = _chunked(server, [bloat] * 3 + [Program(GOOD, ["assert f(1) == 2"])] * 3,
+                        linger=1.0)
+    got = sorted(m.index for chunk in messages for m in chunk)
+    assert got == list(range(6))
+    for chunk in messages:
+        assert len(chunk) == 1 or sum(m.ByteSize() for m in chunk) <= CHUNK_BYTES
+    big = [m for chunk in messages for m in chunk if m.index < 3]
+    assert all(len(m.results) == 1000 and m.stdout_truncated for m in big)
+    assert all(t.error_type == "ValueError" for m in big for t in m.results)
+    assert sum(m.ByteSize() for m in big) > CHUNK_BYTES  # (so they could not go together)
+
+
 @pytest.mark.parametrize("linger", [-0.001, 1.5, float("nan"), float("inf")])
 def test_a_linger_out_of_range_is_invalid_argument(server, linger) -> None:  # type: ignore[no-untyped-def]
     before = _programs_run(server)

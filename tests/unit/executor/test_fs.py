@@ -118,25 +118,24 @@ def _in_own_mount_namespace(body) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_a_blank_job_directory_is_told_from_any_that_holds_something(tmp_path: Path) -> None:
-    """blank: a sealed job tmpfs that holds nothing (no file, directory, link, extended
-    attribute or byte in use, open unlinked files included), its times reset; and a holder
-    is a tmpfs root may list and others may only pass through."""
+    """blank: a job tmpfs that holds nothing taking memory (no file, directory, link, user
+    attribute or byte in use, open unlinked files included); a holder is a tmpfs root may
+    list and others may only pass through, with a room only root may walk."""
     def body() -> str:
         holder = str(tmp_path / "h")
-        assert fs.make_holder(holder, 16)
+        assert fs.make_holder(holder, 16, "parked")
         st = os.stat(holder)
         assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o711)
+        st = os.stat(f"{holder}/parked")
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
         job = f"{holder}/1"
         assert fs.make_job_dir(job, 61990, size=1 << 20)
         seen = []
 
         def check(what: str) -> None:
-            assert fs.seal(job)
             seen.append(f"{what}={fs.blank(job)}")
 
-        os.utime(job, (123, 123))
         check("fresh")
-        assert os.stat(job).st_mtime == 0
         with open(f"{job}/f", "w") as f:
             f.write("x")
         check("file")
@@ -164,3 +163,49 @@ def test_a_blank_job_directory_is_told_from_any_that_holds_something(tmp_path: P
     assert _in_own_mount_namespace(body) == (
         "fresh=True file=False deleted=True dir=False link=False xattr=False "
         "unlinked-open=False closed=True")
+
+
+def test_a_parked_job_directory_is_out_of_every_uid_s_reach(tmp_path: Path) -> None:
+    """park: the mount moves, whole, into the room; where it was nothing is left; from its
+    former owner's uid (and any other) neither path reaches it, nor anything written on it."""
+    uid = 61990
+
+    def body() -> str:
+        holder = str(tmp_path / "h")
+        assert fs.make_holder(holder, 16, "parked")
+        job = f"{holder}/7"
+        assert fs.make_job_dir(job, uid, size=1 << 20)
+        with open(f"{job}/kept", "w") as f:
+            f.write("s3cret")
+        os.setxattr(job, "user.secret", b"s3cret")
+        assert fs.seal(job)
+        parked = fs.park(job, f"{holder}/parked")
+        assert parked == f"{holder}/parked/7"
+        assert not os.path.exists(job)
+        assert os.path.ismount(parked) and open(f"{parked}/kept").read() == "s3cret"
+        assert fs.park(job, f"{holder}/parked") is None  # nothing there any more
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            reached = []
+            for p in (job, parked, f"{parked}/kept"):
+                for what in (os.stat, os.listxattr, os.listdir, lambda p: open(p).read(),
+                             lambda p: os.getxattr(p, "user.secret")):
+                    try:
+                        what(p)
+                        reached.append(p)
+                    except OSError:
+                        pass
+            os.write(w, repr(reached).encode())
+            os._exit(0)
+        os.close(w)
+        answer = os.read(r, 1 << 16).decode()
+        os.waitpid(pid, 0)
+        fs.remove_job_dir(parked, True)
+        assert not os.path.exists(parked)
+        return answer
+
+    assert _in_own_mount_namespace(body) == "[]"
