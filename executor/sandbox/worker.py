@@ -71,7 +71,7 @@ _PREIMPORT = (
     "bisect collections copy functools heapq itertools math operator random re string typing"
 ).split()
 _TMP_ROOT = "/tmp/acecoder"
-# Sealed, blank job directories a holder keeps before it is detached with them (fs.make_holder).
+# Empty parked job directories a holder keeps before it is detached with them (fs.make_holder).
 _DETACH_TOGETHER = 16
 # Where, in a holder, ended requests' directories wait to be detached (fs.park).
 _PARKED = "parked"
@@ -347,7 +347,7 @@ class Worker:
         self.holder_mounted = False
         self.holders = 0
         self.blanks = 0
-        """Sealed, blank directories of ended requests that wait in the holder."""
+        """Parked, empty directories of ended requests that wait in the holder."""
         self.test_zygote = test_zygote
         self.prog_zygote = prog_zygote
         self.program_spec, self.stdio_spec, self.checker_spec, self.native_spec = (
@@ -514,9 +514,10 @@ class Worker:
 
     def detach_old(self) -> None:
         """Detach what the last request left to detach: its directory (a tmpfs, sealed and
-        parked), or a holder with the empty directories of many (see settle). Called once the next
-        request's processes run: a detach waits for an RCU grace period (tens of microseconds
-        under load, with nothing to do meanwhile on this slot's core before they start)."""
+        parked), or a holder with the empty directories of many (see settle). Called once the
+        next request's processes run: a detach waits for an RCU grace period (tens of
+        microseconds under load, with nothing to do meanwhile on this slot's core before they
+        start)."""
         while self.to_detach:
             self._remove_dir(self.to_detach.pop(0), True)
 
